@@ -1,0 +1,77 @@
+"""Adapter of the embedded default model (``model=tiny``): a FLUX-architecture digits DiT."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dit_engine.errors import DitEngineError
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, Adapter, BlockSpec, ModelInfo, WorkloadDefaults
+
+
+def _weights_dir(model_cfg: Any) -> Path | None:
+    return Path(os.path.expanduser(model_cfg.pretrained)) if model_cfg.pretrained else None
+
+
+class TinyAdapter(Adapter):
+    """The embedded digits model: ``TinyDiTPipeline`` around a small ``FluxTransformer2DModel``.
+
+    Prompts are class names (``zero`` .. ``nine``, or the digits ``0`` .. ``9``).
+    ``model.pretrained`` may point at a folder with a retrained ``tiny_dit.safetensors``/``.json``.
+    """
+
+    name = "tiny"
+    pipeline_classes = ("TinyDiTPipeline",)
+    block_specs = (
+        BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
+        BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
+    )
+
+    def _config(self, model_cfg: Any) -> tuple[dict, str]:
+        from dit_engine.tiny.model import CONFIG_FILE, load_tiny_config
+
+        folder = _weights_dir(model_cfg)
+        path = folder / CONFIG_FILE.name if folder else CONFIG_FILE
+        try:
+            return load_tiny_config(path), str(path)
+        except FileNotFoundError as err:
+            raise DitEngineError(str(err)) from None
+
+    def model_info(self, model_cfg: Any) -> ModelInfo:
+        config, path = self._config(model_cfg)
+        transformer = config["transformer"]
+        return ModelInfo(
+            blocks={"transformer_blocks": transformer["num_layers"], "single_transformer_blocks": transformer["num_single_layers"]},
+            num_heads=transformer["num_attention_heads"],
+            source=path,
+        )
+
+    def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
+        from dit_engine.tiny.model import CONFIG_FILE
+
+        folder = _weights_dir(model_cfg)
+        if folder is not None and not (folder / CONFIG_FILE.name).is_file():
+            return [f"model.pretrained={model_cfg.pretrained} holds no {CONFIG_FILE.name}; point it at the --out folder of python -m dit_engine.tiny.train, or drop it to use the embedded weights"]
+        class_names = self._config(model_cfg)[0]["class_names"]
+        known = {name.lower() for name in class_names} | {str(i) for i in range(len(class_names))}
+        unknown = [p for p in workload.prompts if p.strip().lower() not in known]
+        if unknown:
+            return [f"unknown prompt '{unknown[0]}' for the tiny model; known prompts: {', '.join(class_names)}"]
+        return []
+
+    def load(self, model_cfg: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        from dit_engine.tiny import load_tiny_pipeline
+
+        return load_tiny_pipeline(device=device, dtype=dtype, weights_dir=_weights_dir(model_cfg))
+
+    def workload_defaults(self) -> WorkloadDefaults:
+        from dit_engine.tiny import CLASS_NAMES
+
+        return WorkloadDefaults(prompts=list(CLASS_NAMES), num_inference_steps=28, guidance_scale=1.0)
+
+    def call_kwargs(self, prompts, steps, guidance, height, width) -> dict[str, Any]:
+        # The tiny model has one trained size (16x16); height and width are not call arguments.
+        return {"prompt": prompts, "num_inference_steps": steps, "guidance_scale": guidance}

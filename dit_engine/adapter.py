@@ -1,0 +1,173 @@
+"""The adapter contract: everything model-specific the engine needs, mostly as data.
+
+An adapter says which pipelines it serves, where their transformer(s) and block lists live, how
+each block list is called (its :class:`BlockPattern`), how to load the model and what a default
+workload looks like. Third-party packages ship a subclass and register it under the entry-point
+group ``dit_engine.adapters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass(frozen=True)
+class BlockPattern:
+    """How a parent transformer calls one kind of block and what the block returns.
+
+    Attributes:
+        name: short label used in plans and reports.
+        hidden: name of the image-stream argument.
+        hidden_position: its position when passed positionally.
+        encoder: name of the text-stream argument, or ``None`` for single-stream blocks.
+        encoder_position: its position when passed positionally.
+        returns: order of the returned streams, e.g. ``("encoder", "hidden")`` for the FLUX
+            lineage, ``("hidden", "encoder")`` for CogVideoX/Hunyuan, ``("hidden",)`` for blocks
+            that return one tensor.
+    """
+
+    name: str
+    hidden: str = "hidden_states"
+    hidden_position: int = 0
+    encoder: str | None = "encoder_hidden_states"
+    encoder_position: int = 1
+    returns: tuple[str, ...] = ("encoder", "hidden")
+
+    def read_inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (hidden, encoder) streams a block was called with."""
+        hidden = kwargs[self.hidden] if self.hidden in kwargs else args[self.hidden_position]
+        encoder = None
+        if self.encoder is not None:
+            if self.encoder in kwargs:
+                encoder = kwargs[self.encoder]
+            elif len(args) > self.encoder_position:
+                encoder = args[self.encoder_position]
+        return hidden, encoder
+
+    def read_outputs(self, output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (hidden, encoder) streams a block returned."""
+        if len(self.returns) == 1:
+            return output, None
+        streams = dict(zip(self.returns, output))
+        return streams["hidden"], streams.get("encoder")
+
+    def make_output(self, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
+        """A block output carrying the given streams, in the order the parent expects."""
+        if len(self.returns) == 1:
+            return hidden
+        streams = {"hidden": hidden, "encoder": encoder}
+        return tuple(streams[name] for name in self.returns)
+
+
+#: FLUX lineage (pattern A/B in tiny-zoo.md): keywords in, ``(encoder, hidden)`` out. FLUX's
+#: single-stream blocks in diffusers 0.42 take and return both streams too.
+DUAL_STREAM_ENCODER_FIRST = BlockPattern(name="dual(encoder,hidden)")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block list of a transformer: its attribute path and its call pattern."""
+
+    path: str
+    pattern: BlockPattern
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Shape facts the plan compiler checks against, known without loading weights.
+
+    Attributes:
+        blocks: block-list path -> number of blocks, in execution order.
+        num_heads: attention heads (parallelism checks).
+        source: where the facts came from (``config.json`` path, embedded weights, adapter default).
+    """
+
+    blocks: dict[str, int]
+    num_heads: int
+    source: str
+
+    @property
+    def total_blocks(self) -> int:
+        return sum(self.blocks.values())
+
+
+@dataclass
+class WorkloadDefaults:
+    """A model family's default workload (used where ``workload.*`` is null)."""
+
+    prompts: list[str]
+    num_inference_steps: int
+    guidance_scale: float
+    height: int | None = None
+    width: int | None = None
+    extra_call_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter:
+    """Base class of model adapters. Subclasses mostly set class attributes.
+
+    Attributes:
+        name: entry-point name (``flux``).
+        pipeline_classes: names of the diffusers pipeline classes this adapter serves.
+        transformer_attrs: pipeline attributes holding a DiT (two for Wan 2.2 experts).
+        block_specs: the block lists of each transformer, in execution order.
+    """
+
+    name: ClassVar[str] = ""
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()
+    transformer_attrs: ClassVar[tuple[str, ...]] = ("transformer",)
+    block_specs: ClassVar[tuple[BlockSpec, ...]] = ()
+    provider = None  # set by the registry
+
+    def matches(self, pipe: Any) -> bool:
+        """Whether this adapter serves ``pipe`` (by pipeline class name, subclasses included)."""
+        return any(cls.__name__ in self.pipeline_classes for cls in type(pipe).__mro__)
+
+    def transformers(self, pipe: Any) -> dict[str, torch.nn.Module]:
+        """The pipeline's DiTs by attribute name (absent ones skipped)."""
+        found = {attr: getattr(pipe, attr, None) for attr in self.transformer_attrs}
+        return {attr: module for attr, module in found.items() if module is not None}
+
+    def block_lists(self, transformer: torch.nn.Module) -> list[tuple[BlockSpec, torch.nn.ModuleList]]:
+        """The transformer's block lists in execution order, with their specs."""
+        return [(spec, transformer.get_submodule(spec.path)) for spec in self.block_specs]
+
+    def model_info_from_pipeline(self, pipe: Any) -> ModelInfo:
+        """Shape facts read off a loaded pipeline."""
+        transformer = next(iter(self.transformers(pipe).values()))
+        blocks = {spec.path: len(blocks) for spec, blocks in self.block_lists(transformer)}
+        heads = int(getattr(transformer.config, "num_attention_heads", 0))
+        return ModelInfo(blocks=blocks, num_heads=heads, source=f"loaded {type(transformer).__name__}")
+
+    # The methods below are what the CLI engine needs on top of `apply`.
+
+    def model_info(self, model_cfg: Any) -> ModelInfo:
+        """Shape facts from config files only (no weights): used by the plan compiler."""
+        raise NotImplementedError
+
+    def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
+        """Problems with the model config or workload for this family, as one-line fixes.
+
+        ``dry_run`` runs load nothing, so a missing ``model.pretrained`` is no problem there.
+        """
+        return []
+
+    def load(self, model_cfg: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        """Load the pipeline."""
+        raise NotImplementedError
+
+    def workload_defaults(self) -> WorkloadDefaults:
+        """Default prompts, steps, guidance and size for this family."""
+        raise NotImplementedError
+
+    def call_kwargs(self, prompts: list[str], steps: int, guidance: float, height, width) -> dict[str, Any]:
+        """Pipeline call keyword arguments for one batch (generator and output type added by the engine)."""
+        kwargs = {"prompt": prompts, "num_inference_steps": steps, "guidance_scale": guidance}
+        if height is not None:
+            kwargs["height"] = height
+        if width is not None:
+            kwargs["width"] = width
+        return kwargs

@@ -1,0 +1,1 @@
+"""Cache implementations (hooks and state); the transforms that install them live in ``transforms``."""

@@ -1,0 +1,249 @@
+"""DBCache hooks: dual-block residual caching over all block lists of a transformer.
+
+The block lists are one sequence of N blocks. Per transformer call:
+
+1. the first ``front_blocks`` run; the hook on the last of them measures the relative L1 change
+   of their output residual against the last *computed* step of this CFG branch (so slow drift
+   accumulates until it forces a compute);
+2. if the change is below the threshold (and warmup / limits allow) the step is a *hit*: every
+   middle block returns its input unchanged, except the first middle block of each block list,
+   which adds the residual that list's middle span produced at the last computed step;
+3. otherwise every block runs and the middle spans' residuals are stored;
+4. the last ``back_blocks`` always run.
+
+Residuals are kept per block list because the parent model may transform the streams between
+lists (FLUX does not, others concatenate text and image); each list's span is reused in its own
+representation. State is kept per (transformer, CFG branch) and dropped at every new request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from dit_engine.adapter import BlockPattern, BlockSpec
+from dit_engine.hooks import remove_hook
+from dit_engine.steps import StepState
+
+HOOK_NAME = "dit_engine.dbcache"
+
+
+@dataclass
+class BranchState:
+    """Cache state of one CFG branch of one transformer, for the current request."""
+
+    front_entry: torch.Tensor | None = None
+    front_residual: torch.Tensor | None = None  # at the last computed step
+    span_entry: dict[int, tuple] = field(default_factory=dict)
+    span_residual: dict[int, tuple] = field(default_factory=dict)
+    hit: bool = False
+    cached_steps: int = 0
+    continuous_cached: int = 0
+    steps: int = 0
+    mask: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DBCacheSettings:
+    front_blocks: int
+    back_blocks: int
+    threshold: float
+    warmup_steps: int
+    max_cached_steps: int
+    max_continuous_cached_steps: int
+
+
+def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
+    """mean|current - previous| / mean|previous| (0 when both are zero)."""
+    scale = previous.abs().mean()
+    change = (current - previous).abs().mean()
+    return float(change / scale) if scale > 0 else float(change > 0) * float("inf")
+
+
+class DBCacheState:
+    """Decisions and counters of one DBCache over one transformer."""
+
+    def __init__(self, name: str, settings: DBCacheSettings, step_state: StepState, lists: list[tuple[str, int, int]]):
+        self.name = name
+        self.settings = settings
+        self.step_state = step_state
+        # (block-list path, blocks in list, front+back blocks in list, i.e. computed on a hit)
+        self.lists = lists
+        self.branches: dict[int, BranchState] = {}
+        self.masks: dict[int, list[str]] = {}
+        self.reset_stats()
+        step_state.on_request(self.new_request)
+
+    def new_request(self) -> None:
+        for branch, state in self.branches.items():
+            if state.mask:
+                self.masks.setdefault(branch, []).append("".join(state.mask))
+        self.branches.clear()
+
+    def reset_stats(self) -> None:
+        self.masks = {}
+        self.steps_cached: dict[int, int] = {}
+        self.steps_total: dict[int, int] = {}
+        self.blocks_computed = {path: 0 for path, _, _ in self.lists}
+        self.blocks_total = {path: 0 for path, _, _ in self.lists}
+        for state in self.branches.values():
+            state.mask = []
+
+    def current(self) -> BranchState:
+        branch = self.step_state.branch
+        state = self.branches.get(branch)
+        if state is None:
+            state = self.branches[branch] = BranchState()
+        return state
+
+    def decide(self, state: BranchState, front_output: torch.Tensor) -> None:
+        """At the end of the front blocks: hit (reuse the middle) or compute."""
+        s = self.settings
+        residual = front_output - state.front_entry
+        previous = state.front_residual
+        hit = (
+            s.threshold > 0
+            and previous is not None
+            and previous.shape == residual.shape
+            and state.steps >= s.warmup_steps
+            and len(state.span_residual) > 0
+            and (s.max_cached_steps < 0 or state.cached_steps < s.max_cached_steps)
+            and (s.max_continuous_cached_steps < 0 or state.continuous_cached < s.max_continuous_cached_steps)
+            and relative_l1(residual, previous) < s.threshold
+        )
+        state.hit = hit
+        state.steps += 1
+        state.front_entry = None
+        if hit:
+            state.cached_steps += 1
+            state.continuous_cached += 1
+        else:
+            state.front_residual = residual
+            state.continuous_cached = 0
+        state.mask.append("0" if hit else "1")
+        branch = self.step_state.branch
+        self.steps_total[branch] = self.steps_total.get(branch, 0) + 1
+        self.steps_cached[branch] = self.steps_cached.get(branch, 0) + int(hit)
+        for path, count, always in self.lists:
+            self.blocks_total[path] += count
+            self.blocks_computed[path] += always if hit else count
+
+    def stats(self) -> dict:
+        masks = {b: list(m) for b, m in self.masks.items()}
+        for branch, state in self.branches.items():  # the request still in progress
+            if state.mask:
+                masks.setdefault(branch, []).append("".join(state.mask))
+        computed, total = sum(self.blocks_computed.values()), sum(self.blocks_total.values())
+        return {
+            "blocks_computed": computed,
+            "blocks_total": total,
+            "blocks_skipped": total - computed,
+            "steps_cached": sum(self.steps_cached.values()),
+            "steps_total": sum(self.steps_total.values()),
+            "block_lists": {
+                f"{self.name}.{path}": {"computed": self.blocks_computed[path], "total": self.blocks_total[path]}
+                for path, _, _ in self.lists
+            },
+            "branches": {
+                f"{self.name}/cfg{branch}": {
+                    "steps_computed": self.steps_total.get(branch, 0) - self.steps_cached.get(branch, 0),
+                    "steps_cached": self.steps_cached.get(branch, 0),
+                    "masks": masks.get(branch, []),
+                }
+                for branch in sorted(set(self.steps_total) | set(masks))
+            },
+        }
+
+
+class DBCacheBlockHook(ModelHook):
+    """The hook on one block; its role flags say what it does in the sequence."""
+
+    def __init__(self, cache: DBCacheState, pattern: BlockPattern, *, first: bool, front_exit: bool,
+                 span: int | None, span_first: bool, span_last: bool):
+        super().__init__()
+        self.cache = cache
+        self.pattern = pattern
+        self.first = first
+        self.front_exit = front_exit
+        self.span = span
+        self.span_first = span_first
+        self.span_last = span_last
+
+    def new_forward(self, module, *args, **kwargs):
+        state = self.cache.current()
+        pattern = self.pattern
+        if self.span is not None and state.hit:
+            hidden, encoder = pattern.read_inputs(args, kwargs)
+            if self.span_first:
+                residual_hidden, residual_encoder = state.span_residual[self.span]
+                hidden = hidden + residual_hidden
+                if encoder is not None and residual_encoder is not None:
+                    encoder = encoder + residual_encoder
+            return pattern.make_output(hidden, encoder)
+
+        if self.first:
+            state.front_entry = pattern.read_inputs(args, kwargs)[0]
+        if self.span_first:
+            state.span_entry[self.span] = pattern.read_inputs(args, kwargs)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if self.span_last:
+            entry_hidden, entry_encoder = state.span_entry.pop(self.span)
+            out_hidden, out_encoder = pattern.read_outputs(output)
+            residual_encoder = None
+            if entry_encoder is not None and out_encoder is not None and entry_encoder.shape == out_encoder.shape:
+                residual_encoder = out_encoder - entry_encoder
+            state.span_residual[self.span] = (out_hidden - entry_hidden, residual_encoder)
+        if self.front_exit:
+            self.cache.decide(state, pattern.read_outputs(output)[0])
+        return output
+
+
+def install_dbcache(name: str, transformer: torch.nn.Module, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]],
+                    settings: DBCacheSettings, step_state: StepState) -> tuple[DBCacheState, list[torch.nn.Module]]:
+    """Hook the blocks of one transformer; return its state and the hooked blocks (for removal)."""
+    sequence = [(spec, block) for spec, blocks in block_lists for block in blocks]
+    total = len(sequence)
+    front, back = settings.front_blocks, settings.back_blocks
+    middle = range(front, total - back)
+
+    lists = []
+    position = 0
+    for spec, blocks in block_lists:
+        always = sum(1 for i in range(position, position + len(blocks)) if i not in middle)
+        lists.append((spec.path, len(blocks), always))
+        position += len(blocks)
+    cache = DBCacheState(name, settings, step_state, lists)
+
+    # Middle spans: consecutive middle blocks of one block list share one residual.
+    span_of: dict[int, int] = {}
+    span_index = -1
+    previous_spec = None
+    for i in middle:
+        if sequence[i][0] is not previous_spec:
+            span_index += 1
+            previous_spec = sequence[i][0]
+        span_of[i] = span_index
+
+    hooked = []
+    for i, (spec, block) in enumerate(sequence):
+        span = span_of.get(i)
+        roles = dict(
+            first=i == 0,
+            front_exit=i == front - 1,
+            span=span,
+            span_first=span is not None and span_of.get(i - 1) != span,
+            span_last=span is not None and span_of.get(i + 1) != span,
+        )
+        if not (roles["first"] or roles["front_exit"] or span is not None):
+            continue  # front blocks in between and back blocks run untouched
+        hook = DBCacheBlockHook(cache, spec.pattern, **roles)
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, HOOK_NAME)
+        hooked.append(block)
+    return cache, hooked
+
+
+def uninstall(blocks: list[torch.nn.Module]) -> None:
+    for block in blocks:
+        remove_hook(block, HOOK_NAME)

@@ -1,0 +1,99 @@
+"""Compose a run config from override strings, the same way the CLI does.
+
+``compose_config(["cache=dbcache", "cache.threshold=0.1"])`` returns the resolved config or raises
+:class:`~dit_engine.errors.ConfigError` with a one-line message that names the fix (the option or
+key that exists, the type expected).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dit_engine.config.schema import GROUP_SCHEMAS, EngineConfig, NoneConfig, register_schemas
+from dit_engine.errors import ConfigError
+
+CONFIG_MODULE = "dit_engine.conf"
+
+
+def group_options(group: str) -> list[str]:
+    """Shipped YAML options of a config group (``cache`` -> ``["dbcache", "fbcache", "none"]``)."""
+    folder = resources.files(CONFIG_MODULE).joinpath(group)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides; raise ConfigError on bad input.
+
+    Works whether or not a Hydra app is already running in this process: an initialised global
+    Hydra is set aside and restored afterwards.
+    """
+    register_schemas()
+    global_hydra = GlobalHydra.instance()
+    running_app = global_hydra.hydra  # set aside a running Hydra app, restored below
+    global_hydra.clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
+            return compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(explain_compose_error(err)) from None
+    finally:
+        global_hydra.clear()
+        if running_app is not None:
+            global_hydra.initialize(running_app)
+
+
+def _schema_keys(schema_name: str) -> list[str]:
+    for schemas in [{"schema_engine": EngineConfig}, *GROUP_SCHEMAS.values()]:
+        for node in schemas.values():
+            if node.__name__ == schema_name:
+                return list(node.__dataclass_fields__)
+    return []
+
+
+def explain_compose_error(err: Exception) -> str:
+    """Turn a Hydra/OmegaConf composition error into one line that names the fix."""
+    text = str(err)
+    cause = err.__cause__ or err.__context__
+    full = text + "\n" + (str(cause) if cause else "")
+
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", full)
+    if missing:
+        group, option = missing.group(1), missing.group(2)
+        options = ", ".join(group_options(group)) or "(none shipped)"
+        return f"unknown option {group}={option}; available {group} options: {options}"
+
+    unknown_group = re.search(r"Could not override '([^']+)'.*?No match in the defaults list", full, re.S)
+    if unknown_group:
+        return f"unknown config group '{unknown_group.group(1)}'; groups: {', '.join(GROUP_SCHEMAS)}"
+
+    bad_key = re.search(r"Key '([^']+)' not in '(\w+)'", full)
+    if bad_key:
+        key, schema = bad_key.group(1), bad_key.group(2)
+        where = re.search(r"full_key: (\S+)", full)
+        valid = ", ".join(_schema_keys(schema))
+        full_key = where.group(1) if where else key
+        hint = f"; valid keys: {valid}" if valid else ""
+        if schema == NoneConfig.__name__:
+            group = full_key.split(".")[0]
+            hint += f" (the chosen {group} option has no settings: pick one first, e.g. {group}=<option> {full_key}=...)"
+        return f"unknown key {full_key}{hint}"
+
+    conversion = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", full)
+    if conversion:
+        where = re.search(r"full_key: (\S+)", full)
+        key = where.group(1) if where else "a key"
+        kind = conversion.group(2).lower()
+        return f"{key}={conversion.group(1)} is not a valid {kind}; give a value of type {kind}"
+
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    return f"invalid overrides: {first_line}"

@@ -1,0 +1,170 @@
+"""Typed schemas of every config group, stored in Hydra's ConfigStore.
+
+Each YAML option under ``conf/<group>/`` extends one of these schemas (``defaults: [schema_<x>]``),
+so a misspelt key or a value of the wrong type fails when Hydra composes the config, before
+anything runs. The field docs below are the reference for what each key does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and where to run it.
+
+    Attributes:
+        adapter: entry-point name of the adapter (group ``dit_engine.adapters``) that knows how to
+            load this model family and where its transformer blocks are.
+        pretrained: a local directory or a Hugging Face hub id passed to the pipeline's
+            ``from_pretrained``. ``None`` uses the adapter's default (the embedded weights for
+            ``tiny``; required for real models).
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: weights and activations dtype: ``float32``, ``bfloat16`` or ``float16``.
+            Half precision is faster on GPU; on CPU keep ``float32``.
+    """
+
+    adapter: str = MISSING
+    pretrained: Optional[str] = None
+    device: str = "auto"
+    dtype: str = "float32"
+
+
+@dataclass
+class NoneConfig:
+    """An empty option: the group adds nothing to the plan."""
+
+    name: str = "none"
+
+
+@dataclass
+class DBCacheConfig:
+    """DBCache: dual-block residual cache (``cache=dbcache``; ``cache=fbcache`` is F1B0).
+
+    All transformer block lists of the model are treated as one sequence of N blocks. The first
+    ``front_blocks`` (Fn) and the last ``back_blocks`` (Bn) always run. After Fn, the relative L1
+    change of the Fn output residual against the last fully computed step is compared with
+    ``threshold``: below it, the middle blocks are skipped and their residual from the last
+    computed step is reused.
+
+    Attributes:
+        name: transform implementation (``dbcache``).
+        front_blocks: Fn, blocks always computed at the start; they probe how much the step
+            changed. More front blocks: better decisions and quality, less saving. At least 1.
+        back_blocks: Bn, blocks always computed at the end; they refine the reused residual.
+            More back blocks: better quality, less saving. Fn + Bn must be below N.
+        threshold: relative L1 change of the Fn residual below which the middle blocks are
+            reused. 0 never caches (output identical to no cache); larger caches more steps,
+            faster and further from the uncached image.
+        warmup_steps: the first steps of every request always compute (the trajectory changes
+            fastest there).
+        max_cached_steps: most cached steps per request and CFG branch; -1 for no limit.
+        max_continuous_cached_steps: most cached steps in a row before one full compute; -1 for
+            no limit. A small value bounds drift at high thresholds.
+    """
+
+    name: str = "dbcache"
+    front_blocks: int = 1
+    back_blocks: int = 0
+    threshold: float = 0.08
+    warmup_steps: int = 2
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+
+
+@dataclass
+class WorkloadConfig:
+    """What the run generates.
+
+    Attributes:
+        name: label of the workload in reports.
+        prompts: prompts to generate (for the tiny model: class names). ``None`` uses the model
+            adapter's default prompts.
+        seed: seed of the generator of the first image; image i uses ``seed + i``.
+        num_inference_steps: denoising steps; ``None`` uses the model default.
+        guidance_scale: classifier-free guidance scale; ``None`` uses the model default.
+        height: image height in pixels; ``None`` uses the model default.
+        width: image width in pixels; ``None`` uses the model default.
+        batch_size: prompts per pipeline call; 0 puts all prompts in one call.
+        warmup: untimed runs of the whole workload before the timed ones (first-call overheads
+            out of the numbers).
+        repeats: timed runs of the whole workload; latency is their mean.
+        call_kwargs: extra keyword arguments passed to the pipeline call as they are
+            (e.g. ``{max_sequence_length: 64}`` for FLUX).
+    """
+
+    name: str = "default"
+    prompts: Optional[list[str]] = None
+    seed: int = 0
+    num_inference_steps: Optional[int] = None
+    guidance_scale: Optional[float] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    batch_size: int = 0
+    warmup: int = 0
+    repeats: int = 1
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportConfig:
+    """What a run writes next to its images.
+
+    Attributes:
+        name: report flavour (``latency``).
+        save_images: write every image as a PNG.
+        contact_sheet: write ``contact_sheet.png``, all images in one labelled grid.
+    """
+
+    name: str = "latency"
+    save_images: bool = True
+    contact_sheet: bool = True
+
+
+@dataclass
+class EngineConfig:
+    """The whole run: one option per group plus the run switches.
+
+    Attributes:
+        dry_run: compose and compile the plan, print it, write ``plan.txt``; load no weights.
+        blocked: adapter or transform entry-point names that must not be used even if installed
+            (e.g. ``[cache.dbcache]``).
+    """
+
+    model: Any = MISSING
+    cache: Any = MISSING
+    calibrator: Any = MISSING
+    parallel: Any = MISSING
+    quant: Any = MISSING
+    compile: Any = MISSING
+    workload: Any = MISSING
+    report: Any = MISSING
+    dry_run: bool = False
+    blocked: list[str] = field(default_factory=list)
+
+
+#: Group -> {schema name -> dataclass}. Option YAMLs pick theirs with ``defaults: [schema_<x>]``.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"schema_model": ModelConfig},
+    "cache": {"schema_none": NoneConfig, "schema_dbcache": DBCacheConfig},
+    "calibrator": {"schema_none": NoneConfig},
+    "parallel": {"schema_none": NoneConfig},
+    "quant": {"schema_none": NoneConfig},
+    "compile": {"schema_none": NoneConfig},
+    "workload": {"schema_workload": WorkloadConfig},
+    "report": {"schema_report": ReportConfig},
+}
+
+
+def register_schemas() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema_engine", node=EngineConfig)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=group, name=name, node=node)

@@ -1,0 +1,83 @@
+"""Writing a run's files: staged, then moved into place only when the run succeeded.
+
+A failing run therefore never leaves half-written files, and never replaces an earlier run's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from dit_engine.errors import DitEngineError
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe short form of a prompt."""
+    return re.sub(r"[^a-zA-Z0-9]+", "_", text).strip("_").lower()[:limit] or "image"
+
+
+def contact_sheet(images: list[Image.Image], labels: list[str], cell: int = 128) -> Image.Image:
+    """All images in one grid, each scaled to ``cell`` px (nearest for tiny images) and labelled."""
+    columns = min(len(images), 5) or 1
+    rows = math.ceil(len(images) / columns)
+    label_height = 14
+    sheet = Image.new("RGB", (columns * cell, rows * (cell + label_height)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        resample = Image.NEAREST if max(image.size) < cell else Image.LANCZOS
+        thumb = image.convert("RGB").resize((cell, cell), resample)
+        x, y = (index % columns) * cell, (index // columns) * (cell + label_height)
+        sheet.paste(thumb, (x, y + label_height))
+        draw.text((x + 2, y + 1), label[:24], fill="black")
+    return sheet
+
+
+class StagedRunFiles:
+    """Collects a run's files in a hidden staging folder; ``commit`` moves them into the run dir."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.run_dir))
+
+    def path(self, relative: str) -> Path:
+        target = self.stage / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write_text(self, relative: str, text: str) -> None:
+        self.path(relative).write_text(text)
+
+    def write_json(self, relative: str, data: Any) -> None:
+        self.write_text(relative, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+    def save_image(self, relative: str, image: Image.Image) -> None:
+        image.save(self.path(relative))
+
+    def commit(self) -> list[str]:
+        """Move every staged file into the run dir (refusing to replace existing ones)."""
+        files = sorted(p.relative_to(self.stage) for p in self.stage.rglob("*") if p.is_file())
+        clashes = [str(f) for f in files if (self.run_dir / f).exists()]
+        if clashes:
+            self.discard()
+            raise DitEngineError(
+                f"{self.run_dir} already holds {', '.join(clashes[:3])}; dit_engine never overwrites an earlier "
+                "run's outputs: choose a new hydra.run.dir"
+            )
+        for relative in files:
+            target = self.run_dir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.stage / relative, target)
+        self.discard()
+        return [str(f) for f in files]
+
+    def discard(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)

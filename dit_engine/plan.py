@@ -1,0 +1,172 @@
+"""The plan: an ordered, validated list of transforms compiled from a composed config.
+
+Stage order is fixed here, once, with the reason for each boundary:
+
+* ``QUANTIZE`` first, so sharding and every hook see the final linear layer types;
+* ``SHARD`` before caching, so cache hooks see local shapes and can agree across ranks;
+* ``ADAPT`` (engine-owned step state, block views) before anything that hooks blocks by step;
+* ``CACHE`` before ``CALIBRATE``: a calibrator binds to the cache that is installed;
+* ``COMPILE`` after every module-graph change, so it traces the final graph;
+* ``OFFLOAD`` last: it moves the finished modules, it must not be traced or hooked around.
+
+``compile_plan`` runs every transform's ``check`` and the cross-group checks before any weight is
+loaded and raises :class:`~dit_engine.errors.PlanError` listing every problem.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dit_engine.adapter import Adapter, ModelInfo
+from dit_engine.errors import PlanError
+from dit_engine.registry import Provider, Registry
+
+
+class Stage(enum.IntEnum):
+    """When a transform is applied; lower values first (see the module docstring for why)."""
+
+    QUANTIZE = 10
+    SHARD = 20
+    ADAPT = 30
+    CACHE = 40
+    CALIBRATE = 50
+    COMPILE = 60
+    OFFLOAD = 70
+
+
+#: Config group -> the stage its transform belongs to.
+GROUP_STAGES: dict[str, Stage] = {
+    "quant": Stage.QUANTIZE,
+    "parallel": Stage.SHARD,
+    "cache": Stage.CACHE,
+    "calibrator": Stage.CALIBRATE,
+    "compile": Stage.COMPILE,
+}
+
+#: Transforms every plan contains, whatever the config (entry-point names).
+ALWAYS = ("adapt.step_state",)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a transform's ``check`` may look at: config and model facts, never weights."""
+
+    adapter: Adapter
+    model_info: ModelInfo
+    world_size: int
+    config: DictConfig
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One transform in the plan, with the config group it came from and who provided it."""
+
+    stage: Stage
+    name: str
+    transform_class: type
+    config: Any
+    group: str | None
+    provider: Provider
+
+    def new_transform(self):
+        """A fresh transform instance for this step (each application owns its state)."""
+        return self.transform_class(self.config)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An immutable, ordered list of plan steps for one model."""
+
+    steps: tuple[PlanStep, ...]
+    adapter: Adapter
+    model_info: ModelInfo
+    world_size: int = 1
+
+    def explain(self) -> str:
+        """A human-readable account of the plan (written as ``plan.txt`` in every run)."""
+        info = self.model_info
+        blocks = ", ".join(f"{path}[{n}]" for path, n in info.blocks.items())
+        provider = self.adapter.provider
+        lines = [
+            f"dit_engine plan: adapter '{self.adapter.name}'"
+            + (f" ({provider.distribution} {provider.version})" if provider else ""),
+            f"  model: {info.total_blocks} blocks ({blocks}), {info.num_heads} heads; facts from {info.source}",
+            f"  world size: {self.world_size}",
+            "  steps, in application order:",
+        ]
+        for index, step in enumerate(self.steps, 1):
+            origin = f"{step.group}=" if step.group else "always"
+            lines.append(
+                f"  {index}. {step.stage.name:<9} {step.name:<18} {step.transform_class.describe(step.config, info)}"
+                f"  [{origin}; {step.provider.distribution} {step.provider.version}]"
+            )
+        lines.append("  stage order: " + " < ".join(stage.name for stage in Stage))
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        """The plan as JSON-serialisable data (for metrics.json)."""
+        return [
+            {
+                "stage": step.stage.name,
+                "name": step.name,
+                "group": step.group,
+                "config": OmegaConf.to_container(OmegaConf.structured(step.config)) if step.config is not None else None,
+                "provider": step.provider.as_dict(),
+            }
+            for step in self.steps
+        ]
+
+
+def _to_config_object(node: Any, config_class: type | None) -> Any:
+    if config_class is None or node is None:
+        return None
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return config_class(**node)
+
+
+def _cross_group_problems(cfg: DictConfig, info: ModelInfo, world_size: int) -> list[str]:
+    problems = []
+    if cfg.calibrator.name != "none" and cfg.cache.name == "none":
+        problems.append(
+            f"calibrator={cfg.calibrator.name} needs a cache to calibrate; add cache=dbcache (or another cache)"
+        )
+    if world_size != 1:
+        problems.append(f"world size {world_size} but no parallel option distributes the model; use parallel=<option>")
+    return problems
+
+
+def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_info: ModelInfo, world_size: int = 1) -> Plan:
+    """Turn a composed config into a validated :class:`Plan`; raise PlanError on any problem.
+
+    Only config and model facts are read: no weights are touched, so a dry run is instant.
+    """
+    wanted: list[tuple[str, str | None, Any]] = [(name, None, None) for name in ALWAYS]
+    for group in GROUP_STAGES:
+        node = cfg[group]
+        if node.name != "none":
+            wanted.append((f"{group}.{node.name}", group, node))
+
+    steps = []
+    problems: list[str] = []
+    for name, group, node in wanted:
+        transform_class, provider = registry.transform_class(name)
+        expected_stage = GROUP_STAGES.get(group) if group else transform_class.stage
+        if transform_class.stage != expected_stage:
+            problems.append(f"transform {name} declares stage {transform_class.stage.name} but group {group} runs at {expected_stage.name}")
+        config = _to_config_object(node, transform_class.config_class)
+        steps.append(PlanStep(transform_class.stage, name, transform_class, config, group, provider))
+
+    context = PlanContext(adapter=adapter, model_info=model_info, world_size=world_size, config=cfg)
+    for step in steps:
+        problems.extend(step.transform_class.check(step.config, context))
+    problems.extend(_cross_group_problems(cfg, model_info, world_size))
+    if problems:
+        raise PlanError(problems)
+
+    steps.sort(key=lambda step: step.stage)
+    return Plan(steps=tuple(steps), adapter=adapter, model_info=model_info, world_size=world_size)

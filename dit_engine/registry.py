@@ -1,0 +1,107 @@
+"""Entry-point registry of adapters and transforms.
+
+First-party and third-party plugins are found the same way: through the entry-point groups
+``dit_engine.adapters`` (name = model family, e.g. ``flux``) and ``dit_engine.transforms``
+(name = ``<stage>.<impl>``, e.g. ``cache.dbcache``). Lookup is lazy: only the entry point that is
+asked for is imported. Two distributions claiming one name is an error naming both, never a silent
+pick; names in the ``blocked`` list are refused even when installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+from dit_engine.errors import RegistryError
+
+ADAPTER_GROUP = "dit_engine.adapters"
+TRANSFORM_GROUP = "dit_engine.transforms"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where a plugin came from: entry-point name and value, distribution and version."""
+
+    name: str
+    value: str
+    distribution: str
+    version: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "value": self.value, "distribution": self.distribution, "version": self.version}
+
+
+def _provider(ep: EntryPoint) -> Provider:
+    dist = ep.dist
+    return Provider(
+        name=ep.name,
+        value=ep.value,
+        distribution=dist.metadata["Name"] if dist is not None else "<unknown>",
+        version=dist.version if dist is not None else "<unknown>",
+    )
+
+
+class Registry:
+    """Lazy lookup of plugin classes by entry-point name.
+
+    Args:
+        blocked: entry-point names that must not be loaded (config key ``blocked``).
+        entry_point_source: callable ``group -> iterable of EntryPoint``; tests pass a fake one.
+    """
+
+    def __init__(self, blocked: Iterable[str] = (), entry_point_source=None):
+        self.blocked = frozenset(blocked)
+        self._source = entry_point_source or (lambda group: entry_points(group=group))
+        self._loaded: dict[tuple[str, str], tuple[type, Provider]] = {}
+
+    def names(self, group: str) -> list[str]:
+        """All names installed in ``group`` (blocked ones included), sorted."""
+        return sorted({ep.name for ep in self._source(group)})
+
+    def _entry_point(self, group: str, name: str) -> EntryPoint:
+        kind = "adapter" if group == ADAPTER_GROUP else "transform"
+        if name in self.blocked:
+            raise RegistryError(f"{kind} '{name}' is blocked by the config key 'blocked'; remove it from blocked to use it")
+        found = [ep for ep in self._source(group) if ep.name == name]
+        # The same distribution seen twice (e.g. an editable install listed on two paths) is one claim.
+        claims = {(_provider(ep).distribution, ep.value): ep for ep in found}
+        if not claims:
+            known = ", ".join(n for n in self.names(group) if n not in self.blocked) or "none"
+            raise RegistryError(f"no {kind} named '{name}' is installed (group {group}); installed: {known}")
+        if len({dist for dist, _ in claims}) > 1:
+            who = " and ".join(f"{dist} ({value})" for dist, value in sorted(claims))
+            raise RegistryError(
+                f"{kind} name '{name}' is claimed by {who}; uninstall one of them or add '{name}' to blocked "
+                "and use the other under its own name"
+            )
+        return next(iter(claims.values()))
+
+    def load(self, group: str, name: str) -> tuple[type, Provider]:
+        """Import and return ``(class, provider)`` for one entry point; cached per registry."""
+        key = (group, name)
+        if key not in self._loaded:
+            ep = self._entry_point(group, name)
+            try:
+                obj = ep.load()
+            except Exception as err:  # a broken plugin must name itself, not crash the run anonymously
+                raise RegistryError(f"entry point '{name}' ({ep.value}) failed to import: {err}") from err
+            self._loaded[key] = (obj, _provider(ep))
+        return self._loaded[key]
+
+    def adapter(self, name: str):
+        """Instantiate the adapter registered as ``name``."""
+        cls, provider = self.load(ADAPTER_GROUP, name)
+        adapter = cls()
+        adapter.provider = provider
+        return adapter
+
+    def transform_class(self, name: str) -> tuple[type, Provider]:
+        """The transform class registered as ``name`` (``<stage>.<impl>``) and its provider."""
+        return self.load(TRANSFORM_GROUP, name)
+
+    def adapters(self):
+        """Every installed, non-blocked adapter (imported on demand, in name order)."""
+        for name in self.names(ADAPTER_GROUP):
+            if name not in self.blocked:
+                yield self.adapter(name)

@@ -1,0 +1,1 @@
+"""Transforms, one module per stage. They are registered through entry points (pyproject.toml)."""
