@@ -43,8 +43,8 @@ class NoneConfig:
 
 
 @dataclass
-class DBCacheConfig:
-    """DBCache: dual-block residual cache (``cache=dbcache``; ``cache=fbcache`` is F1B0).
+class CacheSettings:
+    """Settings shared by the block caches (``cache=dbcache``, ``cache=fbcache``).
 
     All transformer block lists of the model are treated as one sequence of N blocks. The first
     ``front_blocks`` (Fn) and the last ``back_blocks`` (Bn) always run. After Fn, the relative L1
@@ -53,7 +53,6 @@ class DBCacheConfig:
     computed step is reused.
 
     Attributes:
-        name: transform implementation (``dbcache``).
         front_blocks: Fn, blocks always computed at the start; they probe how much the step
             changed. More front blocks: better decisions and quality, less saving. At least 1.
         back_blocks: Bn, blocks always computed at the end; they refine the reused residual.
@@ -68,13 +67,34 @@ class DBCacheConfig:
             no limit. A small value bounds drift at high thresholds.
     """
 
-    name: str = "dbcache"
     front_blocks: int = 1
     back_blocks: int = 0
     threshold: float = 0.08
     warmup_steps: int = 2
     max_cached_steps: int = -1
     max_continuous_cached_steps: int = -1
+
+
+@dataclass
+class NoCacheConfig(CacheSettings):
+    """``cache=none``: nothing is cached.
+
+    The shared cache settings are accepted and ignored, so that one sweep can cross cache
+    options with their settings (``-m cache=none,dbcache cache.threshold=0.05,0.2``).
+    """
+
+    name: str = "none"
+
+
+@dataclass
+class DBCacheConfig(CacheSettings):
+    """DBCache: dual-block residual cache (``cache=dbcache``; ``cache=fbcache`` is F1B0).
+
+    Attributes:
+        name: transform implementation (``dbcache``); see :class:`CacheSettings` for the rest.
+    """
+
+    name: str = "dbcache"
 
 
 @dataclass
@@ -151,7 +171,7 @@ class EngineConfig:
 #: Group -> {schema name -> dataclass}. Option YAMLs pick theirs with ``defaults: [schema_<x>]``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"schema_model": ModelConfig},
-    "cache": {"schema_none": NoneConfig, "schema_dbcache": DBCacheConfig},
+    "cache": {"schema_none": NoCacheConfig, "schema_dbcache": DBCacheConfig},
     "calibrator": {"schema_none": NoneConfig},
     "parallel": {"schema_none": NoneConfig},
     "quant": {"schema_none": NoneConfig},

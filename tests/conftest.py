@@ -1,0 +1,35 @@
+"""Shared fixtures. Tests run offline on CPU; tiny pipelines are built from small configs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """PSNR in dB of two image batches in [0, 1]."""
+    mse = torch.mean((reference.float() - other.float()) ** 2).item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+
+
+@pytest.fixture(scope="session")
+def tiny_flux():
+    """A tiny FLUX pipeline with deterministic random weights, shared by the session."""
+    from dit_engine.testing.pipelines import build_tiny_flux_pipeline
+
+    return build_tiny_flux_pipeline(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """The embedded default model (trained weights shipped in the package)."""
+    from dit_engine.tiny import load_tiny_pipeline
+
+    pipe = load_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

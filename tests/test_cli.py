@@ -1,0 +1,127 @@
+"""End-to-end runs of ``python -m dit_engine`` in a subprocess, as a user types them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def dit_engine(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dit_engine", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dit_engine: error: ") and expected in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One default run (embedded model, no cache) and one DBCache run, shared by the tests below."""
+    root = tmp_path_factory.mktemp("runs")
+    plain = dit_engine("hydra.run.dir=plain", "workload.repeats=2", "workload.warmup=1", cwd=root)
+    cached = dit_engine("cache=dbcache", "hydra.run.dir=cached", "workload.repeats=2", "workload.warmup=1", cwd=root)
+    return root, plain, cached
+
+
+def test_default_run_writes_images_sheet_plan_and_metrics(default_run):
+    root, plain, _ = default_run
+    assert plain.returncode == 0, plain.stderr
+    run_dir = root / "plain"
+    images = sorted((run_dir / "images").glob("*.png"))
+    assert len(images) == 10 and images[0].name == "000_zero.png"
+    assert (run_dir / "contact_sheet.png").stat().st_size > 1000
+    assert "adapt.step_state" in (run_dir / "plan.txt").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["latency"]["total_s"] > 0 and len(metrics["latency"]["per_repeat_s"]) == 2
+    assert len(metrics["latency"]["steps_s"]) == 2 * 28
+    assert metrics["compute"]["blocks_computed"] == metrics["compute"]["blocks_total"] == 2 * 10 // 10 * 28 * 12
+    assert metrics["memory"]["peak_rss_mb"] > 0
+    assert metrics["config"]["cache"]["name"] == "none"
+    assert metrics["providers"]["adapter"]["distribution"] == "dit_engine"
+    assert set(metrics["providers"]["transforms"]) == {"adapt.step_state"}
+    assert "%|" in plain.stderr  # a progress bar was shown
+
+
+def test_dbcache_run_is_faster_and_reports_hits(default_run):
+    root, plain, cached = default_run
+    assert cached.returncode == 0, cached.stderr
+    base = json.loads((root / "plain" / "metrics.json").read_text())
+    fast = json.loads((root / "cached" / "metrics.json").read_text())
+    assert fast["cache"]["hit_ratio"] > 0.3
+    assert fast["compute"]["compute_fraction"] < 0.75
+    assert fast["providers"]["transforms"]["cache.dbcache"]["distribution"] == "dit_engine"
+    # Measurably faster: the block work saved is large, timing noise on a busy CI core is not.
+    assert fast["latency"]["total_s"] < base["latency"]["total_s"]
+
+
+def test_dry_run_prints_the_plan_and_loads_nothing(tmp_path):
+    result = dit_engine("model=flux", "dry_run=true", "cache=dbcache", "hydra.run.dir=dry", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "adapter 'flux'" in result.stdout and "DBCache F1B1 over 57 blocks" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "dry").iterdir() if not p.name.startswith(".")) == ["plan.txt"]
+
+
+def test_multirun_sweep_writes_one_directory_per_cell(tmp_path):
+    result = dit_engine(
+        "-m", "cache=none,dbcache", "cache.threshold=0.05,0.2", "workload.prompts=[one,seven]",
+        "workload.num_inference_steps=8", "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    cells = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(cells) == 4
+    for cell in cells:
+        metrics = json.loads((cell / "metrics.json").read_text())
+        assert f"cache={metrics['config']['cache']['name']}" in cell.name
+
+
+def test_flux_from_a_local_directory(tmp_path):
+    from dit_engine.testing.pipelines import save_tiny_flux_pipeline
+
+    save_tiny_flux_pipeline(tmp_path / "tiny-flux")
+    result = dit_engine(
+        "model=flux", f"model.pretrained={tmp_path / 'tiny-flux'}", "model.dtype=float32", "cache=dbcache",
+        "workload.height=32", "workload.width=32", "workload.num_inference_steps=6", "workload.prompts=[a cat]",
+        "+workload.call_kwargs.max_sequence_length=16", "hydra.run.dir=flux", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "flux" / "metrics.json").read_text())
+    assert metrics["model"]["adapter"] == "flux"
+    assert metrics["model"]["blocks"] == {"transformer_blocks": 2, "single_transformer_blocks": 4}
+    assert metrics["compute"]["steps_total"] == 6
+    assert (tmp_path / "flux" / "images" / "000_a_cat.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: dbcache, fbcache, none"),
+        (["cache=dbcache", "cache.threshhold=0.1"], "unknown key cache.threshhold"),
+        (["cache=dbcache", "cache.threshold=-0.5"], "cache.threshold=-0.5 must be >= 0"),
+        (["cache=dbcache", "cache.threshold=fast"], "cache.threshold=fast is not a valid float"),
+        (["cache=dbcache", "cache.front_blocks=6", "cache.back_blocks=6"], "keep their sum below 12"),
+        (["model=flux", "model.pretrained=/no/such/flux"], "model.pretrained=/no/such/flux does not exist"),
+        (["workload.prompts=[cat]"], "unknown prompt 'cat' for the tiny model; known prompts: zero, one"),
+        (["-m", "cache=dbcache", "cache.threshold=0.1,-1"], "sweep cell [cache=dbcache cache.threshold=-1]"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, expected):
+    earlier = tmp_path / "outputs" / "runs" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "metrics.json").write_text("{}")
+    result = dit_engine(*args, cwd=tmp_path)
+    assert_one_line_error(result, expected)
+    assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == ["earlier"]
+    assert (earlier / "metrics.json").read_text() == "{}"
