@@ -71,7 +71,8 @@ def test_dry_run_prints_the_plan_and_loads_nothing(tmp_path):
     result = dit_engine("model=flux", "dry_run=true", "cache=dbcache", "hydra.run.dir=dry", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "adapter 'flux'" in result.stdout and "DBCache F1B1 over 57 blocks" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "dry").iterdir() if not p.name.startswith(".")) == ["plan.txt"]
+    written = sorted(p.name for p in (tmp_path / "dry").iterdir() if not p.name.startswith("."))
+    assert written == ["dit_engine.log", "plan.txt"]
 
 
 def test_multirun_sweep_writes_one_directory_per_cell(tmp_path):
