@@ -114,12 +114,16 @@ class Adapter:
         pipeline_classes: names of the diffusers pipeline classes this adapter serves.
         transformer_attrs: pipeline attributes holding a DiT (two for Wan 2.2 experts).
         block_specs: the block lists of each transformer, in execution order.
+        transform_defaults: per-family values for transform settings the config leaves ``None``.
     """
 
     name: ClassVar[str] = ""
     pipeline_classes: ClassVar[tuple[str, ...]] = ()
     transformer_attrs: ClassVar[tuple[str, ...]] = ("transformer",)
     block_specs: ClassVar[tuple[BlockSpec, ...]] = ()
+    #: Per-family defaults of transform settings left ``None`` in the config, by transform name
+    #: (e.g. ``{"cache.dbcache": {"threshold": 0.08}}``): the plan fills them in.
+    transform_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     provider = None  # set by the registry
 
     def matches(self, pipe: Any) -> bool:

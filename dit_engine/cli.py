@@ -13,7 +13,7 @@ from hydra.errors import HydraException
 
 from dit_engine.config import compose_config
 from dit_engine.engine import prepare
-from dit_engine.errors import ConfigError
+from dit_engine.errors import ConfigError, DitEngineError
 
 #: Hydra flags that print something instead of running: no validation needed.
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
@@ -59,9 +59,7 @@ def validate_command_line(argv: list[str]) -> None:
     for cell in cells:
         try:
             prepare(compose_config(cell))
-        except ConfigError:
-            raise
-        except Exception as err:
-            if multirun and len(cells) > 1:
-                raise type(err)(f"sweep cell [{' '.join(cell)}]: {err}") from None
+        except DitEngineError as err:
+            if len(cells) > 1:
+                raise DitEngineError(f"sweep cell [{' '.join(cell)}]: {err}") from None
             raise

@@ -99,7 +99,7 @@ class Plan:
             "  steps, in application order:",
         ]
         for index, step in enumerate(self.steps, 1):
-            origin = f"{step.group}=" if step.group else "always"
+            origin = f"group {step.group}" if step.group else "always"
             lines.append(
                 f"  {index}. {step.stage.name:<9} {step.name:<18} {step.transform_class.describe(step.config, info)}"
                 f"  [{origin}; {step.provider.distribution} {step.provider.version}]"
@@ -121,12 +121,15 @@ class Plan:
         ]
 
 
-def _to_config_object(node: Any, config_class: type | None) -> Any:
+def _to_config_object(node: Any, config_class: type | None, name: str, adapter: Adapter) -> Any:
+    """The transform's config dataclass, with ``None`` settings filled from the adapter's defaults."""
     if config_class is None or node is None:
         return None
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    return config_class(**node)
+    values = OmegaConf.to_container(node, resolve=True)
+    for key, default in adapter.transform_defaults.get(name, {}).items():
+        if values.get(key) is None:
+            values[key] = default
+    return config_class(**values)
 
 
 def _cross_group_problems(cfg: DictConfig, info: ModelInfo, world_size: int) -> list[str]:
@@ -158,7 +161,7 @@ def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_in
         expected_stage = GROUP_STAGES.get(group) if group else transform_class.stage
         if transform_class.stage != expected_stage:
             problems.append(f"transform {name} declares stage {transform_class.stage.name} but group {group} runs at {expected_stage.name}")
-        config = _to_config_object(node, transform_class.config_class)
+        config = _to_config_object(node, transform_class.config_class, name, adapter)
         steps.append(PlanStep(transform_class.stage, name, transform_class, config, group, provider))
 
     context = PlanContext(adapter=adapter, model_info=model_info, world_size=world_size, config=cfg)

@@ -69,7 +69,9 @@ def test_remove_restores_identical_outputs_and_modules(tiny_pipe):
     handle.remove()
     assert torch.equal(run_tiny(tiny_pipe), reference)
     for module in [tiny_pipe.transformer, *blocks]:
-        assert not hasattr(module, "_diffusers_hook")
+        # The pipeline's own cache_context may create an empty diffusers registry; no hook of ours remains.
+        registry = getattr(module, "_diffusers_hook", None)
+        assert registry is None or not registry.hooks
         assert "forward" not in module.__dict__
     assert "step" not in tiny_pipe.scheduler.__dict__ and "set_timesteps" not in tiny_pipe.scheduler.__dict__
     handle.remove()  # twice is harmless

@@ -26,7 +26,7 @@ def test_plan_orders_steps_by_stage_and_explains_them():
     assert [s.stage for s in plan.steps] == sorted(s.stage for s in plan.steps)
     text = plan.explain()
     assert "DBCache F2B3 over 12 blocks" in text
-    assert "[cache=; dit_engine" in text
+    assert "[group cache; dit_engine" in text
     assert "stage order: QUANTIZE < SHARD < ADAPT < CACHE" in text
 
 

@@ -59,7 +59,8 @@ class CacheSettings:
             More back blocks: better quality, less saving. Fn + Bn must be below N.
         threshold: relative L1 change of the Fn residual below which the middle blocks are
             reused. 0 never caches (output identical to no cache); larger caches more steps,
-            faster and further from the uncached image.
+            faster and further from the uncached image. ``None`` takes the model adapter's
+            default for this family (tiny: 0.2, flux: 0.08); the plan shows the value used.
         warmup_steps: the first steps of every request always compute (the trajectory changes
             fastest there).
         max_cached_steps: most cached steps per request and CFG branch; -1 for no limit.
@@ -69,7 +70,7 @@ class CacheSettings:
 
     front_blocks: int = 1
     back_blocks: int = 0
-    threshold: float = 0.08
+    threshold: Optional[float] = None
     warmup_steps: int = 2
     max_cached_steps: int = -1
     max_continuous_cached_steps: int = -1

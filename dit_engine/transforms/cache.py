@@ -31,7 +31,9 @@ class DBCacheTransform(Transform):
                 f"cache.front_blocks + cache.back_blocks = {config.front_blocks + config.back_blocks} leaves no middle block to "
                 f"cache in this model's {total} blocks; keep their sum below {total}"
             )
-        if not config.threshold >= 0:  # also catches NaN
+        if config.threshold is None:
+            problems.append(f"cache.threshold has no default for model '{context.adapter.name}'; set cache.threshold=<value>, e.g. 0.08")
+        elif not config.threshold >= 0:  # also catches NaN
             problems.append(f"cache.threshold={config.threshold} must be >= 0 (0 disables caching); try cache.threshold=0.08")
         for key in ("warmup_steps",):
             if getattr(config, key) < 0:
