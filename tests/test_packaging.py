@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_non_editable_install_composes_and_dry_runs(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(REPO)],
         check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert (target / "dit_engine" / "conf" / "cache" / "dbcache.yaml").is_file()
