@@ -5,6 +5,7 @@ Bad input is reported as one line on stderr with exit code 2, before anything ru
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -21,11 +22,13 @@ def run_job(cfg: DictConfig) -> float | None:
     from dit_engine.engine import Engine
 
     hydra_cfg = HydraConfig.get()
+    if cfg.quiet:
+        logging.getLogger("dit_engine").setLevel(logging.WARNING)
     try:
         metrics = Engine(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task)).run()
     except DitEngineError as err:
         fail(err)
-    return None if metrics is None else metrics["latency"]["total_s"]
+    return None if metrics is None else metrics["objective"]
 
 
 def fail(err: Exception) -> None:

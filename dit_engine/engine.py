@@ -13,12 +13,15 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from dit_engine.adapter import Adapter
 from dit_engine.errors import DitEngineError, PlanError
 from dit_engine.handle import Handle
 from dit_engine.outputs import StagedRunFiles, contact_sheet, slug
 from dit_engine.plan import Plan, compile_plan
+from dit_engine.metrics import compare_images, summarize
+from dit_engine.reference import get_or_create
 from dit_engine.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -56,9 +59,12 @@ def resolve_workload(node: DictConfig, adapter: Adapter) -> Workload:
     def pick(value, default):
         return default if value is None else value
 
+    prompts = list(pick(node.prompts, defaults.prompts))
+    if node.num_prompts is not None and prompts:
+        prompts = [prompts[i % len(prompts)] for i in range(node.num_prompts)]
     return Workload(
         name=node.name,
-        prompts=list(pick(node.prompts, defaults.prompts)),
+        prompts=prompts,
         seed=node.seed,
         num_inference_steps=pick(node.num_inference_steps, defaults.num_inference_steps),
         guidance_scale=pick(node.guidance_scale, defaults.guidance_scale),
@@ -74,7 +80,7 @@ def resolve_workload(node: DictConfig, adapter: Adapter) -> Workload:
 def _workload_problems(workload: Workload) -> list[str]:
     problems = []
     if not workload.prompts:
-        problems.append("workload.prompts is empty; give at least one prompt")
+        problems.append("workload.prompts is empty (or workload.num_prompts=0); give at least one prompt")
     if workload.num_inference_steps < 1:
         problems.append(f"workload.num_inference_steps={workload.num_inference_steps}; use 1 or more")
     if workload.batch_size < 0:
@@ -83,6 +89,18 @@ def _workload_problems(workload: Workload) -> list[str]:
         problems.append(f"workload.repeats={workload.repeats}; use 1 or more")
     if workload.warmup < 0:
         problems.append(f"workload.warmup={workload.warmup}; use 0 or more")
+    return problems
+
+
+OBJECTIVES = ("latency", "speedup", "psnr")
+
+
+def _report_problems(report: DictConfig) -> list[str]:
+    problems = []
+    if report.objective not in OBJECTIVES:
+        problems.append(f"report.objective={report.objective} is unknown; use one of {', '.join(OBJECTIVES)}")
+    elif report.objective in ("speedup", "psnr") and not report.quality:
+        problems.append(f"report.objective={report.objective} needs the reference run: use report=quality (or report.quality=true)")
     return problems
 
 
@@ -103,6 +121,7 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     adapter = registry.adapter(cfg.model.adapter)
     workload = resolve_workload(cfg.workload, adapter)
     problems = adapter.check(cfg.model, workload, cfg.dry_run) + _workload_problems(workload)
+    problems.extend(_report_problems(cfg.report))
     if cfg.model.dtype not in DTYPES:
         problems.append(f"model.dtype={cfg.model.dtype} is not supported; use one of {', '.join(DTYPES)}")
     plan = None
@@ -179,33 +198,43 @@ class Engine:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
+        if cfg.quiet:
+            pipe.set_progress_bar_config(disable=True)
+
+        reference = None
+        if cfg.report.quality:
+            reference = get_or_create(
+                cfg.report.reference_dir,
+                self._reference_material(prepared, device),
+                lambda: self._reference_run(pipe, adapter, workload, device),
+            )
+            log.info("reference %s (%s)", reference.path, "reused" if reference.reused else "computed now")
+
         handle = Handle(pipe, prepared.plan).apply()
         try:
             for _ in range(workload.warmup):
                 self._generate(pipe, adapter, workload, device)
             handle.reset()
-            repeat_seconds = []
-            for _ in range(workload.repeats):
-                start = time.perf_counter()
-                images = self._generate(pipe, adapter, workload, device)
-                repeat_seconds.append(time.perf_counter() - start)
+            images, repeat_seconds = self._timed(pipe, adapter, workload, device)
             summary = handle.summary()
             step_times = list(handle.step_state.step_times)
+            if cfg.report.profile:
+                self._profile(pipe, adapter, workload, device, files)
         finally:
             handle.remove()
 
-        labels = [f"{i:03d} {p}" for i, p in enumerate(workload.prompts)]
+        names = [f"{index:03d}_{slug(prompt)}.png" for index, prompt in enumerate(workload.prompts)]
         image_files = []
         if cfg.report.save_images:
-            for index, (prompt, image) in enumerate(zip(workload.prompts, images)):
-                name = f"images/{index:03d}_{slug(prompt)}.png"
-                files.save_image(name, image)
-                image_files.append(name)
+            for name, image in zip(names, images):
+                files.save_image(f"images/{name}", image)
+                image_files.append(f"images/{name}")
         if cfg.report.contact_sheet:
+            labels = [f"{i:03d} {p}" for i, p in enumerate(workload.prompts)]
             files.save_image("contact_sheet.png", contact_sheet(images, labels))
 
         total = sum(repeat_seconds) / len(repeat_seconds)
-        return {
+        metrics = {
             "run": {
                 "started": started,
                 "run_dir": str(self.run_dir),
@@ -240,10 +269,67 @@ class Engine:
                 "transforms": {step.name: step.provider.as_dict() for step in prepared.plan.steps},
             },
         }
+        if reference is not None:
+            scores = compare_images(names, reference.images, images)
+            metrics["quality"] = {
+                "reference": {
+                    "key": reference.key,
+                    "dir": str(reference.path),
+                    "latency_s": reference.latency_s,
+                    "created": reference.created,
+                    "reused": reference.reused,
+                },
+                "speedup_vs_reference": reference.latency_s / total,
+                "aggregate": summarize(scores),
+                "per_image": [score.as_dict() for score in scores],
+            }
+        metrics["objective"] = objective(cfg.report, metrics)
+        return metrics
+
+    def _reference_material(self, prepared: PreparedRun, device: torch.device) -> dict[str, Any]:
+        """Everything that determines the reference images (the key of the on-disk cache)."""
+        cfg = prepared.cfg
+        provider = prepared.adapter.provider
+        return {
+            "adapter": prepared.adapter.name,
+            "adapter_version": provider.version if provider else None,
+            "pretrained": cfg.model.pretrained,
+            "dtype": cfg.model.dtype,
+            "device": device.type,
+            "workload": {k: v for k, v in asdict(prepared.workload).items() if k not in ("name", "warmup", "repeats")},
+            "torch": torch.__version__,
+        }
+
+    def _timed(self, pipe, adapter: Adapter, workload: Workload, device: torch.device) -> tuple[list, list[float]]:
+        """Run the workload ``repeats`` times; return the last images and the seconds of each run."""
+        seconds = []
+        for _ in range(workload.repeats):
+            start = time.perf_counter()
+            images = self._generate(pipe, adapter, workload, device)
+            seconds.append(time.perf_counter() - start)
+        return images, seconds
+
+    def _reference_run(self, pipe, adapter: Adapter, workload: Workload, device: torch.device) -> tuple[list, float]:
+        """The plain pipeline on the same workload, timed the same way (warm-up, then repeats)."""
+        for _ in range(workload.warmup):
+            self._generate(pipe, adapter, workload, device)
+        images, seconds = self._timed(pipe, adapter, workload, device)
+        return images, sum(seconds) / len(seconds)
+
+    def _profile(self, pipe, adapter: Adapter, workload: Workload, device: torch.device, files: StagedRunFiles) -> None:
+        """One extra request of the first batch under torch.profiler, as a Chrome trace."""
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        first = Workload(**{**asdict(workload), "prompts": [workload.prompts[i] for i in workload.batches()[0]]})
+        with profile(activities=activities, record_shapes=False) as profiler:
+            self._generate(pipe, adapter, first, device)
+        profiler.export_chrome_trace(str(files.path("trace.json")))
 
     def _generate(self, pipe, adapter: Adapter, workload: Workload, device: torch.device) -> list:
         images = []
-        for batch in workload.batches():
+        batches = workload.batches()
+        for batch in tqdm(batches, desc="requests", unit="call", disable=self.cfg.quiet or len(batches) == 1):
             prompts = [workload.prompts[i] for i in batch]
             generators = [torch.Generator(device="cpu").manual_seed(workload.seed + i) for i in batch]
             kwargs = adapter.call_kwargs(prompts, workload.num_inference_steps, workload.guidance_scale, workload.height, workload.width)
@@ -251,6 +337,20 @@ class Engine:
             images.extend(pipe(**kwargs).images)
         _synchronize(device)
         return images
+
+
+def objective(report: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a Hydra sweeper optimises (see ``ReportConfig.objective``)."""
+    if report.objective == "latency":
+        return metrics["latency"]["total_s"]
+    quality = metrics.get("quality")
+    if quality is None:
+        return None
+    psnr = quality["aggregate"]["psnr"]
+    if report.objective == "psnr":
+        return psnr
+    # speedup under a quality floor: infeasible configurations score 0 so an optimiser drops them
+    return quality["speedup_vs_reference"] if psnr >= report.psnr_floor else 0.0
 
 
 def _memory(device: torch.device) -> dict[str, float]:

@@ -19,6 +19,17 @@ from PIL import Image, ImageDraw
 from dit_engine.errors import DitEngineError
 
 
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every inf / nan float replaced by None, recursively."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(value) for value in data]
+    return data
+
+
 def slug(text: str, limit: int = 40) -> str:
     """A file-name-safe short form of a prompt."""
     return re.sub(r"[^a-zA-Z0-9]+", "_", text).strip("_").lower()[:limit] or "image"
@@ -57,7 +68,8 @@ class StagedRunFiles:
         self.path(relative).write_text(text)
 
     def write_json(self, relative: str, data: Any) -> None:
-        self.write_text(relative, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        """Standard JSON: non-finite floats (PSNR of identical images) are written as null."""
+        self.write_text(relative, json.dumps(finite_or_none(data), indent=2, default=str, allow_nan=False) + "\n")
 
     def save_image(self, relative: str, image: Image.Image) -> None:
         image.save(self.path(relative))

@@ -106,6 +106,8 @@ class WorkloadConfig:
         name: label of the workload in reports.
         prompts: prompts to generate (for the tiny model: class names). ``None`` uses the model
             adapter's default prompts.
+        num_prompts: ``None`` runs every prompt once; N runs N images, cycling through the
+            prompts (each image still gets its own seed).
         seed: seed of the generator of the first image; image i uses ``seed + i``.
         num_inference_steps: denoising steps; ``None`` uses the model default.
         guidance_scale: classifier-free guidance scale; ``None`` uses the model default.
@@ -121,6 +123,7 @@ class WorkloadConfig:
 
     name: str = "default"
     prompts: Optional[list[str]] = None
+    num_prompts: Optional[int] = None
     seed: int = 0
     num_inference_steps: Optional[int] = None
     guidance_scale: Optional[float] = None
@@ -134,17 +137,33 @@ class WorkloadConfig:
 
 @dataclass
 class ReportConfig:
-    """What a run writes next to its images.
+    """What a run measures and writes next to its images.
 
     Attributes:
-        name: report flavour (``latency``).
+        name: report flavour (``latency`` or ``quality``).
         save_images: write every image as a PNG.
         contact_sheet: write ``contact_sheet.png``, all images in one labelled grid.
+        quality: also run the reference (the same workload on the plain pipeline, every
+            acceleration off) and record PSNR, SSIM and MAE of every image against it, plus
+            the speedup vs the reference. The reference is cached on disk, keyed by model and
+            workload, so the cells of a sweep (in any process) share one.
+        reference_dir: where references are cached (relative to the working directory).
+        profile: write ``trace.json``, a torch.profiler Chrome trace of one extra request
+            (open it in chrome://tracing or Perfetto).
+        objective: what the run returns to a Hydra sweeper: ``latency`` (seconds, minimise),
+            ``speedup`` (vs the reference, maximise; needs ``quality``) or ``psnr``.
+        psnr_floor: constraint of the ``speedup`` objective: a run whose mean PSNR is below it
+            returns 0, so an optimiser only keeps configurations that hold the quality floor.
     """
 
     name: str = "latency"
     save_images: bool = True
     contact_sheet: bool = True
+    quality: bool = False
+    reference_dir: str = "outputs/references"
+    profile: bool = False
+    objective: str = "latency"
+    psnr_floor: float = 30.0
 
 
 @dataclass
@@ -153,6 +172,7 @@ class EngineConfig:
 
     Attributes:
         dry_run: compose and compile the plan, print it, write ``plan.txt``; load no weights.
+        quiet: no progress bars and only warnings in the log.
         blocked: adapter or transform entry-point names that must not be used even if installed
             (e.g. ``[cache.dbcache]``).
     """
@@ -166,6 +186,7 @@ class EngineConfig:
     workload: Any = MISSING
     report: Any = MISSING
     dry_run: bool = False
+    quiet: bool = False
     blocked: list[str] = field(default_factory=list)
 
 
