@@ -22,6 +22,8 @@ def run_job(cfg: DictConfig) -> float | None:
     from dit_engine.engine import Engine
 
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.runtime.choices.get("hydra/job_logging") == "disabled":
+        cfg.quiet = True  # logging switched off: progress bars go too
     if cfg.quiet:
         logging.getLogger("dit_engine").setLevel(logging.WARNING)
     try:

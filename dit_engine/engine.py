@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from dit_engine.adapter import Adapter
 from dit_engine.errors import DitEngineError, PlanError
 from dit_engine.handle import Handle
-from dit_engine.outputs import StagedRunFiles, contact_sheet, slug
+from dit_engine.outputs import StagedRunFiles, contact_sheet, film_strip, slug
 from dit_engine.plan import Plan, compile_plan
 from dit_engine.metrics import compare_images, summarize
 from dit_engine.reference import get_or_create
@@ -334,7 +334,11 @@ class Engine:
             generators = [torch.Generator(device="cpu").manual_seed(workload.seed + i) for i in batch]
             kwargs = adapter.call_kwargs(prompts, workload.num_inference_steps, workload.guidance_scale, workload.height, workload.width)
             kwargs.update(generator=generators, output_type="pil", **workload.call_kwargs)
-            images.extend(pipe(**kwargs).images)
+            output = pipe(**kwargs)
+            if getattr(output, "images", None) is not None:
+                images.extend(output.images)
+            else:  # video pipelines: one film strip of the frames per video
+                images.extend(film_strip(video) for video in output.frames)
         _synchronize(device)
         return images
 

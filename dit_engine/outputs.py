@@ -35,6 +35,17 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "_", text).strip("_").lower()[:limit] or "image"
 
 
+def film_strip(frames) -> Image.Image:
+    """The frames of one video (PIL images or an array (F, H, W, C) in [0, 1]) side by side."""
+    if not isinstance(frames, (list, tuple)):
+        frames = [Image.fromarray((frame * 255).round().clip(0, 255).astype("uint8")) for frame in frames]
+    width, height = frames[0].size
+    strip = Image.new("RGB", (width * len(frames), height))
+    for index, frame in enumerate(frames):
+        strip.paste(frame.convert("RGB"), (index * width, 0))
+    return strip
+
+
 def contact_sheet(images: list[Image.Image], labels: list[str], cell: int = 128) -> Image.Image:
     """All images in one grid, each scaled to ``cell`` px (nearest for tiny images) and labelled."""
     columns = min(len(images), 5) or 1

@@ -128,16 +128,22 @@ def _to_config_object(node: Any, config_class: type | None, name: str, adapter: 
     values = OmegaConf.to_container(node, resolve=True)
     for key, default in adapter.transform_defaults.get(name, {}).items():
         if values.get(key) is None:
-            values[key] = default
+            # A `<key>_scale` setting (presets such as dbcache_fast) scales the family default.
+            values[key] = default * values.get(f"{key}_scale", 1.0)
     return config_class(**values)
 
 
-def _cross_group_problems(cfg: DictConfig, info: ModelInfo, world_size: int) -> list[str]:
+def _cross_group_problems(cfg: DictConfig, info: ModelInfo, world_size: int, steps: list[PlanStep]) -> list[str]:
     problems = []
-    if cfg.calibrator.name != "none" and cfg.cache.name == "none":
-        problems.append(
-            f"calibrator={cfg.calibrator.name} needs a cache to calibrate; add cache=dbcache (or another cache)"
-        )
+    if cfg.calibrator.name != "none":
+        cache = next((step for step in steps if step.group == "cache"), None)
+        if cache is None:
+            problems.append(f"calibrator={cfg.calibrator.name} needs a cache to calibrate; add cache=dbcache (or another cache)")
+        elif not getattr(cache.transform_class, "calibratable", False):
+            problems.append(
+                f"calibrator={cfg.calibrator.name} cannot bind to {cache.name}: it keeps no residual to forecast; "
+                "use cache=dbcache, fbcache or scm, or calibrator=none"
+            )
     if world_size != 1:
         problems.append(f"world size {world_size} but no parallel option distributes the model; use parallel=<option>")
     return problems
@@ -149,10 +155,11 @@ def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_in
     Only config and model facts are read: no weights are touched, so a dry run is instant.
     """
     wanted: list[tuple[str, str | None, Any]] = [(name, None, None) for name in ALWAYS]
-    for group in GROUP_STAGES:
+    for group, stage in GROUP_STAGES.items():
         node = cfg[group]
         if node.name != "none":
-            wanted.append((f"{group}.{node.name}", group, node))
+            # entry-point names are <stage>.<impl>: calibrator=taylorseer -> calibrate.taylorseer
+            wanted.append((f"{stage.name.lower()}.{node.name}", group, node))
 
     steps = []
     problems: list[str] = []
@@ -167,7 +174,7 @@ def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_in
     context = PlanContext(adapter=adapter, model_info=model_info, world_size=world_size, config=cfg)
     for step in steps:
         problems.extend(step.transform_class.check(step.config, context))
-    problems.extend(_cross_group_problems(cfg, model_info, world_size))
+    problems.extend(_cross_group_problems(cfg, model_info, world_size, steps))
     if problems:
         raise PlanError(problems)
 

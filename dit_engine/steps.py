@@ -19,6 +19,7 @@ class StepState:
     """Mutable step counters shared by the hooks of one applied plan."""
 
     request: int = 0
+    num_steps: int = 0
     step: int = 0
     transformer: str = ""
     branch: int = 0
@@ -33,8 +34,10 @@ class StepState:
         """Call ``listener`` at the start of every request (caches reset their state there)."""
         self._request_listeners.append(listener)
 
-    def start_request(self) -> None:
+    def start_request(self, num_steps: int = 0) -> None:
+        """A new request of ``num_steps`` denoising steps (0 when unknown) starts."""
         self.request += 1
+        self.num_steps = num_steps
         self.step = 0
         self.in_request = True
         self.calls_in_step.clear()

@@ -63,16 +63,13 @@ def test_unknown_prompt_for_tiny_model_lists_known_ones():
 
 
 def test_calibrator_without_cache_is_a_plan_error():
-    cfg = compose_config([])
-    with open_dict(cfg):
-        cfg.calibrator.name = "none"
-    prepared = prepare(cfg)
-    from dit_engine.plan import _cross_group_problems
+    with pytest.raises(PlanError, match="calibrator=taylorseer needs a cache to calibrate; add cache=dbcache"):
+        _plan("calibrator=taylorseer")
 
-    with open_dict(cfg):
-        cfg.calibrator.name = "taylorseer"
-    problems = _cross_group_problems(cfg, prepared.plan.model_info, 1)
-    assert problems == ["calibrator=taylorseer needs a cache to calibrate; add cache=dbcache (or another cache)"]
+
+def test_calibrator_comes_after_the_cache_it_binds_to():
+    plan = _plan("calibrator=taylorseer", "cache=scm_static")
+    assert [s.name for s in plan.steps] == ["adapt.step_state", "cache.scm", "calibrate.taylorseer"]
 
 
 def test_flux_dry_run_needs_no_weights_but_a_real_run_does():

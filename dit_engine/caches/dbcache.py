@@ -1,24 +1,29 @@
-"""DBCache hooks: dual-block residual caching over all block lists of a transformer.
+"""Block-stack caching hooks: DBCache and its step-mask variant (SCM), with optional forecasting.
 
-The block lists are one sequence of N blocks. Per transformer call:
+The block lists of a transformer are one sequence of N blocks. Per transformer call:
 
-1. the first ``front_blocks`` run; the hook on the last of them measures the relative L1 change
-   of their output residual against the last *computed* step of this CFG branch (so slow drift
-   accumulates until it forces a compute);
-2. if the change is below the threshold (and warmup / limits allow) the step is a *hit*: every
-   middle block returns its input unchanged, except the first middle block of each block list,
-   which adds the residual that list's middle span produced at the last computed step;
-3. otherwise every block runs and the middle spans' residuals are stored;
-4. the last ``back_blocks`` always run.
+1. the first ``front_blocks`` (Fn) run; at the end of them (or, with Fn = 0, before the first
+   block) the call is decided: *compute* or *hit*. DBCache hits when the relative L1 change of the
+   Fn residual against the last *computed* step of this CFG branch is below the threshold (so slow
+   drift accumulates until it forces a compute); a step mask (SCM) can force computes and, with the
+   ``static`` policy, force hits;
+2. on a hit every middle block returns its input unchanged, except the first middle block of each
+   block list, which adds that list's middle-span residual: the one stored at the last computed
+   step, or a forecast of it when a calibrator (e.g. TaylorSeer) is bound;
+3. on a compute every block runs and the middle-span residuals are stored (and fed to the
+   calibrator's history);
+4. the last ``back_blocks`` (Bn) always run.
 
 Residuals are kept per block list because the parent model may transform the streams between
-lists (FLUX does not, others concatenate text and image); each list's span is reused in its own
-representation. State is kept per (transformer, CFG branch) and dropped at every new request.
+lists; each list's span is reused in its own representation. State is kept per (transformer,
+CFG branch) and dropped at every new request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -30,6 +35,14 @@ from dit_engine.steps import StepState
 HOOK_NAME = "dit_engine.dbcache"
 
 
+class Forecaster(Protocol):
+    """A calibrator's view of one residual stream: fold in computed values, predict skipped ones."""
+
+    def update(self, history: Any, value: torch.Tensor, step: int) -> Any: ...
+
+    def forecast(self, history: Any, step: int) -> torch.Tensor: ...
+
+
 @dataclass
 class BranchState:
     """Cache state of one CFG branch of one transformer, for the current request."""
@@ -37,33 +50,44 @@ class BranchState:
     front_entry: torch.Tensor | None = None
     front_residual: torch.Tensor | None = None  # at the last computed step
     span_entry: dict[int, tuple] = field(default_factory=dict)
-    span_residual: dict[int, tuple] = field(default_factory=dict)
+    span_residual: dict[int, tuple] = field(default_factory=dict)  # plain: (hidden, encoder); calibrated: histories
     hit: bool = False
+    step: int = -1  # index of the current call within the request
+    calls: int = 0
     cached_steps: int = 0
     continuous_cached: int = 0
-    steps: int = 0
     mask: list[str] = field(default_factory=list)
 
 
 @dataclass
 class DBCacheSettings:
+    """Resolved settings of one block-stack cache.
+
+    ``step_mask(num_steps)`` returns per-step flags, True where the step must compute (SCM);
+    ``policy`` says what the other steps do: ``dynamic`` obeys the threshold, ``static`` reuses.
+    ``shared_cfg_decision``: CFG branches after the first follow the first branch's decision.
+    """
+
     front_blocks: int
     back_blocks: int
     threshold: float
     warmup_steps: int
     max_cached_steps: int
     max_continuous_cached_steps: int
+    step_mask: Callable[[int], list[bool]] | None = None
+    policy: str = "dynamic"
+    shared_cfg_decision: bool = False
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean|current - previous| / mean|previous| (0 when both are zero)."""
+    """mean|current - previous| / mean|previous| (inf when previous is zero and current is not)."""
     scale = previous.abs().mean()
     change = (current - previous).abs().mean()
     return float(change / scale) if scale > 0 else float(change > 0) * float("inf")
 
 
 class DBCacheState:
-    """Decisions and counters of one DBCache over one transformer."""
+    """Decisions and counters of one block-stack cache over one transformer."""
 
     def __init__(self, name: str, settings: DBCacheSettings, step_state: StepState, lists: list[tuple[str, int, int]]):
         self.name = name
@@ -71,8 +95,9 @@ class DBCacheState:
         self.step_state = step_state
         # (block-list path, blocks in list, front+back blocks in list, i.e. computed on a hit)
         self.lists = lists
+        self.forecaster: Forecaster | None = None
         self.branches: dict[int, BranchState] = {}
-        self.masks: dict[int, list[str]] = {}
+        self.compute_flags: list[bool] | None = None
         self.reset_stats()
         step_state.on_request(self.new_request)
 
@@ -81,9 +106,11 @@ class DBCacheState:
             if state.mask:
                 self.masks.setdefault(branch, []).append("".join(state.mask))
         self.branches.clear()
+        mask = self.settings.step_mask
+        self.compute_flags = mask(self.step_state.num_steps) if mask and self.step_state.num_steps else None
 
     def reset_stats(self) -> None:
-        self.masks = {}
+        self.masks: dict[int, list[str]] = {}
         self.steps_cached: dict[int, int] = {}
         self.steps_total: dict[int, int] = {}
         self.blocks_computed = {path: 0 for path, _, _ in self.lists}
@@ -98,30 +125,45 @@ class DBCacheState:
             state = self.branches[branch] = BranchState()
         return state
 
-    def decide(self, state: BranchState, front_output: torch.Tensor) -> None:
-        """At the end of the front blocks: hit (reuse the middle) or compute."""
+    def _may_cache(self, state: BranchState, step: int) -> bool:
         s = self.settings
-        residual = front_output - state.front_entry
-        previous = state.front_residual
-        hit = (
-            s.threshold > 0
-            and previous is not None
-            and previous.shape == residual.shape
-            and state.steps >= s.warmup_steps
+        flags = self.compute_flags
+        if flags is not None and (step >= len(flags) or flags[step]):
+            return False
+        return (
+            step >= s.warmup_steps
             and len(state.span_residual) > 0
             and (s.max_cached_steps < 0 or state.cached_steps < s.max_cached_steps)
             and (s.max_continuous_cached_steps < 0 or state.continuous_cached < s.max_continuous_cached_steps)
-            and relative_l1(residual, previous) < s.threshold
         )
+
+    def decide(self, state: BranchState, front_residual: torch.Tensor | None) -> None:
+        """Hit (reuse or forecast the middle) or compute; ``front_residual`` is None when Fn = 0."""
+        s = self.settings
+        step = state.step = state.calls
+        state.calls += 1
+        hit = self._may_cache(state, step)
+        if hit and s.shared_cfg_decision and self.step_state.branch > 0:
+            leader = self.branches.get(0)
+            hit = leader is not None and leader.step == step and leader.hit
+        elif hit and (self.compute_flags is None or s.policy == "dynamic"):
+            previous = state.front_residual
+            hit = (
+                front_residual is not None
+                and previous is not None
+                and previous.shape == front_residual.shape
+                and s.threshold > 0
+                and relative_l1(front_residual, previous) < s.threshold
+            )
         state.hit = hit
-        state.steps += 1
         state.front_entry = None
         if hit:
             state.cached_steps += 1
             state.continuous_cached += 1
         else:
-            state.front_residual = residual
             state.continuous_cached = 0
+            if front_residual is not None:
+                state.front_residual = front_residual
         state.mask.append("0" if hit else "1")
         branch = self.step_state.branch
         self.steps_total[branch] = self.steps_total.get(branch, 0) + 1
@@ -129,6 +171,24 @@ class DBCacheState:
         for path, count, always in self.lists:
             self.blocks_total[path] += count
             self.blocks_computed[path] += always if hit else count
+
+    def store_span(self, state: BranchState, span: int, hidden: torch.Tensor, encoder: torch.Tensor | None) -> None:
+        """Keep a computed middle-span residual (folded into the forecaster's history if bound)."""
+        if self.forecaster is None:
+            state.span_residual[span] = (hidden, encoder)
+            return
+        old_hidden, old_encoder = state.span_residual.get(span, (None, None))
+        new_hidden = self.forecaster.update(old_hidden, hidden, state.step)
+        new_encoder = self.forecaster.update(old_encoder, encoder, state.step) if encoder is not None else None
+        state.span_residual[span] = (new_hidden, new_encoder)
+
+    def span_delta(self, state: BranchState, span: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The residual a hit adds for ``span``: the stored one or its forecast."""
+        hidden, encoder = state.span_residual[span]
+        if self.forecaster is None:
+            return hidden, encoder
+        forecast = self.forecaster.forecast
+        return forecast(hidden, state.step), (forecast(encoder, state.step) if encoder is not None else None)
 
     def stats(self) -> dict:
         masks = {b: list(m) for b, m in self.masks.items()}
@@ -170,20 +230,25 @@ class DBCacheBlockHook(ModelHook):
         self.span = span
         self.span_first = span_first
         self.span_last = span_last
+        # With Fn = 0 the decision is taken before the first block runs.
+        self.decide_on_entry = first and span is not None
 
     def new_forward(self, module, *args, **kwargs):
-        state = self.cache.current()
+        cache = self.cache
+        state = cache.current()
         pattern = self.pattern
+        if self.decide_on_entry:
+            cache.decide(state, None)
         if self.span is not None and state.hit:
             hidden, encoder = pattern.read_inputs(args, kwargs)
             if self.span_first:
-                residual_hidden, residual_encoder = state.span_residual[self.span]
-                hidden = hidden + residual_hidden
-                if encoder is not None and residual_encoder is not None:
-                    encoder = encoder + residual_encoder
+                delta_hidden, delta_encoder = cache.span_delta(state, self.span)
+                hidden = hidden + delta_hidden
+                if encoder is not None and delta_encoder is not None:
+                    encoder = encoder + delta_encoder
             return pattern.make_output(hidden, encoder)
 
-        if self.first:
+        if self.first and not self.decide_on_entry:
             state.front_entry = pattern.read_inputs(args, kwargs)[0]
         if self.span_first:
             state.span_entry[self.span] = pattern.read_inputs(args, kwargs)
@@ -194,9 +259,9 @@ class DBCacheBlockHook(ModelHook):
             residual_encoder = None
             if entry_encoder is not None and out_encoder is not None and entry_encoder.shape == out_encoder.shape:
                 residual_encoder = out_encoder - entry_encoder
-            state.span_residual[self.span] = (out_hidden - entry_hidden, residual_encoder)
+            cache.store_span(state, self.span, out_hidden - entry_hidden, residual_encoder)
         if self.front_exit:
-            self.cache.decide(state, pattern.read_outputs(output)[0])
+            cache.decide(state, pattern.read_outputs(output)[0] - state.front_entry)
         return output
 
 

@@ -61,19 +61,27 @@ class CacheSettings:
             reused. 0 never caches (output identical to no cache); larger caches more steps,
             faster and further from the uncached image. ``None`` takes the model adapter's
             default for this family (tiny: 0.2, flux: 0.08); the plan shows the value used.
+        threshold_scale: multiplies the model's default threshold when ``threshold`` is null
+            (the presets ``dbcache_fast`` and ``dbcache_slow`` use it); ignored otherwise.
         warmup_steps: the first steps of every request always compute (the trajectory changes
             fastest there).
         max_cached_steps: most cached steps per request and CFG branch; -1 for no limit.
         max_continuous_cached_steps: most cached steps in a row before one full compute; -1 for
             no limit. A small value bounds drift at high thresholds.
+        separate_cfg: ``None`` or ``True``: every CFG branch (the k-th transformer call of a
+            step) decides on its own; ``False``: later branches follow the first branch's
+            decision, so cond and uncond are always computed or cached together. Batched CFG
+            (one call per step) is one branch either way.
     """
 
     front_blocks: int = 1
     back_blocks: int = 0
     threshold: Optional[float] = None
+    threshold_scale: float = 1.0
     warmup_steps: int = 2
     max_cached_steps: int = -1
     max_continuous_cached_steps: int = -1
+    separate_cfg: Optional[bool] = None
 
 
 @dataclass
@@ -96,6 +104,53 @@ class DBCacheConfig(CacheSettings):
     """
 
     name: str = "dbcache"
+
+
+@dataclass
+class SCMConfig(CacheSettings):
+    """SCM, steps computation mask (``cache=scm``, ``cache=scm_static``): which steps may cache.
+
+    The mask fixes, per denoising step, whether the step must compute; on the other steps the
+    ``dynamic`` policy still applies the DBCache threshold, ``static`` reuses unconditionally
+    (then ``front_blocks`` may be 0: no block runs on a cached step, and with
+    ``calibrator=taylorseer`` the whole block stack is forecast: step-level forecasting).
+
+    Attributes:
+        name: transform implementation (``scm``).
+        preset: ``slow``, ``medium``, ``fast`` or ``ultra``: compute about 60 / 45 / 33 / 25 % of
+            the steps, always the first tenth and the last one, the rest evenly spread. Defined
+            relative to the number of steps, so one preset serves 8, 28 or 50 steps.
+        mask: explicit bit string, ``1`` = compute, ``0`` = may cache (e.g. ``1111010101...``);
+            overrides ``preset``. A mask of another length than the step count is resampled
+            proportionally (step i of N reads bit floor(i * len / N)).
+        policy: ``dynamic`` or ``static`` (see above).
+    """
+
+    name: str = "scm"
+    preset: Optional[str] = "medium"
+    mask: Optional[str] = None
+    policy: str = "dynamic"
+
+
+@dataclass
+class TaylorSeerConfig:
+    """TaylorSeer calibrator (``calibrator=taylorseer``): forecast instead of reuse.
+
+    On every computed step the cached residual's finite-difference derivatives (over the step
+    index) are updated; a cached step then adds the Taylor forecast of the residual instead of the
+    stale one. Binds to the installed block cache (``cache=dbcache``, ``fbcache``, ``scm``...).
+
+    Attributes:
+        name: transform implementation (``taylorseer``).
+        order: highest derivative used, 1-3. Higher follows curved trajectories better but
+            amplifies noise between far-apart computed steps.
+        warmup: computed steps of history needed before the forecast is used (plain reuse until
+            then); at least ``order`` + 1 gives every derivative its data.
+    """
+
+    name: str = "taylorseer"
+    order: int = 1
+    warmup: int = 2
 
 
 @dataclass
@@ -193,8 +248,8 @@ class EngineConfig:
 #: Group -> {schema name -> dataclass}. Option YAMLs pick theirs with ``defaults: [schema_<x>]``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"schema_model": ModelConfig},
-    "cache": {"schema_none": NoCacheConfig, "schema_dbcache": DBCacheConfig},
-    "calibrator": {"schema_none": NoneConfig},
+    "cache": {"schema_none": NoCacheConfig, "schema_dbcache": DBCacheConfig, "schema_scm": SCMConfig},
+    "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig},
     "parallel": {"schema_none": NoneConfig},
     "quant": {"schema_none": NoneConfig},
     "compile": {"schema_none": NoneConfig},

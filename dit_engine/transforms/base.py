@@ -7,7 +7,7 @@ only, no weights) and runs at plan-compile time; ``apply`` installs named, remov
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +25,8 @@ class ApplyContext:
     model_info: ModelInfo
     transformers: dict[str, torch.nn.Module]
     step_state: StepState
+    #: Cache states installed by CACHE-stage transforms, for calibrators to bind to.
+    caches: list = field(default_factory=list)
 
 
 class Transform:

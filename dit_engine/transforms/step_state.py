@@ -45,6 +45,7 @@ class StepStateTransform(Transform):
         self.scheduler = pipe.scheduler
         self.modules = dict(context.transformers)
         state = self.state
+        scheduler = self.scheduler
 
         original_set_timesteps = self.scheduler.set_timesteps
         original_step = self.scheduler.step
@@ -52,7 +53,8 @@ class StepStateTransform(Transform):
         @functools.wraps(original_set_timesteps)
         def set_timesteps(*args, **kwargs):
             result = original_set_timesteps(*args, **kwargs)
-            state.start_request()
+            timesteps = getattr(scheduler, "timesteps", None)
+            state.start_request(len(timesteps) if timesteps is not None else 0)
             return result
 
         @functools.wraps(original_step)

@@ -1,0 +1,36 @@
+"""Qwen-Image adapter (diffusers ``QwenImagePipeline`` and its edit variants)."""
+
+from __future__ import annotations
+
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine_adapters._diffusers import DiffusersAdapter
+
+
+class QwenImageAdapter(DiffusersAdapter):
+    """Qwen-Image: 60 dual-stream MMDiT blocks returning ``(encoder, hidden)``.
+
+    With ``true_cfg_scale > 1`` and a negative prompt the pipeline makes separate cond and uncond
+    calls (two CFG branches per step).
+    """
+
+    name = "qwen_image"
+    pipeline_classes = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline",
+                        "QwenImageEditPipeline", "QwenImageEditPlusPipeline")
+    block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),)
+    block_count_keys = {"transformer_blocks": "num_layers"}
+    default_info = ModelInfo(blocks={"transformer_blocks": 60}, num_heads=24, source="Qwen-Image defaults (no config.json at hand)")
+    transform_defaults = {"cache.dbcache": {"threshold": 0.08}, "cache.scm": {"threshold": 0.08}}
+
+    def workload_defaults(self) -> WorkloadDefaults:
+        return WorkloadDefaults(
+            prompts=["A coffee shop entrance with a chalkboard sign reading 'Qwen Coffee 2 dollars'"],
+            num_inference_steps=50,
+            guidance_scale=4.0,
+        )
+
+    def call_kwargs(self, prompts, steps, guidance, height, width):
+        # Qwen-Image's CFG scale is `true_cfg_scale` (it needs a negative prompt to take effect).
+        kwargs = super().call_kwargs(prompts, steps, guidance, height, width)
+        kwargs["true_cfg_scale"] = kwargs.pop("guidance_scale")
+        kwargs.setdefault("negative_prompt", [" "] * len(prompts))
+        return kwargs

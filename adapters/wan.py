@@ -1,0 +1,34 @@
+"""Wan 2.1 / 2.2 adapter (diffusers ``WanPipeline``, image-to-video and VACE share the blocks)."""
+
+from __future__ import annotations
+
+from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine_adapters._diffusers import DiffusersAdapter
+
+#: WanTransformerBlock: positional (hidden, encoder, temb, rotary), returns hidden only (pattern E).
+WAN_BLOCK = BlockPattern(name="cross-attn(hidden)", returns=("hidden",))
+
+
+class WanAdapter(DiffusersAdapter):
+    """Wan 2.1/2.2 text/image-to-video: one list of cross-attention blocks.
+
+    The pipeline runs cond and uncond as separate transformer calls (two CFG branches per step);
+    Wan 2.2 A14B alternates two experts, ``transformer`` and ``transformer_2``, by timestep: each
+    gets its own cache state.
+    """
+
+    name = "wan"
+    pipeline_classes = ("WanPipeline", "WanImageToVideoPipeline", "WanVideoToVideoPipeline")
+    transformer_attrs = ("transformer", "transformer_2")
+    block_specs = (BlockSpec("blocks", WAN_BLOCK),)
+    block_count_keys = {"blocks": "num_layers"}
+    default_info = ModelInfo(blocks={"blocks": 40}, num_heads=40, source="Wan 2.1 14B defaults (no config.json at hand)")
+    transform_defaults = {"cache.dbcache": {"threshold": 0.08}, "cache.scm": {"threshold": 0.08}}
+
+    def workload_defaults(self) -> WorkloadDefaults:
+        return WorkloadDefaults(
+            prompts=["A cat walks on the grass, realistic"],
+            num_inference_steps=50,
+            guidance_scale=5.0,
+            extra_call_kwargs={"num_frames": 81},
+        )

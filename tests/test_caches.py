@@ -1,0 +1,177 @@
+"""Cache methods beyond plain DBCache: presets, SCM step masks, TaylorSeer, CFG branches,
+and the same caches on tiny Wan (separate CFG calls) and Qwen-Image pipelines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dit_engine
+from conftest import psnr
+from dit_engine.caches.forecast import TaylorSeerForecaster
+from dit_engine.caches.step_mask import flags_to_string, preset_flags, resample
+from dit_engine.config import compose_config
+from dit_engine.engine import prepare
+from dit_engine.errors import PlanError
+from dit_engine.testing.pipelines import (
+    build_tiny_qwen_image_pipeline,
+    build_tiny_wan_pipeline,
+    tiny_qwen_image_call_kwargs,
+    tiny_wan_call_kwargs,
+)
+from test_dbcache import run_tiny
+
+
+def apply_and_run(pipe, run, *overrides):
+    handle = dit_engine.apply(pipe, *overrides)
+    try:
+        output = run()
+        return output, handle.summary()
+    finally:
+        handle.remove()
+
+
+def cache_stats(summary):
+    return next(v for k, v in summary["transforms"].items() if k.startswith("cache."))
+
+
+@pytest.mark.parametrize("steps", [8, 28, 50])
+@pytest.mark.parametrize("preset,fraction", [("slow", 0.60), ("medium", 0.45), ("fast", 0.33), ("ultra", 0.25)])
+def test_scm_presets_scale_with_the_step_count(steps, preset, fraction):
+    flags = preset_flags(preset, steps)
+    assert len(flags) == steps and flags[0] and flags[-1]
+    assert abs(sum(flags) / steps - fraction) <= 1.5 / steps + 0.05
+
+
+def test_explicit_masks_are_resampled_proportionally():
+    assert flags_to_string(resample("1100", 8)) == "11110000"
+    assert flags_to_string(resample("10101010", 4)) == "1111"
+    assert flags_to_string(resample("1001", 4)) == "1001"
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["cache=scm", "cache.mask=11x0"], "cache.mask=11x0 has characters other than 0 and 1"),
+        (["cache=scm", "cache.preset=turbo"], "cache.preset=turbo is unknown; use one of slow, medium, fast, ultra"),
+        (["cache=scm", "cache.policy=sometimes"], "cache.policy=sometimes is unknown"),
+        (["cache=scm", "cache.front_blocks=0"], "cache.policy=dynamic decides from the front blocks' residual"),
+        (["cache=dbcache", "cache.front_blocks=0"], "use cache.front_blocks=1 (or cache=scm_static"),
+        (["cache=dbcache", "calibrator=taylorseer", "calibrator.order=-1"], "calibrator.order=-1: use 1, 2 or 3"),
+        (["cache=dbcache", "calibrator=taylorseer", "calibrator.order=4"], "calibrator.order=4: use 1, 2 or 3"),
+    ],
+)
+def test_bad_cache_settings_are_plan_errors(overrides, expected):
+    with pytest.raises(PlanError) as info:
+        prepare(compose_config(overrides))
+    assert expected in str(info.value)
+
+
+def test_presets_resolve_from_the_model_default():
+    thresholds = {
+        option: prepare(compose_config([f"cache={option}"])).plan.steps[-1].config.threshold
+        for option in ("dbcache", "dbcache_fast", "dbcache_slow")
+    }
+    assert thresholds == pytest.approx({"dbcache": 0.2, "dbcache_fast": 0.3, "dbcache_slow": 0.1})
+    assert prepare(compose_config(["cache=dbcache_fast", "cache.threshold=0.05"])).plan.steps[-1].config.threshold == 0.05
+
+
+def _forecast(order: int, values: dict[int, float], at: int) -> float:
+    forecaster = TaylorSeerForecaster(order=order, warmup=order + 1)
+    history = None
+    for step, value in values.items():
+        history = forecaster.update(history, torch.tensor([value]), step)
+    return forecaster.forecast(history, at).item()
+
+
+def test_taylorseer_forecaster():
+    line = {0: 1.0, 3: 7.0}  # 2 s + 1
+    assert _forecast(1, line, 5) == pytest.approx(11.0)  # first order is exact on a line
+    quadratic = {s: 3.0 * s * s - s + 1 for s in (0, 2, 4)}
+    truth = 3 * 25 - 5 + 1
+    # backward differences: 45 + 17 (first order) and + 6/2 (second order) at k = 1
+    assert _forecast(1, quadratic, 5) == pytest.approx(62.0)
+    assert _forecast(2, quadratic, 5) == pytest.approx(65.0)
+    assert abs(_forecast(2, quadratic, 5) - truth) < abs(_forecast(1, quadratic, 5) - truth)
+    assert TaylorSeerForecaster(2, warmup=5).forecast(
+        TaylorSeerForecaster(2, 5).update(None, torch.tensor([4.0]), 0), 3
+    ).item() == 4.0  # before warmup: plain reuse
+
+
+def test_scm_all_compute_mask_is_identical_to_no_cache(tiny_pipe):
+    reference = run_tiny(tiny_pipe)
+    output, summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm", "cache.mask=1", "cache.policy=static")
+    assert torch.equal(reference, output)
+    assert summary["steps_cached"] == 0
+
+
+def test_scm_static_follows_its_mask_exactly(tiny_pipe):
+    _, summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static", "cache.preset=fast")
+    mask = cache_stats(summary)["branches"]["transformer/cfg0"]["masks"][0]
+    assert mask == flags_to_string(preset_flags("fast", 28))
+    # F0B0: no block runs on a cached step
+    assert summary["blocks_computed"] == mask.count("1") * 12 * 1
+
+
+def test_calibrator_raises_psnr_at_the_same_compute(tiny_pipe):
+    reference = run_tiny(tiny_pipe)
+    for cache in ("cache=dbcache", "cache=scm_static"):
+        plain, plain_summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), cache)
+        forecast, forecast_summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), cache, "calibrator=taylorseer")
+        assert forecast_summary["blocks_computed"] == plain_summary["blocks_computed"]
+        assert psnr(reference, forecast) > psnr(reference, plain) + 2.0, cache
+
+
+def test_step_level_forecasting_is_fast_and_faithful(tiny_pipe):
+    reference = run_tiny(tiny_pipe)
+    output, summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static", "calibrator=taylorseer")
+    assert summary["compute_fraction"] < 0.35
+    assert psnr(reference, output) > 38.0
+
+
+def test_shared_cfg_decision_keeps_branches_in_step(tiny_pipe):
+    def run():
+        return tiny_pipe(prompt=["two", "six"], num_inference_steps=20, guidance_scale=2.0, separate_cfg=True, output_type="pt",
+                         generator=[torch.Generator().manual_seed(i) for i in range(2)]).images
+
+    _, summary = apply_and_run(tiny_pipe, run, "cache=dbcache", "cache.separate_cfg=false")
+    branches = cache_stats(summary)["branches"]
+    assert branches["transformer/cfg0"]["masks"] == branches["transformer/cfg1"]["masks"]
+    assert branches["transformer/cfg0"]["steps_cached"] > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_wan():
+    pipe = build_tiny_wan_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("overrides", [("cache=dbcache",), ("cache=fbcache",), ("cache=scm", "cache.preset=fast"),
+                                       ("cache=scm_static", "calibrator=taylorseer"), ("cache=dbcache", "calibrator=taylorseer")])
+def test_wan_separate_cfg_keeps_state_per_branch(tiny_wan, overrides):
+    reference = tiny_wan(**tiny_wan_call_kwargs()).frames
+    output, summary = apply_and_run(tiny_wan, lambda: tiny_wan(**tiny_wan_call_kwargs()).frames, *overrides, "cache.threshold=0.5")
+    stats = cache_stats(summary)
+    assert set(stats["branches"]) == {"transformer/cfg0", "transformer/cfg1"}  # cond and uncond calls
+    assert all(b["steps_computed"] + b["steps_cached"] == 8 for b in stats["branches"].values())
+    assert summary["blocks_computed"] < summary["blocks_total"]
+    assert torch.isfinite(torch.as_tensor(output)).all()
+    assert torch.as_tensor(output).shape == torch.as_tensor(reference).shape
+
+
+def test_wan_threshold_zero_is_identical(tiny_wan):
+    reference = tiny_wan(**tiny_wan_call_kwargs()).frames
+    output, _ = apply_and_run(tiny_wan, lambda: tiny_wan(**tiny_wan_call_kwargs()).frames, "cache=dbcache", "cache.threshold=0")
+    assert torch.equal(torch.as_tensor(reference), torch.as_tensor(output))
+
+
+@pytest.mark.parametrize("overrides", [("cache=dbcache",), ("cache=scm_static", "calibrator=taylorseer")])
+def test_qwen_image_caches_per_cfg_branch(overrides):
+    pipe = build_tiny_qwen_image_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    reference = pipe(**tiny_qwen_image_call_kwargs()).images
+    output, summary = apply_and_run(pipe, lambda: pipe(**tiny_qwen_image_call_kwargs()).images, *overrides, "cache.threshold=0.5")
+    assert set(cache_stats(summary)["branches"]) == {"transformer/cfg0", "transformer/cfg1"}
+    assert summary["blocks_computed"] < summary["blocks_total"]
+    assert output.shape == reference.shape and torch.isfinite(output).all()

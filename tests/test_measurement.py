@@ -1,0 +1,117 @@
+"""Measurement: workloads, report=quality against a cached reference, objectives, profiler,
+sweeps through Hydra's joblib launcher and Optuna sweeper, and the sweep report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from dit_engine.config import compose_config
+from dit_engine.engine import objective, prepare
+from dit_engine.errors import PlanError
+from test_cli import dit_engine
+
+
+def cells_of(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_num_prompts_cycles_the_prompts_with_one_seed_each():
+    workload = prepare(compose_config(["workload=bench_16"])).workload
+    assert len(workload.prompts) == 16 and workload.prompts[10] == "zero"
+    assert [len(b) for b in workload.batches()] == [4, 4, 4, 4]
+    assert prepare(compose_config(["workload=one_prompt"])).workload.prompts == ["zero"]
+
+
+def test_objectives():
+    report = OmegaConf.create({"objective": "speedup", "psnr_floor": 30.0})
+    metrics = {"latency": {"total_s": 2.0}, "quality": {"speedup_vs_reference": 1.8, "aggregate": {"psnr": 33.0}}}
+    assert objective(report, metrics) == 1.8
+    metrics["quality"]["aggregate"]["psnr"] = 29.0
+    assert objective(report, metrics) == 0.0  # below the floor: infeasible
+    metrics["quality"]["aggregate"]["psnr"] = math.inf
+    assert objective(report, metrics) == 1.8  # identical to the reference
+    assert objective(OmegaConf.create({"objective": "latency"}), metrics) == 2.0
+
+
+def test_quality_objectives_need_the_reference():
+    with pytest.raises(PlanError, match="report.objective=speedup needs the reference run: use report=quality"):
+        prepare(compose_config(["report.objective=speedup"]))
+    with pytest.raises(PlanError, match="report.objective=fast is unknown"):
+        prepare(compose_config(["report.objective=fast"]))
+
+
+@pytest.fixture(scope="module")
+def quality_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality")
+    result = dit_engine("-m", "cache=none,dbcache,fbcache", "report=quality", "quiet=true", "hydra.sweep.dir=sweep", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_quality_sweep_runs_the_reference_once(quality_sweep):
+    cells = cells_of(quality_sweep / "sweep")
+    metrics = [json.loads((cell / "metrics.json").read_text()) for cell in cells]
+    assert len(metrics) == 3
+    assert len(list((quality_sweep / "outputs" / "references").iterdir())) == 2  # one reference + its lock file
+    assert len({m["quality"]["reference"]["key"] for m in metrics}) == 1
+    assert sum(not m["quality"]["reference"]["reused"] for m in metrics) == 1
+    by_cache = {m["config"]["cache"]["front_blocks"] if m["config"]["cache"]["name"] != "none" else "none": m for m in metrics}
+    plain = by_cache["none"]["quality"]
+    assert plain["aggregate"]["psnr"] is None and plain["aggregate"]["identical"] == 10  # inf written as null
+    for m in metrics:
+        assert len(m["quality"]["per_image"]) == 10
+        if m["config"]["cache"]["name"] != "none":
+            assert 30 < m["quality"]["aggregate"]["psnr"] < 100
+            assert 0 < m["quality"]["aggregate"]["ssim"] <= 1
+            assert m["objective"] == m["quality"]["speedup_vs_reference"]
+
+
+def test_quality_sweep_writes_a_consistent_report(quality_sweep):
+    sweep = quality_sweep / "sweep"
+    for name in ("summary.csv", "summary.md", "pareto.png"):
+        assert (sweep / name).is_file(), name
+    with open(sweep / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    for row, cell in zip(sorted(rows, key=lambda r: r["name"]), cells_of(sweep)):
+        metrics = json.loads((cell / "metrics.json").read_text())
+        assert float(row["latency_s"]) == pytest.approx(metrics["latency"]["total_s"], rel=1e-3)
+        assert float(row["compute_fraction"]) == pytest.approx(metrics["compute"]["compute_fraction"], rel=1e-3)
+    markdown = (sweep / "summary.md").read_text()
+    assert all(cell.name in markdown or cell.name.split("_", 1)[1] in markdown for cell in cells_of(sweep))
+
+
+def test_profile_writes_a_chrome_trace(tmp_path):
+    result = dit_engine("report.profile=true", "workload=one_prompt", "quiet=true", "hydra.run.dir=prof", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trace = json.loads((tmp_path / "prof" / "trace.json").read_text())
+    assert any("transformer" in str(event.get("name", "")).lower() or "aten::" in str(event.get("name", "")) for event in trace["traceEvents"])
+
+
+def test_joblib_launcher_cells_share_one_reference(tmp_path):
+    result = dit_engine(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "cache=none,fbcache", "report=quality",
+        "workload=smoke", "quiet=true", "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = [json.loads((cell / "metrics.json").read_text()) for cell in cells_of(tmp_path / "sweep")]
+    assert len(metrics) == 2
+    assert len({m["quality"]["reference"]["key"] for m in metrics}) == 1
+    assert (tmp_path / "sweep" / "summary.md").is_file()
+
+
+def test_optuna_search_three_trials(tmp_path):
+    result = dit_engine("-m", "+experiment=tiny_optuna_dbcache", "hydra.sweeper.n_trials=3", "hydra.sweep.dir=opt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(cells_of(tmp_path / "opt")) == 3
+    best = yaml.safe_load((tmp_path / "opt" / "optimization_results.yaml").read_text())
+    trial_objectives = [json.loads((c / "metrics.json").read_text())["objective"] for c in cells_of(tmp_path / "opt")]
+    assert best["best_value"] == pytest.approx(max(trial_objectives))
+    assert set(best["best_params"]) == {"cache.threshold", "cache.front_blocks", "cache.back_blocks", "cache.warmup_steps"}
