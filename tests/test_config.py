@@ -9,14 +9,22 @@ import pytest
 from dit_engine.config import compose_config, group_options
 from dit_engine.config.schema import GROUP_SCHEMAS
 from dit_engine.engine import prepare
-from dit_engine.errors import ConfigError
+from dit_engine.errors import ConfigError, PlanError
 
 GROUPS = list(GROUP_SCHEMAS)
 
 
-def _cell(group: str, option: str) -> list[str]:
-    overrides = [f"{group}={option}", "dry_run=true"]
-    return overrides
+def _cell(*choices: tuple[str, str]) -> list[str]:
+    """Overrides for a dry run of the given (group, option) pairs.
+
+    A calibrator needs a cache to bind to: when a calibrator is chosen and the cache group is not,
+    the cell adds cache=dbcache.
+    """
+    overrides = [f"{group}={option}" for group, option in choices]
+    groups = {group: option for group, option in choices}
+    if groups.get("calibrator", "none") != "none" and "cache" not in groups:
+        overrides.append("cache=dbcache")
+    return overrides + ["dry_run=true"]
 
 
 def test_every_group_has_options():
@@ -26,22 +34,28 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
 def test_each_option_composes_and_compiles(group, option):
-    cfg = compose_config(_cell(group, option))
-    prepared = prepare(cfg)
-    text = prepared.plan.explain()
-    assert "adapt.step_state" in text
-    if group == "cache" and option != "none":
-        assert "cache.dbcache" in text
+    prepared = prepare(compose_config(_cell((group, option))))
+    names = [step.name for step in prepared.plan.steps]
+    assert names[0] == "adapt.step_state"
+    if group in ("cache", "calibrator") and option != "none":
+        assert any(name.endswith(f".{prepared.cfg[group].name}") for name in names)
+    assert prepared.plan.explain().count("\n") >= 5
 
 
 def test_pairwise_combinations_compile():
     """Every pair of options from two different groups composes and compiles."""
-    checked = 0
+    checked = refused = 0
     for (g1, g2) in itertools.combinations(GROUPS, 2):
         for o1, o2 in itertools.product(group_options(g1), group_options(g2)):
-            prepare(compose_config([f"{g1}={o1}", f"{g2}={o2}", "dry_run=true"]))
+            pair = {g1: o1, g2: o2}
+            if pair.get("cache") == "none" and pair.get("calibrator", "none") != "none":
+                with pytest.raises(PlanError, match="needs a cache to calibrate"):
+                    prepare(compose_config(_cell((g1, o1), (g2, o2))))
+                refused += 1
+                continue
+            prepare(compose_config(_cell((g1, o1), (g2, o2))))
             checked += 1
-    assert checked >= len(GROUPS)
+    assert checked >= len(GROUPS) and refused >= 1
 
 
 def test_cache_none_accepts_cache_settings_so_sweeps_can_cross_them():
@@ -57,8 +71,8 @@ def test_fbcache_is_f1b0_dbcache():
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: dbcache, fbcache, none"),
-        (["model=sd9"], "available model options: flux, tiny"),
+        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: dbcache, dbcache_fast, dbcache_slow, fbcache, none, scm"),
+        (["model=sd9"], "available model options: flux, qwen_image, tiny, wan"),
         (["cache=dbcache", "cache.threshhold=0.1"], "unknown key cache.threshhold; valid keys: front_blocks, back_blocks, threshold"),
         (["cache=dbcache", "cache.threshold=abc"], "cache.threshold=abc is not a valid float"),
         (["calibrator.order=2"], "pick one first, e.g. calibrator=<option> calibrator.order=..."),

@@ -39,7 +39,7 @@ def test_no_cache_plan_has_only_the_step_state():
     [
         (["cache.front_blocks=6", "cache.back_blocks=6"], "leaves no middle block to cache in this model's 12 blocks"),
         (["cache.threshold=-0.1"], "cache.threshold=-0.1 must be >= 0"),
-        (["cache.front_blocks=0"], "needs at least 1 front block"),
+        (["cache.front_blocks=0"], "needs at least 1; use cache.front_blocks=1"),
         (["cache.warmup_steps=-1"], "cache.warmup_steps=-1 is negative"),
         (["cache.max_cached_steps=-5"], "use -1 (no limit)"),
     ],

@@ -203,6 +203,10 @@ class ReportConfig:
             the speedup vs the reference. The reference is cached on disk, keyed by model and
             workload, so the cells of a sweep (in any process) share one.
         reference_dir: where references are cached (relative to the working directory).
+        reference_timing: ``fresh`` re-times the plain pipeline in this run (side by side with
+            the accelerated one, so the speedup is not skewed by another moment's machine load;
+            the cached reference images are still the ones compared against); ``cached`` trusts
+            the latency stored with the reference (saves one plain run per cell).
         profile: write ``trace.json``, a torch.profiler Chrome trace of one extra request
             (open it in chrome://tracing or Perfetto).
         objective: what the run returns to a Hydra sweeper: ``latency`` (seconds, minimise),
@@ -216,6 +220,7 @@ class ReportConfig:
     contact_sheet: bool = True
     quality: bool = False
     reference_dir: str = "outputs/references"
+    reference_timing: str = "fresh"
     profile: bool = False
     objective: str = "latency"
     psnr_floor: float = 30.0

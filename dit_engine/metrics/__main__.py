@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m dit_engine.metrics",
         description="PSNR, SSIM and MAE of the images in IMAGES_DIR against the same-named images in REFERENCE_DIR.",
     )
-    parser.add_argument("reference_dir", metavar="REFERENCE_DIR", type=Path, help="folder of reference images (PNG/JPEG, searched recursively)")
-    parser.add_argument("images_dir", metavar="IMAGES_DIR", type=Path, help="folder of images to score, matched to the reference by relative path")
+    parser.add_argument("reference_dir", metavar="REFERENCE_DIR", type=Path,
+                        help="folder of reference images (PNG/JPEG, searched recursively)")
+    parser.add_argument("images_dir", metavar="IMAGES_DIR", type=Path,
+                        help="folder of images to score, matched to the reference by relative path")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table (PSNR null = identical)")
     args = parser.parse_args(argv)
     try:

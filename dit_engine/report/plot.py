@@ -24,9 +24,12 @@ GUIDE_COLOR = "#9a9a9a"
 LABEL_SIZE = 7.5
 #: Points closer than this (pixels; about a marker's width) share one label.
 _CLUSTER_PX = 10.0
+#: Above this many bars the bar chart labels cells by number only.
+_MAX_BAR_LABELS = 20
 #: Label positions tried around a point, nearest first: (dx, dy) in points, horizontal and vertical alignment.
 _NEAR = [(7, 4, "left", "bottom"), (7, -4, "left", "top"), (-7, 4, "right", "bottom"), (-7, -4, "right", "top"),
-         (0, 8, "center", "bottom"), (0, -8, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center")]
+         (0, 8, "center", "bottom"), (0, -8, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center"),
+         (-3, 9, "left", "bottom"), (-3, -9, "left", "top"), (3, 9, "right", "bottom"), (3, -9, "right", "top")]
 #: Farther positions, used with a leader line when every near one overlaps something.
 _FAR = [(dx * f, dy * f, ha, va) for f in (2.5, 4.0) for dx, dy, ha, va in _NEAR]
 
@@ -36,8 +39,9 @@ def pareto_plot(cells: Sequence[Cell], path: str | os.PathLike, title: str | Non
 
     Cells identical to the reference (PSNR ``inf``) sit on a dashed line at the top marked ``∞``;
     the Pareto front (``cell.pareto``) is highlighted and joined by a step line; every point is
-    labelled with the overrides that differ between cells. Without any PSNR (no
-    ``report=quality``) the figure is a bar chart of speedups instead. Returns ``path``.
+    labelled with the overrides that differ between cells, or with its cell number (``#3``) where
+    that label would overlap another. Without any PSNR (no ``report=quality``) the figure is a bar
+    chart of speedups instead. Returns ``path``.
     """
     path = Path(path)
     labels = short_labels(cells)
@@ -51,7 +55,8 @@ def pareto_plot(cells: Sequence[Cell], path: str | os.PathLike, title: str | Non
     left = 0.09
     if not plotted:
         # The bar chart's cell labels are y tick labels: widen the margin to fit the longest one.
-        longest = max((len(labels[c.name]) for c in cells if c.ok and c.speedup is not None), default=0)
+        bars = [c for c in cells if c.ok and c.speedup is not None]
+        longest = max((len(labels[c.name]) for c in bars), default=0) if len(bars) <= _MAX_BAR_LABELS else 4
         left = min(0.5, max(left, 0.03 + 0.0078 * longest))
     _layout(figure, notes, left)
     if plotted:
@@ -149,7 +154,10 @@ def _scatter(axes, cells: Sequence[Cell]) -> list[float]:
         return y_inf if cell.psnr == math.inf else cell.psnr
 
     speedups = [c.speedup for c in cells]
-    x_low, x_high = min(min(speedups), 1.0), max(max(speedups), 1.0)
+    x_low, x_high = min(speedups), max(speedups)
+    if x_low <= 2.0 and x_high >= 0.5:
+        # Show where "as fast as the reference" is, unless that would squash every point to one side.
+        x_low, x_high = min(x_low, 1.0), max(x_high, 1.0)
     x_span = max(x_high - x_low, 0.2)
     axes.set_xlim(x_low - 0.1 * x_span, x_high + 0.1 * x_span)
 
@@ -305,6 +313,9 @@ def _outside(extent: tuple, frame: tuple) -> float:
 def _speedup_bars(axes, cells: Sequence[Cell], labels: dict[str, str]) -> None:
     """Fallback without PSNR: one horizontal bar per cell's speedup, and how to get the scatter."""
     shown = [c for c in cells if c.ok and c.speedup is not None]
+    if len(shown) > _MAX_BAR_LABELS:
+        # Full labels would overlap at this many rows; the cell number leads to the row in summary.md.
+        labels = {c.name: f"#{c.job_num}" if c.job_num is not None else c.name for c in shown}
     axes.text(0.5, 1.02, "no PSNR recorded: run the sweep with report=quality for speedup vs quality",
               transform=axes.transAxes, ha="center", va="bottom", fontsize=8, color="#555555")
     if not shown:
@@ -313,11 +324,14 @@ def _speedup_bars(axes, cells: Sequence[Cell], labels: dict[str, str]) -> None:
         axes.set_axis_off()
         return
     positions = range(len(shown))
+    # Shrink the text with the row height (the axes are about 250 pt tall) so rows never overlap.
+    size = max(4.0, min(LABEL_SIZE, 0.85 * 250 / len(shown)))
     axes.barh(list(positions), [c.speedup for c in shown], color=[FRONT_COLOR if c.speedup > 1 else OTHER_COLOR for c in shown])
-    axes.set_yticks(list(positions), labels=[labels[c.name] for c in shown], fontsize=LABEL_SIZE)
+    axes.set_xlim(0, max(c.speedup for c in shown) * 1.12)  # room for the value printed after each bar
+    axes.set_yticks(list(positions), labels=[labels[c.name] for c in shown], fontsize=size)
     axes.invert_yaxis()
     axes.axvline(1.0, color="black", linestyle=":", linewidth=1.0)
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}×"))
     axes.set_xlabel("speedup vs the no-acceleration cell (higher is better)")
     for position, cell in zip(positions, shown):
-        axes.text(cell.speedup, position, f" {cell.speedup:.2f}×", va="center", fontsize=LABEL_SIZE)
+        axes.text(cell.speedup, position, f" {cell.speedup:.2f}×", va="center", fontsize=size)

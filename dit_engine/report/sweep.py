@@ -88,9 +88,11 @@ def collect_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
 
     Raises :class:`SweepReportError` if the directory does not exist or holds no cell.
     """
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise SweepReportError(f"no sweep directory {sweep_dir}; pass the folder a `python -m dit_engine -m ...` run wrote under outputs/sweeps/")
+    if not Path(sweep_dir).is_dir():
+        raise SweepReportError(
+            f"no sweep directory {sweep_dir}; pass the folder a `python -m dit_engine -m ...` run wrote under outputs/sweeps/"
+        )
+    sweep_dir = Path(sweep_dir).resolve()  # absolute cell dirs stay valid in summary.csv from anywhere
     cells = [_read_cell(sweep_dir, cell_dir) for cell_dir in _cell_dirs(sweep_dir)]
     if not cells:
         raise SweepReportError(
@@ -127,7 +129,7 @@ def pareto_front(cells: list[Cell]) -> list[Cell]:
 def write_sweep_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.md`` and ``pareto.png`` into ``sweep_dir``.
 
-    Returns their paths under the keys ``"csv"``, ``"md"`` and ``"png"``. Each file is written to
+    Returns their absolute paths under the keys ``"csv"``, ``"md"`` and ``"png"``. Each file is written to
     a temporary name and then moved into place, so a crash never leaves half a report.
     """
     return write_report_files(sweep_dir, collect_cells(sweep_dir))
@@ -137,7 +139,7 @@ def write_report_files(sweep_dir: str | os.PathLike, cells: list[Cell]) -> dict[
     """Write the three report files for already collected ``cells`` (see :func:`write_sweep_report`)."""
     from dit_engine.report.plot import pareto_plot  # matplotlib is slow to import; only load it here
 
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = Path(sweep_dir).resolve()
     paths = {key: sweep_dir / name for key, name in REPORT_FILES.items()}
     _write_atomic(paths["csv"], summary_csv(cells))
     _write_atomic(paths["md"], summary_markdown(cells, sweep_name(sweep_dir)))
@@ -243,6 +245,12 @@ def reference_line(cells: list[Cell]) -> str:
         return ("**Reference:** none: no cell runs without acceleration and none used `report=quality`, so speedup is blank; "
                 "add `cache=none` to the sweep or run it with `report=quality`.")
     text = "**Reference:** " + "; ".join(parts) + "."
+    if reference is not None and reference.speedup_source == "quality" and not 0.8 <= reference.speedup <= 1.25:
+        # The no-acceleration cell should run as fast as the reference; if not, the reference's
+        # latency (possibly cached from another process or machine load) is not comparable.
+        text += (f" **Check the timings:** the no-acceleration cell `{_md_escape(reference.name)}` has speedup "
+                 f"{reference.speedup:.2f}× against that reference instead of about 1×, so the reference latency was "
+                 "measured under other conditions; compare speedups within this sweep (latency column) instead.")
     if not any(c.psnr is not None for c in cells):
         text += " PSNR/SSIM/MAE are blank: they need `report=quality`."
     return text
