@@ -31,7 +31,11 @@ class TinyAdapter(Adapter):
     )
     # Measured on the embedded model at 28 steps (benchmarks/): F1B1 at 0.2 computes about half of
     # the block forwards with PSNR above 35 dB vs the uncached images.
-    transform_defaults = {"cache.dbcache": {"threshold": 0.2}, "cache.scm": {"threshold": 0.2}}
+    transform_defaults = {
+        "cache.dbcache": {"threshold": 0.2},
+        "cache.scm": {"threshold": 0.2},
+        "cache.dbprune": {"threshold": 0.15},
+    }
 
     def _config(self, model_cfg: Any) -> tuple[dict, str]:
         from dit_engine.tiny.model import CONFIG_FILE, load_tiny_config

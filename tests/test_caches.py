@@ -175,3 +175,24 @@ def test_qwen_image_caches_per_cfg_branch(overrides):
     assert set(cache_stats(summary)["branches"]) == {"transformer/cfg0", "transformer/cfg1"}
     assert summary["blocks_computed"] < summary["blocks_total"]
     assert output.shape == reference.shape and torch.isfinite(output).all()
+
+
+def test_dbprune_threshold_zero_is_identical_and_default_prunes(tiny_pipe):
+    reference = run_tiny(tiny_pipe)
+    same, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=dbprune", "cache.threshold=0")
+    assert torch.equal(reference, same)
+    output, summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=dbprune")
+    stats = cache_stats(summary)
+    per_step = stats["branches"]["transformer/cfg0"]["middle_blocks_computed_per_step"][0]
+    assert len(per_step) == 28 and per_step[:2] == [10, 10]  # warmup: every middle block (12 - F1 - B1) runs
+    assert summary["compute_fraction"] < 0.7
+    assert psnr(reference, output) > 33.0
+    # the first (front) and last (back) blocks are never pruned
+    lists = stats["block_lists"]
+    assert lists["transformer.transformer_blocks"]["computed"] >= 28
+    assert lists["transformer.single_transformer_blocks"]["computed"] >= 28
+
+
+def test_calibrator_refuses_a_cache_it_cannot_bind_to():
+    with pytest.raises(PlanError, match="calibrator=taylorseer cannot bind to cache.dbprune"):
+        prepare(compose_config(["cache=dbprune", "calibrator=taylorseer"]))

@@ -29,7 +29,6 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from dit_engine.adapter import BlockPattern, BlockSpec
-from dit_engine.hooks import remove_hook
 from dit_engine.steps import StepState
 
 HOOK_NAME = "dit_engine.dbcache"
@@ -308,7 +307,3 @@ def install_dbcache(name: str, transformer: torch.nn.Module, block_lists: list[t
         hooked.append(block)
     return cache, hooked
 
-
-def uninstall(blocks: list[torch.nn.Module]) -> None:
-    for block in blocks:
-        remove_hook(block, HOOK_NAME)

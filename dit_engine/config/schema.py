@@ -107,6 +107,23 @@ class DBCacheConfig(CacheSettings):
 
 
 @dataclass
+class DBPruneConfig(CacheSettings):
+    """DBPrune, dynamic block prune (``cache=dbprune``).
+
+    Every block between the first ``front_blocks`` and the last ``back_blocks`` decides on its
+    own: when its input changed less than ``threshold`` (relative L1) since the last step it
+    computed, it is skipped and its residual from then is added. ``max_cached_steps`` and
+    ``max_continuous_cached_steps`` apply per block. ``separate_cfg`` is not used: every branch
+    decides per block.
+
+    Attributes:
+        name: transform implementation (``dbprune``).
+    """
+
+    name: str = "dbprune"
+
+
+@dataclass
 class SCMConfig(CacheSettings):
     """SCM, steps computation mask (``cache=scm``, ``cache=scm_static``): which steps may cache.
 
@@ -253,7 +270,12 @@ class EngineConfig:
 #: Group -> {schema name -> dataclass}. Option YAMLs pick theirs with ``defaults: [schema_<x>]``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"schema_model": ModelConfig},
-    "cache": {"schema_none": NoCacheConfig, "schema_dbcache": DBCacheConfig, "schema_scm": SCMConfig},
+    "cache": {
+        "schema_none": NoCacheConfig,
+        "schema_dbcache": DBCacheConfig,
+        "schema_dbprune": DBPruneConfig,
+        "schema_scm": SCMConfig,
+    },
     "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig},
     "parallel": {"schema_none": NoneConfig},
     "quant": {"schema_none": NoneConfig},

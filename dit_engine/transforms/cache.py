@@ -1,14 +1,19 @@
-"""Cache-stage transforms: ``cache.dbcache`` (presets fbcache, dbcache_fast, dbcache_slow) and
-``cache.scm`` (a step computation mask on top of the same block-stack cache)."""
+"""Cache-stage transforms: ``cache.dbcache`` (presets fbcache, dbcache_fast, dbcache_slow),
+``cache.scm`` (a step computation mask on top of the same block-stack cache) and ``cache.dbprune``
+(block-by-block decisions)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.dbcache import DBCacheSettings, install_dbcache, uninstall
+from dit_engine.caches.dbcache import HOOK_NAME as DBCACHE_HOOK
+from dit_engine.caches.dbcache import DBCacheSettings, install_dbcache
+from dit_engine.caches.dbprune import HOOK_NAME as DBPRUNE_HOOK
+from dit_engine.caches.dbprune import DBPruneSettings, install_dbprune
+from dit_engine.hooks import remove_hook
 from dit_engine.caches.step_mask import PRESET_FRACTIONS, mask_problem, preset_flags, resample
-from dit_engine.config.schema import DBCacheConfig, SCMConfig
+from dit_engine.config.schema import DBCacheConfig, DBPruneConfig, SCMConfig
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
 
@@ -23,6 +28,7 @@ class DBCacheTransform(Transform):
     calibratable = True
     #: Fn = 0 is allowed only when steps are decided without a front residual (SCM static)
     min_front_blocks = 1
+    hook_name = DBCACHE_HOOK
 
     @classmethod
     def check(cls, config: Any, context: PlanContext) -> list[str]:
@@ -80,18 +86,23 @@ class DBCacheTransform(Transform):
             shared_cfg_decision=c.separate_cfg is False,
         )
 
+    def install(self, name: str, transformer: Any, context: ApplyContext):
+        """Hook one transformer; return ``(cache state, hooked blocks)``."""
+        return install_dbcache(name, transformer, context.adapter.block_lists(transformer), self.settings(), context.step_state)
+
     def apply(self, pipe: Any, context: ApplyContext) -> None:
-        settings = self.settings()
         self.caches = []
         self.hooked = []
         for name, transformer in context.transformers.items():
-            cache, hooked = install_dbcache(name, transformer, context.adapter.block_lists(transformer), settings, context.step_state)
+            cache, hooked = self.install(name, transformer, context)
             self.caches.append(cache)
             self.hooked.extend(hooked)
-        context.caches.extend(self.caches)
+        if self.calibratable:
+            context.caches.extend(self.caches)
 
     def remove(self, pipe: Any) -> None:
-        uninstall(self.hooked)
+        for block in self.hooked:
+            remove_hook(block, self.hook_name)
         self.hooked = []
 
     def reset_stats(self) -> None:
@@ -151,3 +162,26 @@ class SCMTransform(DBCacheTransform):
         settings.step_mask = (lambda n: resample(c.mask, n)) if c.mask else (lambda n: preset_flags(c.preset, n))
         settings.policy = c.policy
         return settings
+
+
+class DBPruneTransform(DBCacheTransform):
+    """Dynamic block prune (``cache=dbprune``; see ``dit_engine.caches.dbprune``)."""
+
+    name = "cache.dbprune"
+    config_class = DBPruneConfig
+    calibratable = False  # per-block residuals are reused as they are
+    min_front_blocks = 0
+    hook_name = DBPRUNE_HOOK
+
+    @classmethod
+    def describe(cls, config: DBPruneConfig, model_info: ModelInfo) -> str:
+        return (
+            f"DBPrune over {model_info.total_blocks} blocks, first {config.front_blocks} and last {config.back_blocks} never "
+            f"pruned, threshold={config.threshold} per block, warmup_steps={config.warmup_steps}, "
+            f"max_cached_steps={config.max_cached_steps} and max_continuous_cached_steps={config.max_continuous_cached_steps} per block"
+        )
+
+    def install(self, name: str, transformer: Any, context: ApplyContext):
+        c = self.config
+        settings = DBPruneSettings(c.threshold, c.warmup_steps, c.max_cached_steps, c.max_continuous_cached_steps)
+        return install_dbprune(name, context.adapter.block_lists(transformer), c.front_blocks, c.back_blocks, settings, context.step_state)

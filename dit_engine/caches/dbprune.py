@@ -1,0 +1,179 @@
+"""DBPrune hooks: dynamic block prune, decided block by block.
+
+Every middle block (not among the first ``front_blocks`` or the last ``back_blocks``, which always
+run) compares its input with its input at the last step it computed, in the same CFG branch of the
+same transformer: when the relative L1 change is below the threshold the block is skipped and its
+residual from that step is added instead. Finer-grained than DBCache (each block decides), at the
+cost of one comparison per block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from dit_engine.adapter import BlockPattern, BlockSpec
+from dit_engine.caches.dbcache import relative_l1
+from dit_engine.steps import StepState
+
+HOOK_NAME = "dit_engine.dbprune"
+
+
+@dataclass
+class PrunedBlock:
+    """What one block saw and produced at the last step it computed."""
+
+    entry: torch.Tensor
+    residual_hidden: torch.Tensor
+    residual_encoder: torch.Tensor | None
+    pruned: int = 0  # this request
+    pruned_in_a_row: int = 0
+
+
+@dataclass
+class PruneBranchState:
+    calls: int = 0
+    blocks: dict[int, PrunedBlock] = field(default_factory=dict)
+    computed_per_step: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DBPruneSettings:
+    threshold: float
+    warmup_steps: int
+    max_cached_steps: int  # per block and request
+    max_continuous_cached_steps: int  # per block
+
+
+class DBPruneState:
+    """Per-block decisions and counters of one transformer."""
+
+    def __init__(self, name: str, settings: DBPruneSettings, step_state: StepState, middle_per_list: dict[str, int], lists: dict[str, int]):
+        self.name = name
+        self.settings = settings
+        self.step_state = step_state
+        self.middle_per_list = middle_per_list
+        self.lists = lists
+        self.branches: dict[int, PruneBranchState] = {}
+        self.reset_stats()
+        step_state.on_request(self.new_request)
+
+    def new_request(self) -> None:
+        for branch, state in self.branches.items():
+            if state.computed_per_step:
+                self.history.setdefault(branch, []).append(list(state.computed_per_step))
+        self.branches.clear()
+
+    def reset_stats(self) -> None:
+        self.history: dict[int, list[list[int]]] = {}
+        self.blocks_total = {path: 0 for path in self.lists}
+        self.blocks_computed = {path: 0 for path in self.lists}
+        for state in self.branches.values():
+            state.computed_per_step = []
+
+    def current(self) -> PruneBranchState:
+        branch = self.step_state.branch
+        state = self.branches.get(branch)
+        if state is None:
+            state = self.branches[branch] = PruneBranchState()
+        return state
+
+    def start_call(self, state: PruneBranchState) -> None:
+        state.calls += 1
+        state.computed_per_step.append(0)
+        for path, count in self.lists.items():
+            self.blocks_total[path] += count
+            self.blocks_computed[path] += count - self.middle_per_list[path]
+
+    def may_prune(self, state: PruneBranchState, block: PrunedBlock | None, hidden: torch.Tensor) -> bool:
+        s = self.settings
+        return (
+            block is not None
+            and s.threshold > 0
+            and state.calls - 1 >= s.warmup_steps
+            and block.entry.shape == hidden.shape
+            and (s.max_cached_steps < 0 or block.pruned < s.max_cached_steps)
+            and (s.max_continuous_cached_steps < 0 or block.pruned_in_a_row < s.max_continuous_cached_steps)
+            and relative_l1(hidden, block.entry) < s.threshold
+        )
+
+    def count_computed(self, state: PruneBranchState, path: str) -> None:
+        state.computed_per_step[-1] += 1
+        self.blocks_computed[path] += 1
+
+    def stats(self) -> dict:
+        history = {b: [list(h) for h in hs] for b, hs in self.history.items()}
+        for branch, state in self.branches.items():
+            if state.computed_per_step:
+                history.setdefault(branch, []).append(list(state.computed_per_step))
+        computed, total = sum(self.blocks_computed.values()), sum(self.blocks_total.values())
+        steps = sum(len(h) for hs in history.values() for h in hs)
+        return {
+            "blocks_computed": computed,
+            "blocks_total": total,
+            "blocks_skipped": total - computed,
+            "steps_cached": 0,  # DBPrune never skips a whole step
+            "steps_total": steps,
+            "block_lists": {
+                f"{self.name}.{path}": {"computed": self.blocks_computed[path], "total": self.blocks_total[path]}
+                for path in self.lists
+            },
+            "branches": {
+                f"{self.name}/cfg{branch}": {"middle_blocks_computed_per_step": hs} for branch, hs in sorted(history.items())
+            },
+        }
+
+
+class DBPruneBlockHook(ModelHook):
+    def __init__(self, cache: DBPruneState, pattern: BlockPattern, index: int, path: str, first: bool):
+        super().__init__()
+        self.cache = cache
+        self.pattern = pattern
+        self.index = index
+        self.path = path
+        self.first = first  # the first middle block starts the call's bookkeeping
+
+    def new_forward(self, module, *args, **kwargs):
+        cache = self.cache
+        state = cache.current()
+        if self.first:
+            cache.start_call(state)
+        hidden, encoder = self.pattern.read_inputs(args, kwargs)
+        block = state.blocks.get(self.index)
+        if cache.may_prune(state, block, hidden):
+            block.pruned += 1
+            block.pruned_in_a_row += 1
+            if encoder is not None and block.residual_encoder is not None:
+                encoder = encoder + block.residual_encoder
+            return self.pattern.make_output(hidden + block.residual_hidden, encoder)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        out_hidden, out_encoder = self.pattern.read_outputs(output)
+        residual_encoder = None
+        if encoder is not None and out_encoder is not None and encoder.shape == out_encoder.shape:
+            residual_encoder = out_encoder - encoder
+        pruned = block.pruned if block is not None else 0
+        state.blocks[self.index] = PrunedBlock(hidden, out_hidden - hidden, residual_encoder, pruned, 0)
+        cache.count_computed(state, self.path)
+        return output
+
+
+def install_dbprune(name: str, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]], front: int, back: int,
+                    settings: DBPruneSettings, step_state: StepState) -> tuple[DBPruneState, list[torch.nn.Module]]:
+    """Hook the middle blocks of one transformer; return its state and the hooked blocks."""
+    sequence = [(spec, block) for spec, blocks in block_lists for block in blocks]
+    middle = range(front, len(sequence) - back)
+    lists = {spec.path: len(blocks) for spec, blocks in block_lists}
+    middle_per_list = {path: 0 for path in lists}
+    for i in middle:
+        middle_per_list[sequence[i][0].path] += 1
+    cache = DBPruneState(name, settings, step_state, middle_per_list, lists)
+    hooked = []
+    for i in middle:
+        spec, block = sequence[i]
+        hook = DBPruneBlockHook(cache, spec.pattern, i, spec.path, first=i == middle.start)
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, HOOK_NAME)
+        hooked.append(block)
+    return cache, hooked
+
