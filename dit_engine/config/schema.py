@@ -129,24 +129,28 @@ class SCMConfig(CacheSettings):
 
     The mask fixes, per denoising step, whether the step must compute; on the other steps the
     ``dynamic`` policy still applies the DBCache threshold, ``static`` reuses unconditionally
-    (then ``front_blocks`` may be 0: no block runs on a cached step, and with
-    ``calibrator=taylorseer`` the whole block stack is forecast: step-level forecasting).
+    (then ``front_blocks`` may be 0, and ``skip_level=model`` skips the whole transformer call;
+    with ``calibrator=taylorseer`` its output is forecast: step-level forecasting).
 
     Attributes:
         name: transform implementation (``scm``).
-        preset: ``slow``, ``medium``, ``fast`` or ``ultra``: compute about 60 / 45 / 33 / 25 % of
-            the steps, always the first tenth and the last one, the rest evenly spread. Defined
-            relative to the number of steps, so one preset serves 8, 28 or 50 steps.
+        preset: ``slow``, ``medium``, ``fast`` or ``ultra``: compute about 60 / 40 / 33 / 25 % of
+            the steps: the first tenth, then one every fixed stride. Defined relative to the
+            number of steps, so one preset serves 8, 28 or 50 steps.
         mask: explicit bit string, ``1`` = compute, ``0`` = may cache (e.g. ``1111010101...``);
             overrides ``preset``. A mask of another length than the step count is resampled
             proportionally (step i of N reads bit floor(i * len / N)).
         policy: ``dynamic`` or ``static`` (see above).
+        skip_level: ``blocks`` (cached steps skip the middle blocks) or ``model`` (static policy
+            only: a cached step skips the whole transformer call and reuses, or with a
+            calibrator forecasts, the model output; front/back blocks are not used).
     """
 
     name: str = "scm"
     preset: Optional[str] = "medium"
     mask: Optional[str] = None
     policy: str = "dynamic"
+    skip_level: str = "blocks"
 
 
 @dataclass
@@ -168,6 +172,38 @@ class TaylorSeerConfig:
     name: str = "taylorseer"
     order: int = 1
     warmup: int = 2
+
+
+@dataclass
+class DiffusersFBCConfig:
+    """Peer: diffusers' own FirstBlockCache (``cache=diffusers_fbc``), for side-by-side comparisons.
+
+    Attributes:
+        name: transform implementation (``diffusers_fbc``).
+        threshold: diffusers' ``FirstBlockCacheConfig.threshold`` (absmean residual difference).
+    """
+
+    name: str = "diffusers_fbc"
+    threshold: float = 0.05
+
+
+@dataclass
+class DiffusersTaylorSeerConfig:
+    """Peer: diffusers' own TaylorSeerCache (``cache=diffusers_taylorseer``), for comparisons.
+
+    Attributes:
+        name: transform implementation (``diffusers_taylorseer``).
+        cache_interval: full computes every this many steps; forecasts in between.
+        disable_cache_before_step: the first steps always compute.
+        max_order: Taylor order.
+        use_lite_mode: diffusers' lite mode (skip whole blocks, forecast the projections).
+    """
+
+    name: str = "diffusers_taylorseer"
+    cache_interval: int = 4
+    disable_cache_before_step: int = 3
+    max_order: int = 1
+    use_lite_mode: bool = True
 
 
 @dataclass
@@ -275,6 +311,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "schema_dbcache": DBCacheConfig,
         "schema_dbprune": DBPruneConfig,
         "schema_scm": SCMConfig,
+        "schema_diffusers_fbc": DiffusersFBCConfig,
+        "schema_diffusers_taylorseer": DiffusersTaylorSeerConfig,
     },
     "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig},
     "parallel": {"schema_none": NoneConfig},

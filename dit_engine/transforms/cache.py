@@ -8,7 +8,7 @@ from typing import Any
 
 from dit_engine.adapter import ModelInfo
 from dit_engine.caches.dbcache import HOOK_NAME as DBCACHE_HOOK
-from dit_engine.caches.dbcache import DBCacheSettings, install_dbcache
+from dit_engine.caches.dbcache import DBCacheSettings, install_dbcache, install_output_cache
 from dit_engine.caches.dbprune import HOOK_NAME as DBPRUNE_HOOK
 from dit_engine.caches.dbprune import DBPruneSettings, install_dbprune
 from dit_engine.hooks import remove_hook
@@ -139,6 +139,10 @@ class SCMTransform(DBCacheTransform):
             problems.append(f"cache.policy={config.policy} is unknown; use static (cache every masked step) or dynamic (masked steps obey the threshold)")
         elif config.policy == "dynamic" and config.front_blocks < 1:
             problems.append("cache.policy=dynamic decides from the front blocks' residual: use cache.front_blocks>=1 or cache.policy=static")
+        if config.skip_level not in ("blocks", "model"):
+            problems.append(f"cache.skip_level={config.skip_level} is unknown; use blocks or model")
+        elif config.skip_level == "model" and config.policy != "static":
+            problems.append("cache.skip_level=model skips whole steps without a probe: it needs cache.policy=static")
         if config.mask is not None:
             problem = mask_problem(config.mask)
             if problem:
@@ -151,10 +155,13 @@ class SCMTransform(DBCacheTransform):
     def describe(cls, config: SCMConfig, model_info: ModelInfo) -> str:
         source = f"mask {config.mask} (resampled to the step count)" if config.mask else f"preset {config.preset} (~{PRESET_FRACTIONS[config.preset]:.0%} of steps computed)"
         threshold = f", threshold={config.threshold}" if config.policy == "dynamic" else ""
-        return (
-            f"SCM F{config.front_blocks}B{config.back_blocks} over {model_info.total_blocks} blocks, {source}, "
-            f"policy={config.policy}{threshold}, warmup_steps={config.warmup_steps}"
-        )
+        level = "whole transformer call" if config.skip_level == "model" else f"F{config.front_blocks}B{config.back_blocks} over {model_info.total_blocks} blocks"
+        return f"SCM {level}, {source}, policy={config.policy}{threshold}, warmup_steps={config.warmup_steps}"
+
+    def install(self, name: str, transformer: Any, context: ApplyContext):
+        if self.config.skip_level == "model":
+            return install_output_cache(name, transformer, context.adapter.block_lists(transformer), self.settings(), context.step_state)
+        return super().install(name, transformer, context)
 
     def settings(self) -> DBCacheSettings:
         settings = super().settings()

@@ -1,7 +1,10 @@
 """``adapt.step_state``: the hooks that drive :class:`~dit_engine.steps.StepState`.
 
 Wraps the pipeline scheduler's ``set_timesteps`` and ``step`` (instance attributes, removed
-again on ``remove``) and registers a pre-forward hook on every transformer.
+again on ``remove``) and registers a forward pre-hook on every transformer. It is a plain torch
+pre-hook rather than a diffusers ModelHook on purpose: torch runs it in ``__call__`` before any
+forward wrapper, so every call is counted and its CFG branch is known, even the calls that a
+model-level cache answers without running the forward.
 """
 
 from __future__ import annotations
@@ -9,25 +12,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from diffusers.hooks import HookRegistry, ModelHook
-
 from dit_engine.adapter import ModelInfo
-from dit_engine.hooks import remove_hook
 from dit_engine.plan import Stage
 from dit_engine.transforms.base import ApplyContext, Transform
-
-HOOK_NAME = "dit_engine.step_state"
-
-
-class _CallHook(ModelHook):
-    def __init__(self, state, transformer_name: str):
-        super().__init__()
-        self.state = state
-        self.transformer_name = transformer_name
-
-    def pre_forward(self, module, *args, **kwargs):
-        self.state.begin_call(self.transformer_name)
-        return args, kwargs
 
 
 class StepStateTransform(Transform):
@@ -65,14 +52,16 @@ class StepStateTransform(Transform):
 
         self.scheduler.set_timesteps = set_timesteps
         self.scheduler.step = step
-        for name, module in self.modules.items():
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(_CallHook(state, name), HOOK_NAME)
+        self.handles = [
+            module.register_forward_pre_hook(lambda _module, _args, name=name: state.begin_call(name))
+            for name, module in self.modules.items()
+        ]
 
     def remove(self, pipe: Any) -> None:
         for attr in ("set_timesteps", "step"):
             self.scheduler.__dict__.pop(attr, None)
-        for module in self.modules.values():
-            remove_hook(module, HOOK_NAME)
+        for handle in self.handles:
+            handle.remove()
 
     def reset_stats(self) -> None:
         self.state.reset_stats()
