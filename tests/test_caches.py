@@ -200,3 +200,32 @@ def test_dbprune_threshold_zero_is_identical_and_default_prunes(tiny_pipe):
 def test_calibrator_refuses_a_cache_it_cannot_bind_to():
     with pytest.raises(PlanError, match="calibrator=taylorseer cannot bind to cache.dbprune"):
         prepare(compose_config(["cache=dbprune", "calibrator=taylorseer"]))
+
+
+@pytest.mark.parametrize("overrides", [("cache=diffusers_fbc", "cache.threshold=0.2"), ("cache=diffusers_taylorseer",)])
+def test_peers_run_as_cache_options_and_count_real_block_forwards(tiny_pipe, overrides):
+    reference = run_tiny(tiny_pipe)
+    output, summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), *overrides)
+    stats = cache_stats(summary)
+    assert 0 < stats["blocks_computed"] < stats["blocks_total"] == 28 * 12
+    assert summary["blocks_computed"] == stats["blocks_computed"]
+    assert 25.0 < psnr(reference, output) < float("inf")
+    assert torch.equal(run_tiny(tiny_pipe), reference)  # removed: back to plain
+
+
+def test_fbcache_matches_diffusers_first_block_cache(tiny_pipe):
+    ours, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=fbcache", "cache.threshold=0.2", "cache.warmup_steps=0")
+    peer, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=diffusers_fbc", "cache.threshold=0.2")
+    assert psnr(peer, ours) > 60.0  # the same algorithm: same decisions, same images
+
+
+def test_model_level_skip_runs_nothing_on_cached_steps(tiny_pipe):
+    calls = []
+    hook = tiny_pipe.transformer.x_embedder.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        _, summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static", "calibrator=taylorseer")
+    finally:
+        hook.remove()
+    mask = cache_stats(summary)["branches"]["transformer/cfg0"]["masks"][0]
+    assert len(calls) == mask.count("1") < 28  # the embedder ran only on computed steps
+    assert summary["steps_total"] == 28

@@ -42,14 +42,29 @@ def test_each_option_composes_and_compiles(group, option):
     assert prepared.plan.explain().count("\n") >= 5
 
 
+@pytest.mark.parametrize("method", group_options("method"))
+def test_each_method_bundle_composes_and_compiles(method):
+    prepared = prepare(compose_config([f"+method={method}", "dry_run=true"]))
+    names = [step.name for step in prepared.plan.steps]
+    if method != "none":
+        assert any(name.startswith("cache.") for name in names)
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_each_experiment_composes_and_compiles(experiment):
+    cfg = compose_config([f"+experiment={experiment}", "dry_run=true"])
+    prepare(cfg)
+
+
 def test_pairwise_combinations_compile():
     """Every pair of options from two different groups composes and compiles."""
     checked = refused = 0
     for (g1, g2) in itertools.combinations(GROUPS, 2):
         for o1, o2 in itertools.product(group_options(g1), group_options(g2)):
             pair = {g1: o1, g2: o2}
-            if pair.get("cache") in ("none", "dbprune") and pair.get("calibrator", "none") != "none":
-                with pytest.raises(PlanError, match="needs a cache to calibrate|cannot bind to cache.dbprune"):
+            uncalibratable = ("none", "dbprune", "diffusers_fbc", "diffusers_taylorseer")
+            if pair.get("cache") in uncalibratable and pair.get("calibrator", "none") != "none":
+                with pytest.raises(PlanError, match="needs a cache to calibrate|cannot bind to cache"):
                     prepare(compose_config(_cell((g1, o1), (g2, o2))))
                 refused += 1
                 continue
