@@ -46,6 +46,16 @@ def read_transformer_config(pretrained: str | None) -> tuple[dict, str] | None:
     return json.loads(path.read_text()), str(path)
 
 
+#: Cache thresholds that FBCache/DBCache users run the large diffusers DiTs with (ParaAttention,
+#: cache-dit: about 1.5-2x at 28-50 steps with little visible change); DBPrune decides per block,
+#: where a smaller change already matters.
+LARGE_DIT_CACHE_DEFAULTS = {
+    "cache.dbcache": {"threshold": 0.08},
+    "cache.scm": {"threshold": 0.08},
+    "cache.dbprune": {"threshold": 0.05},
+}
+
+
 class DiffusersAdapter(Adapter):
     """An adapter whose model loads with ``DiffusionPipeline.from_pretrained(model.pretrained)``.
 
@@ -58,6 +68,7 @@ class DiffusersAdapter(Adapter):
 
     default_info: ClassVar[ModelInfo]
     block_count_keys: ClassVar[dict[str, str]] = {}
+    transform_defaults = LARGE_DIT_CACHE_DEFAULTS
     heads_key: ClassVar[str] = "num_attention_heads"
 
     def model_info(self, model_cfg: Any) -> ModelInfo:

@@ -33,13 +33,6 @@ class FluxAdapter(DiffusersAdapter):
         num_heads=24,
         source="FLUX.1 defaults (no config.json at hand)",
     )
-    # The residual-diff threshold FBCache/DBCache users run FLUX.1-dev with (ParaAttention, cache-dit):
-    # about 1.5-2x at 28-50 steps with little visible change.
-    transform_defaults = {
-        "cache.dbcache": {"threshold": 0.08},
-        "cache.scm": {"threshold": 0.08},
-        "cache.dbprune": {"threshold": 0.05},
-    }
 
     def workload_defaults(self) -> WorkloadDefaults:
         return WorkloadDefaults(

@@ -19,11 +19,6 @@ class QwenImageAdapter(DiffusersAdapter):
     block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),)
     block_count_keys = {"transformer_blocks": "num_layers"}
     default_info = ModelInfo(blocks={"transformer_blocks": 60}, num_heads=24, source="Qwen-Image defaults (no config.json at hand)")
-    transform_defaults = {
-        "cache.dbcache": {"threshold": 0.08},
-        "cache.scm": {"threshold": 0.08},
-        "cache.dbprune": {"threshold": 0.05},
-    }
 
     def workload_defaults(self) -> WorkloadDefaults:
         return WorkloadDefaults(

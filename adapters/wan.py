@@ -23,11 +23,6 @@ class WanAdapter(DiffusersAdapter):
     block_specs = (BlockSpec("blocks", WAN_BLOCK),)
     block_count_keys = {"blocks": "num_layers"}
     default_info = ModelInfo(blocks={"blocks": 40}, num_heads=40, source="Wan 2.1 14B defaults (no config.json at hand)")
-    transform_defaults = {
-        "cache.dbcache": {"threshold": 0.08},
-        "cache.scm": {"threshold": 0.08},
-        "cache.dbprune": {"threshold": 0.05},
-    }
 
     def workload_defaults(self) -> WorkloadDefaults:
         return WorkloadDefaults(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import open_dict
 
 from dit_engine.config import compose_config
 from dit_engine.engine import prepare

@@ -14,7 +14,7 @@ from importlib import resources
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from dit_engine.config.schema import GROUP_SCHEMAS, EngineConfig, NoneConfig, register_schemas

@@ -158,6 +158,20 @@ class TinyDiTPipeline(DiffusionPipeline):
 
     # -- generation ------------------------------------------------------------------
 
+    def _predict(self, context: str, latents, timestep, embeds, pooled, guidance, text_ids, image_ids) -> torch.Tensor:
+        """One transformer call (the velocity), inside diffusers' cache context of its CFG branch."""
+        with self.transformer.cache_context(context):
+            return self.transformer(
+                hidden_states=latents,
+                timestep=timestep / 1000,
+                guidance=guidance,
+                pooled_projections=pooled,
+                encoder_hidden_states=embeds,
+                txt_ids=text_ids,
+                img_ids=image_ids,
+                return_dict=False,
+            )[0]
+
     @torch.no_grad()
     def __call__(
         self,
@@ -238,44 +252,17 @@ class TinyDiTPipeline(DiffusionPipeline):
                 self._current_timestep = t
                 if do_cfg and not separate_cfg:
                     timestep = t.expand(2 * batch_size).to(latents.dtype)
-                    with self.transformer.cache_context("cond"):
-                        both = self.transformer(
-                            hidden_states=torch.cat([latents, latents]),
-                            timestep=timestep / 1000,
-                            guidance=guidance,
-                            pooled_projections=batched_pooled,
-                            encoder_hidden_states=batched_embeds,
-                            txt_ids=text_ids,
-                            img_ids=latent_image_ids,
-                            return_dict=False,
-                        )[0]
+                    both = self._predict("cond", torch.cat([latents, latents]), timestep, batched_embeds, batched_pooled,
+                                         guidance, text_ids, latent_image_ids)
                     noise_pred, neg_noise_pred = both.chunk(2)
                     noise_pred = neg_noise_pred + guidance_scale * (noise_pred - neg_noise_pred)
                 else:
                     timestep = t.expand(batch_size).to(latents.dtype)
-                    with self.transformer.cache_context("cond"):
-                        noise_pred = self.transformer(
-                            hidden_states=latents,
-                            timestep=timestep / 1000,
-                            guidance=guidance,
-                            pooled_projections=pooled_embeds,
-                            encoder_hidden_states=prompt_embeds,
-                            txt_ids=text_ids,
-                            img_ids=latent_image_ids,
-                            return_dict=False,
-                        )[0]
+                    noise_pred = self._predict("cond", latents, timestep, prompt_embeds, pooled_embeds,
+                                               guidance, text_ids, latent_image_ids)
                     if do_cfg:
-                        with self.transformer.cache_context("uncond"):
-                            neg_noise_pred = self.transformer(
-                                hidden_states=latents,
-                                timestep=timestep / 1000,
-                                guidance=guidance,
-                                pooled_projections=null_pooled,
-                                encoder_hidden_states=null_embeds,
-                                txt_ids=text_ids,
-                                img_ids=latent_image_ids,
-                                return_dict=False,
-                            )[0]
+                        neg_noise_pred = self._predict("uncond", latents, timestep, null_embeds, null_pooled,
+                                                       guidance, text_ids, latent_image_ids)
                         noise_pred = neg_noise_pred + guidance_scale * (noise_pred - neg_noise_pred)
 
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
