@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults
-from dit_engine_adapters._diffusers import DiffusersAdapter
+from typing import Any
+
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
+from dit_engine_adapters._diffusers import LARGE_DIT_CACHE_DEFAULTS, DiffusersAdapter
+
+#: TeaCache's published rescaling polynomial for FLUX.1 (TeaCache4FLUX), highest power first.
+FLUX_TEACACHE_COEFFICIENTS = [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01]
 
 
 class FluxAdapter(DiffusersAdapter):
@@ -27,12 +32,25 @@ class FluxAdapter(DiffusersAdapter):
         BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
         BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
     )
+    teacache_probe = staticmethod(flux_modulated_input)
     block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
     default_info = ModelInfo(
         blocks={"transformer_blocks": 19, "single_transformer_blocks": 38},
         num_heads=24,
         source="FLUX.1 defaults (no config.json at hand)",
     )
+
+    @property
+    def transform_defaults(self) -> dict[str, dict[str, Any]]:
+        """Large-DiT cache thresholds plus TeaCache's and MagCache's published FLUX calibrations
+        (TeaCache4FLUX at threshold 0.4: about 1.8x; MagCache's ratios as shipped by diffusers)."""
+        from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
+
+        return {
+            **LARGE_DIT_CACHE_DEFAULTS,
+            "cache.teacache": {"threshold": 0.4, "coefficients": FLUX_TEACACHE_COEFFICIENTS},
+            "cache.magcache": {"threshold": 0.06, "mag_ratios": [float(r) for r in FLUX_MAG_RATIOS]},
+        }
 
     def workload_defaults(self) -> WorkloadDefaults:
         return WorkloadDefaults(

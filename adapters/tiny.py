@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,11 @@ from typing import Any
 import torch
 
 from dit_engine.errors import DitEngineError
-from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, Adapter, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, Adapter, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
+
+
+TEACACHE_THRESHOLD = 0.2
+MAGCACHE_THRESHOLD = 0.12
 
 
 def _weights_dir(model_cfg: Any) -> Path | None:
@@ -29,13 +34,21 @@ class TinyAdapter(Adapter):
         BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
         BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
     )
-    # Measured on the embedded model at 28 steps (benchmarks/): F1B1 at 0.2 computes about half of
-    # the block forwards with PSNR above 35 dB vs the uncached images.
-    transform_defaults = {
-        "cache.dbcache": {"threshold": 0.2},
-        "cache.scm": {"threshold": 0.2},
-        "cache.dbprune": {"threshold": 0.15},
-    }
+    teacache_probe = staticmethod(flux_modulated_input)
+    @property
+    def transform_defaults(self) -> dict[str, dict[str, Any]]:
+        """Thresholds measured on the embedded model at 28 steps (benchmarks/, docs/caches.md) and the
+        TeaCache / MagCache calibration shipped next to the weights (``cache=calibrate`` on bench_16)."""
+        from dit_engine.tiny.model import WEIGHTS_DIR
+
+        calibration = json.loads((WEIGHTS_DIR / "calibration.json").read_text())["transformers"]["transformer"]
+        return {
+            "cache.dbcache": {"threshold": 0.2},
+            "cache.scm": {"threshold": 0.2},
+            "cache.dbprune": {"threshold": 0.15},
+            "cache.teacache": {"threshold": TEACACHE_THRESHOLD, "coefficients": calibration["teacache"]["coefficients"]},
+            "cache.magcache": {"threshold": MAGCACHE_THRESHOLD, "mag_ratios": calibration["magcache"]["mag_ratios"]},
+        }
 
     def _config(self, model_cfg: Any) -> tuple[dict, str]:
         from dit_engine.tiny.model import CONFIG_FILE, load_tiny_config

@@ -67,6 +67,13 @@ class BlockPattern:
 DUAL_STREAM_ENCODER_FIRST = BlockPattern(name="dual(encoder,hidden)")
 
 
+def flux_modulated_input(block: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """TeaCache's probe for FLUX-style dual-stream blocks: ``norm1(hidden_states, emb=temb)``."""
+    hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    temb = kwargs["temb"] if "temb" in kwargs else args[2]
+    return block.norm1(hidden, emb=temb)[0]
+
+
 @dataclass(frozen=True)
 class BlockSpec:
     """One block list of a transformer: its attribute path and its call pattern."""
@@ -115,6 +122,7 @@ class Adapter:
         transformer_attrs: pipeline attributes holding a DiT (two for Wan 2.2 experts).
         block_specs: the block lists of each transformer, in execution order.
         transform_defaults: per-family values for transform settings the config leaves ``None``.
+        teacache_probe: how TeaCache reads the timestep-modulated input off the first block.
     """
 
     name: ClassVar[str] = ""
@@ -124,6 +132,8 @@ class Adapter:
     #: Per-family defaults of transform settings left ``None`` in the config, by transform name
     #: (e.g. ``{"cache.dbcache": {"threshold": 0.08}}``): the plan fills them in.
     transform_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: TeaCache's probe: ``(first block, args, kwargs) -> timestep-modulated input``; None if unknown.
+    teacache_probe: ClassVar[Any] = None
     provider = None  # set by the registry
 
     def matches(self, pipe: Any) -> bool:

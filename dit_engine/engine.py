@@ -223,6 +223,9 @@ class Engine:
             images, repeat_seconds = self._timed(pipe, adapter, workload, device)
             summary = handle.summary()
             step_times = list(handle.step_state.step_times)
+            for transform in handle.transforms:
+                for name, data in transform.artifacts().items():
+                    files.write_json(name, data)
             if cfg.report.profile:
                 self._profile(pipe, adapter, workload, device, files)
         finally:

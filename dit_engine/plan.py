@@ -129,7 +129,8 @@ def _to_config_object(node: Any, config_class: type | None, name: str, adapter: 
     for key, default in adapter.transform_defaults.get(name, {}).items():
         if values.get(key) is None:
             # A `<key>_scale` setting (presets such as dbcache_fast) scales the family default.
-            values[key] = default * values.get(f"{key}_scale", 1.0)
+            scale = values.get(f"{key}_scale")
+            values[key] = default * scale if scale is not None else default
     return config_class(**values)
 
 

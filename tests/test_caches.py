@@ -3,6 +3,8 @@ and the same caches on tiny Wan (separate CFG calls) and Qwen-Image pipelines.""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -229,3 +231,43 @@ def test_model_level_skip_runs_nothing_on_cached_steps(tiny_pipe):
     mask = cache_stats(summary)["branches"]["transformer/cfg0"]["masks"][0]
     assert len(calls) == mask.count("1") < 28  # the embedder ran only on computed steps
     assert summary["steps_total"] == 28
+
+
+@pytest.mark.parametrize("cache", ["teacache", "magcache"])
+def test_whole_step_caches_on_the_tiny_model(tiny_pipe, cache):
+    reference = run_tiny(tiny_pipe)
+    same, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), f"cache={cache}", "cache.threshold=0")
+    assert torch.equal(reference, same)
+    output, summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), f"cache={cache}")
+    mask = cache_stats(summary)["branches"]["transformer/cfg0"]["masks"][0]
+    assert mask[0] == "1" and "0" in mask
+    assert summary["blocks_computed"] == mask.count("1") * 12  # a skipped step runs no block
+    assert psnr(reference, output) > 33.0
+    forecast, forecast_summary = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), f"cache={cache}", "calibrator=taylorseer")
+    assert forecast_summary["blocks_computed"] == summary["blocks_computed"]
+    assert psnr(reference, forecast) > psnr(reference, output)
+
+
+def test_magcache_curve_is_resampled_to_any_step_count():
+    from dit_engine.caches.step_policies import resample_ratios
+
+    curve = [1.0, 1.2, 0.9, 0.95, 0.97]
+    assert resample_ratios(curve, 5) == curve
+    longer = resample_ratios(curve, 9)
+    assert len(longer) == 9 and longer[0] == 1.0
+    # the cumulative magnitude change over the trajectory is preserved
+    assert math.prod(longer) == pytest.approx(math.prod(curve), rel=0.05)
+
+
+def test_missing_calibration_is_a_plan_error_that_says_how_to_get_one(tmp_path):
+    with pytest.raises(PlanError) as info:
+        prepare(compose_config(["model=wan", "cache=magcache", "dry_run=true"]))
+    assert "no published magcache mag ratios; run `python -m dit_engine cache=calibrate`" in str(info.value)
+    with pytest.raises(PlanError, match="does not say where it is \\(teacache_probe\\)"):
+        prepare(compose_config(["model=wan", "cache=teacache", "dry_run=true"]))
+    with pytest.raises(PlanError, match="cache.calibration_file=/no/such.json does not exist"):
+        prepare(compose_config(["cache=teacache", "cache.calibration_file=/no/such.json"]))
+    bad = tmp_path / "calibration.json"
+    bad.write_text('{"transformers": {"transformer": {"magcache": {"mag_ratios": [1.0, 1.1]}}}}')
+    with pytest.raises(PlanError, match="has no teacache section"):
+        prepare(compose_config(["cache=teacache", f"cache.calibration_file={bad}"]))

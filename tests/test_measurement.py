@@ -115,3 +115,16 @@ def test_optuna_search_three_trials(tmp_path):
     trial_objectives = [json.loads((c / "metrics.json").read_text())["objective"] for c in cells_of(tmp_path / "opt")]
     assert best["best_value"] == pytest.approx(max(trial_objectives))
     assert set(best["best_params"]) == {"cache.threshold", "cache.front_blocks", "cache.back_blocks", "cache.warmup_steps"}
+
+
+def test_calibration_run_feeds_teacache_and_magcache(tmp_path):
+    result = dit_engine("cache=calibrate", "workload=one_prompt", "quiet=true", "hydra.run.dir=calib", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    calibration = json.loads((tmp_path / "calib" / "calibration.json").read_text())
+    entry = calibration["transformers"]["transformer"]
+    assert len(entry["teacache"]["coefficients"]) == 5
+    assert len(entry["magcache"]["mag_ratios"]) == 28 and entry["magcache"]["mag_ratios"][0] == 1.0
+    file = tmp_path / "calib" / "calibration.json"
+    for cache in ("teacache", "magcache"):
+        prepared = prepare(compose_config([f"cache={cache}", f"cache.calibration_file={file}"]))
+        assert str(file) in prepared.plan.explain()

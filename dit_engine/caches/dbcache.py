@@ -48,6 +48,9 @@ class BranchState:
 
     front_entry: torch.Tensor | None = None
     front_residual: torch.Tensor | None = None  # at the last computed step
+    probe: torch.Tensor | None = None  # TeaCache: the modulated input of the previous call
+    accumulated: float = 0.0  # TeaCache: rescaled change; MagCache: error since the last compute
+    accumulated_ratio: float = 1.0  # MagCache
     span_entry: dict[int, tuple] = field(default_factory=dict)
     span_residual: dict[int, tuple] = field(default_factory=dict)  # plain: (hidden, encoder); calibrated: histories
     hit: bool = False
@@ -136,24 +139,30 @@ class DBCacheState:
             and (s.max_continuous_cached_steps < 0 or state.continuous_cached < s.max_continuous_cached_steps)
         )
 
-    def decide(self, state: BranchState, front_residual: torch.Tensor | None) -> None:
-        """Hit (reuse or forecast the middle) or compute; ``front_residual`` is None when Fn = 0."""
+    def should_hit(self, state: BranchState, step: int, front_residual: torch.Tensor | None, entry: tuple | None) -> bool:
+        """DBCache / SCM rule; TeaCache and MagCache override it. ``entry`` is the first block's
+        ``(module, args, kwargs)`` when the decision is taken before it runs (Fn = 0)."""
         s = self.settings
-        step = state.step = state.calls
-        state.calls += 1
         hit = self._may_cache(state, step)
         if hit and s.shared_cfg_decision and self.step_state.branch > 0:
             leader = self.branches.get(0)
-            hit = leader is not None and leader.step == step and leader.hit
-        elif hit and (self.compute_flags is None or s.policy == "dynamic"):
+            return leader is not None and leader.step == step and leader.hit
+        if hit and (self.compute_flags is None or s.policy == "dynamic"):
             previous = state.front_residual
-            hit = (
+            return (
                 front_residual is not None
                 and previous is not None
                 and previous.shape == front_residual.shape
                 and s.threshold > 0
                 and relative_l1(front_residual, previous) < s.threshold
             )
+        return hit
+
+    def decide(self, state: BranchState, front_residual: torch.Tensor | None, entry: tuple | None = None) -> None:
+        """Hit (reuse or forecast the middle) or compute; ``front_residual`` is None when Fn = 0."""
+        step = state.step = state.calls
+        state.calls += 1
+        hit = self.should_hit(state, step, front_residual, entry)
         state.hit = hit
         state.front_entry = None
         if hit:
@@ -237,7 +246,7 @@ class DBCacheBlockHook(ModelHook):
         state = cache.current()
         pattern = self.pattern
         if self.decide_on_entry:
-            cache.decide(state, None)
+            cache.decide(state, None, (module, args, kwargs))
         if self.span is not None and state.hit:
             hidden, encoder = pattern.read_inputs(args, kwargs)
             if self.span_first:
@@ -265,7 +274,8 @@ class DBCacheBlockHook(ModelHook):
 
 
 def install_dbcache(name: str, transformer: torch.nn.Module, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]],
-                    settings: DBCacheSettings, step_state: StepState) -> tuple[DBCacheState, list[torch.nn.Module]]:
+                    settings: DBCacheSettings, step_state: StepState,
+                    state_factory: Callable[..., DBCacheState] = DBCacheState) -> tuple[DBCacheState, list[torch.nn.Module]]:
     """Hook the blocks of one transformer; return its state and the hooked blocks (for removal)."""
     sequence = [(spec, block) for spec, blocks in block_lists for block in blocks]
     total = len(sequence)
@@ -278,7 +288,7 @@ def install_dbcache(name: str, transformer: torch.nn.Module, block_lists: list[t
         always = sum(1 for i in range(position, position + len(blocks)) if i not in middle)
         lists.append((spec.path, len(blocks), always))
         position += len(blocks)
-    cache = DBCacheState(name, settings, step_state, lists)
+    cache = state_factory(name, settings, step_state, lists)
 
     # Middle spans: consecutive middle blocks of one block list share one residual.
     span_of: dict[int, int] = {}

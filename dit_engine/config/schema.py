@@ -154,6 +154,57 @@ class SCMConfig(CacheSettings):
 
 
 @dataclass
+class TeaCacheConfig(CacheSettings):
+    """TeaCache (``cache=teacache``): skip whole steps while the polynomial-rescaled relative L1
+    change of the timestep-modulated input, accumulated since the last computed step, stays below
+    ``threshold``. The first and last steps always compute.
+
+    Attributes:
+        name: transform implementation (``teacache``).
+        coefficients: the rescaling polynomial, highest power first. ``None``: from
+            ``calibration_file``, else the adapter's published ones (FLUX, the tiny model).
+        calibration_file: a ``calibration.json`` written by ``python -m dit_engine cache=calibrate``.
+    """
+
+    name: str = "teacache"
+    coefficients: Optional[list[float]] = None
+    calibration_file: Optional[str] = None
+
+
+@dataclass
+class MagCacheConfig(CacheSettings):
+    """MagCache (``cache=magcache``): skip whole steps while the accumulated deviation from 1 of the
+    product of the model's residual magnitude ratios stays below ``threshold``; at most
+    ``max_continuous_cached_steps`` in a row. The ratio curve is interpolated to the requested
+    step count, so one calibration serves any number of steps.
+
+    Attributes:
+        name: transform implementation (``magcache``).
+        mag_ratios: per-step magnitude ratios; ``None``: from ``calibration_file``, else the
+            adapter's (FLUX: MagCache's published curve; the tiny model: its shipped calibration).
+        calibration_file: a ``calibration.json`` written by ``python -m dit_engine cache=calibrate``.
+        retention_ratio: the first fraction of the steps always computes.
+    """
+
+    name: str = "magcache"
+    mag_ratios: Optional[list[float]] = None
+    calibration_file: Optional[str] = None
+    retention_ratio: float = 0.2
+
+
+@dataclass
+class CalibrateConfig:
+    """``cache=calibrate``: run uncached and write ``calibration.json`` (TeaCache polynomial,
+    MagCache ratio curve) into the run directory.
+
+    Attributes:
+        name: transform implementation (``calibrate``).
+    """
+
+    name: str = "calibrate"
+
+
+@dataclass
 class TaylorSeerConfig:
     """TaylorSeer calibrator (``calibrator=taylorseer``): forecast instead of reuse.
 
@@ -311,6 +362,9 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "schema_dbcache": DBCacheConfig,
         "schema_dbprune": DBPruneConfig,
         "schema_scm": SCMConfig,
+        "schema_teacache": TeaCacheConfig,
+        "schema_magcache": MagCacheConfig,
+        "schema_calibrate": CalibrateConfig,
         "schema_diffusers_fbc": DiffusersFBCConfig,
         "schema_diffusers_taylorseer": DiffusersTaylorSeerConfig,
     },

@@ -61,3 +61,7 @@ class Transform:
     def stats(self) -> dict[str, Any]:
         """JSON-serialisable counters since apply or the last reset."""
         return {}
+
+    def artifacts(self) -> dict[str, Any]:
+        """Files this transform adds to the run directory: name -> JSON-serialisable data."""
+        return {}
