@@ -3,6 +3,7 @@ and the same caches on tiny Wan (separate CFG calls) and Qwen-Image pipelines.""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,10 +13,11 @@ import dit_engine
 from conftest import psnr
 from dit_engine.caches.forecast import TaylorSeerForecaster
 from dit_engine.caches.step_mask import flags_to_string, preset_flags, resample
-from dit_engine.config import compose_config
+from dit_engine.config import compose_config, group_options
 from dit_engine.engine import prepare
 from dit_engine.errors import PlanError
 from dit_engine.testing.pipelines import (
+    tiny_flux_call_kwargs,
     build_tiny_qwen_image_pipeline,
     build_tiny_wan_pipeline,
     tiny_qwen_image_call_kwargs,
@@ -153,7 +155,7 @@ def tiny_wan():
     return pipe
 
 
-@pytest.mark.parametrize("overrides", [("cache=dbcache",), ("cache=fbcache",), ("cache=scm", "cache.preset=fast"),
+@pytest.mark.parametrize("overrides", [("cache=dbcache",), ("cache=fbcache",), ("cache=dbprune",), ("cache=scm", "cache.preset=fast"),
                                        ("cache=scm_static", "calibrator=taylorseer"), ("cache=dbcache", "calibrator=taylorseer")])
 def test_wan_separate_cfg_keeps_state_per_branch(tiny_wan, overrides):
     reference = tiny_wan(**tiny_wan_call_kwargs()).frames
@@ -271,3 +273,36 @@ def test_missing_calibration_is_a_plan_error_that_says_how_to_get_one(tmp_path):
     bad.write_text('{"transformers": {"transformer": {"magcache": {"mag_ratios": [1.0, 1.1]}}}}')
     with pytest.raises(PlanError, match="has no teacache section"):
         prepare(compose_config(["cache=teacache", f"cache.calibration_file={bad}"]))
+
+
+CACHE_OPTIONS = [o for o in group_options("cache") if o not in ("none", "calibrate")]
+
+
+@pytest.mark.parametrize("option", CACHE_OPTIONS)
+def test_every_cache_option_runs_on_the_tiny_model_and_tiny_flux(tiny_pipe, tiny_flux, option):
+    for pipe, run in ((tiny_pipe, lambda: run_tiny(tiny_pipe, prompts=["five"])),
+                      (tiny_flux, lambda: tiny_flux(**tiny_flux_call_kwargs()).images)):
+        reference = run()
+        output, summary = apply_and_run(pipe, run, f"cache={option}")
+        assert output.shape == reference.shape and torch.isfinite(output).all(), option
+        assert 0 < summary["blocks_computed"] <= summary["blocks_total"], option
+        assert torch.equal(run(), reference), f"{option}: remove() must restore the plain pipeline"
+
+
+def test_magcache_from_a_calibration_run_on_wan(tiny_wan, tmp_path):
+    handle = dit_engine.apply(tiny_wan, "cache=calibrate")
+    try:
+        tiny_wan(**tiny_wan_call_kwargs())
+        data = handle.transforms[-1].artifacts()["calibration.json"]
+    finally:
+        handle.remove()
+    ratios = data["transformers"]["transformer"]["magcache"]["mag_ratios"]
+    assert len(ratios) == 8 and ratios[0] == 1.0
+    assert "teacache" not in data["transformers"]["transformer"]  # Wan's adapter gives no TeaCache probe
+    file = tmp_path / "calibration.json"
+    file.write_text(json.dumps(data))
+    _, summary = apply_and_run(tiny_wan, lambda: tiny_wan(**tiny_wan_call_kwargs()).frames,
+                               "model=wan", "cache=magcache", f"cache.calibration_file={file}", "cache.threshold=0.5")
+    stats = cache_stats(summary)
+    assert set(stats["branches"]) == {"transformer/cfg0", "transformer/cfg1"}
+    assert summary["blocks_computed"] < summary["blocks_total"]

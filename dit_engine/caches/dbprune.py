@@ -121,7 +121,12 @@ class DBPruneState:
                 for path in self.lists
             },
             "branches": {
-                f"{self.name}/cfg{branch}": {"middle_blocks_computed_per_step": hs} for branch, hs in sorted(history.items())
+                f"{self.name}/cfg{branch}": {
+                    "steps_computed": sum(len(h) for h in hs),  # every step runs its front and back blocks
+                    "steps_cached": 0,
+                    "middle_blocks_computed_per_step": hs,
+                }
+                for branch, hs in sorted(history.items())
             },
         }
 
