@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dit_engine.config import register_schemas
+from dit_engine.console import fail
 from dit_engine.errors import DitEngineError
 
 
@@ -31,11 +32,6 @@ def run_job(cfg: DictConfig) -> float | None:
     except DitEngineError as err:
         fail(err)
     return None if metrics is None else metrics["objective"]
-
-
-def fail(err: Exception) -> None:
-    print(f"dit_engine: error: {err}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main() -> None:

@@ -9,33 +9,20 @@ only are named in a warning line on stderr. Bad input is one line on stderr, exi
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from PIL import Image, UnidentifiedImageError
 
+from dit_engine.console import OneLineArgumentParser, fail
 from dit_engine.metrics.quality import ImageScores, compare_images, summarize
 
 #: File suffixes compared (lower case); others in the folders are ignored.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 USAGE = "python -m dit_engine.metrics REFERENCE_DIR IMAGES_DIR [--json]"
 
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse with dit_engine's one-line error format instead of usage + message."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(f"{message}; usage: {USAGE}")
-
-
-def fail(message: str) -> NoReturn:
-    """Print ``dit_engine: error: <message>`` on stderr and exit with code 2."""
-    print(f"dit_engine: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def find_images(root: Path) -> dict[str, Path]:
@@ -143,7 +130,8 @@ def _unmatched_warning(reference_dir: Path, images_dir: Path, only_reference: li
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; ``argv`` defaults to ``sys.argv[1:]``."""
-    parser = _ArgumentParser(
+    parser = OneLineArgumentParser(
+        usage_line=USAGE,
         prog="python -m dit_engine.metrics",
         description="PSNR, SSIM and MAE of the images in IMAGES_DIR against the same-named images in REFERENCE_DIR.",
     )

@@ -5,29 +5,16 @@ Prints the three paths and the Markdown table. Bad input is one line on stderr, 
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import NoReturn
 
+from dit_engine.console import OneLineArgumentParser, fail
 from dit_engine.report.sweep import SweepReportError, collect_cells, markdown_table, write_report_files
 
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse with dit_engine's one-line error format instead of usage + message."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(f"{message}; usage: python -m dit_engine.report <sweep dir>")
-
-
-def fail(message: str) -> NoReturn:
-    """Print ``dit_engine: error: <message>`` on stderr and exit with code 2."""
-    print(f"dit_engine: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; ``argv`` defaults to ``sys.argv[1:]``."""
-    parser = _ArgumentParser(
+    parser = OneLineArgumentParser(
+        usage_line="python -m dit_engine.report <sweep dir>",
         prog="python -m dit_engine.report",
         description="Write summary.csv, summary.md and pareto.png (speedup vs PSNR) into a sweep directory.",
     )

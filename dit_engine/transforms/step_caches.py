@@ -77,6 +77,14 @@ class _WholeStepCache(DBCacheTransform):
         settings.front_blocks = settings.back_blocks = 0
         return settings
 
+    def state_factory(self, name: str, context: ApplyContext):
+        """The cache-state class, with its calibrated values bound, for transformer ``name``."""
+        raise NotImplementedError
+
+    def install(self, name: str, transformer: Any, context: ApplyContext):
+        return install_dbcache(name, transformer, context.adapter.block_lists(transformer), self.settings(),
+                               context.step_state, self.state_factory(name, context))
+
 
 class TeaCacheTransform(_WholeStepCache):
     """``cache=teacache`` (see ``dit_engine.caches.step_policies.TeaCacheState``)."""
@@ -100,9 +108,8 @@ class TeaCacheTransform(_WholeStepCache):
         source = config.calibration_file or "adapter / config coefficients"
         return f"TeaCache whole-step skip over {model_info.total_blocks} blocks, threshold={config.threshold}, coefficients from {source}"
 
-    def install(self, name: str, transformer: Any, context: ApplyContext):
-        factory = functools.partial(TeaCacheState, probe=context.adapter.teacache_probe, coefficients=self.values(self.config, name))
-        return install_dbcache(name, transformer, context.adapter.block_lists(transformer), self.settings(), context.step_state, factory)
+    def state_factory(self, name: str, context: ApplyContext):
+        return functools.partial(TeaCacheState, probe=context.adapter.teacache_probe, coefficients=self.values(self.config, name))
 
 
 class MagCacheTransform(_WholeStepCache):
@@ -128,9 +135,8 @@ class MagCacheTransform(_WholeStepCache):
             f"ratios from {source} (interpolated to the step count)"
         )
 
-    def install(self, name: str, transformer: Any, context: ApplyContext):
-        factory = functools.partial(MagCacheState, mag_ratios=self.values(self.config, name), retention_ratio=self.config.retention_ratio)
-        return install_dbcache(name, transformer, context.adapter.block_lists(transformer), self.settings(), context.step_state, factory)
+    def state_factory(self, name: str, context: ApplyContext):
+        return functools.partial(MagCacheState, mag_ratios=self.values(self.config, name), retention_ratio=self.config.retention_ratio)
 
 
 class CalibrateTransform(Transform):

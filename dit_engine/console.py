@@ -1,0 +1,24 @@
+"""One-line error reporting shared by dit_engine's command-line entry points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+def fail(message: object) -> NoReturn:
+    """Print ``dit_engine: error: <message>`` on stderr and exit with code 2 (bad input)."""
+    print(f"dit_engine: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments in dit_engine's one-line format (and usage), exit 2."""
+
+    def __init__(self, *args, usage_line: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.usage_line = usage_line
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; usage: {self.usage_line}")
