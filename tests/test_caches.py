@@ -306,3 +306,24 @@ def test_magcache_from_a_calibration_run_on_wan(tiny_wan, tmp_path):
     stats = cache_stats(summary)
     assert set(stats["branches"]) == {"transformer/cfg0", "transformer/cfg1"}
     assert summary["blocks_computed"] < summary["blocks_total"]
+
+
+def test_abcache_extrapolation_is_exact_for_polynomials_of_its_order():
+    from dit_engine.caches.forecast import PolynomialExtrapolationForecaster
+
+    forecaster = PolynomialExtrapolationForecaster(order=2, warmup=3)
+    history = None
+    for step in (0, 2, 5):  # uneven spacing
+        history = forecaster.update(history, torch.tensor([3.0 * step * step - step + 1]), step)
+    assert forecaster.forecast(history, 8).item() == pytest.approx(3 * 64 - 8 + 1)
+    # order 1 is linear extrapolation from the last two computes, the same as TaylorSeer order 1
+    linear = PolynomialExtrapolationForecaster(order=1, warmup=2)
+    h = linear.update(linear.update(None, torch.tensor([1.0]), 0), torch.tensor([7.0]), 3)
+    assert linear.forecast(h, 5).item() == pytest.approx(11.0)
+
+
+def test_abcache_calibrator_raises_psnr(tiny_pipe):
+    reference = run_tiny(tiny_pipe)
+    plain, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static")
+    forecast, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static", "calibrator=abcache")
+    assert psnr(reference, forecast) > psnr(reference, plain) + 2.0

@@ -258,6 +258,24 @@ class DiffusersTaylorSeerConfig:
 
 
 @dataclass
+class ABCacheConfig:
+    """AB-Cache calibrator (``calibrator=abcache``): Adams-Bashforth style extrapolation.
+
+    On a cached step the residual is extrapolated with the polynomial through the last
+    ``order`` + 1 computed values (over the step index). Binds to the installed block cache.
+
+    Attributes:
+        name: transform implementation (``abcache``).
+        order: polynomial degree, 1-3 (1: linear extrapolation from the last two computes).
+        warmup: computed values needed before extrapolating (plain reuse until then); at least 2.
+    """
+
+    name: str = "abcache"
+    order: int = 1
+    warmup: int = 2
+
+
+@dataclass
 class WorkloadConfig:
     """What the run generates.
 
@@ -368,7 +386,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "schema_diffusers_fbc": DiffusersFBCConfig,
         "schema_diffusers_taylorseer": DiffusersTaylorSeerConfig,
     },
-    "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig},
+    "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig, "schema_abcache": ABCacheConfig},
     "parallel": {"schema_none": NoneConfig},
     "quant": {"schema_none": NoneConfig},
     "compile": {"schema_none": NoneConfig},

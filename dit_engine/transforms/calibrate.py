@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.forecast import TaylorSeerForecaster
-from dit_engine.config.schema import TaylorSeerConfig
+from dit_engine.caches.forecast import PolynomialExtrapolationForecaster, TaylorSeerForecaster
+from dit_engine.config.schema import ABCacheConfig, TaylorSeerConfig
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
 
@@ -17,6 +17,8 @@ class TaylorSeerTransform(Transform):
     name = "calibrate.taylorseer"
     stage = Stage.CALIBRATE
     config_class = TaylorSeerConfig
+    forecaster_class = TaylorSeerForecaster
+    label = "TaylorSeer"
 
     @classmethod
     def check(cls, config: TaylorSeerConfig, context: PlanContext) -> list[str]:
@@ -29,11 +31,11 @@ class TaylorSeerTransform(Transform):
 
     @classmethod
     def describe(cls, config: TaylorSeerConfig, model_info: ModelInfo) -> str:
-        return f"TaylorSeer order {config.order}, forecasting after {config.warmup} computed steps"
+        return f"{cls.label} order {config.order}, forecasting after {config.warmup} computed steps"
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         self.caches = list(context.caches)
-        forecaster = TaylorSeerForecaster(self.config.order, self.config.warmup)
+        forecaster = self.forecaster_class(self.config.order, self.config.warmup)
         for cache in self.caches:
             cache.forecaster = forecaster
 
@@ -41,3 +43,12 @@ class TaylorSeerTransform(Transform):
         for cache in self.caches:
             cache.forecaster = None
         self.caches = []
+
+
+class ABCacheTransform(TaylorSeerTransform):
+    """``calibrator=abcache``: cached steps add the Adams-Bashforth / polynomial extrapolation of the residual."""
+
+    name = "calibrate.abcache"
+    config_class = ABCacheConfig
+    forecaster_class = PolynomialExtrapolationForecaster
+    label = "AB-Cache extrapolation"
