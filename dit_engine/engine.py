@@ -21,6 +21,7 @@ from dit_engine.handle import Handle
 from dit_engine.outputs import StagedRunFiles, contact_sheet, film_strip, slug
 from dit_engine.plan import Plan, compile_plan
 from dit_engine.metrics import compare_images, summarize
+from dit_engine.metrics.clip import clip_scores
 from dit_engine.reference import get_or_create
 from dit_engine.registry import Registry
 
@@ -97,6 +98,9 @@ OBJECTIVES = ("latency", "speedup", "psnr")
 
 def _report_problems(report: DictConfig) -> list[str]:
     problems = []
+    if report.clip_model is not None and not (Path(report.clip_model).expanduser() / "config.json").is_file():
+        problems.append(f"report.clip_model={report.clip_model} is not a local CLIP model directory (no config.json); "
+                        "give the folder a CLIPModel was saved to, dit_engine never downloads one")
     if report.reference_timing not in ("fresh", "cached"):
         problems.append(f"report.reference_timing={report.reference_timing} is unknown; use fresh or cached")
     if report.objective not in OBJECTIVES:
@@ -293,6 +297,9 @@ class Engine:
                 "aggregate": summarize(scores),
                 "per_image": [score.as_dict() for score in scores],
             }
+        if cfg.report.clip_model:
+            scores = clip_scores(Path(cfg.report.clip_model).expanduser(), images, workload.prompts)
+            metrics["clip_score"] = {"model": cfg.report.clip_model, "mean": sum(scores) / len(scores), "per_image": scores}
         metrics["objective"] = objective(cfg.report, metrics)
         return metrics
 

@@ -128,3 +128,30 @@ def test_calibration_run_feeds_teacache_and_magcache(tmp_path):
     for cache in ("teacache", "magcache"):
         prepared = prepare(compose_config([f"cache={cache}", f"cache.calibration_file={file}"]))
         assert str(file) in prepared.plan.explain()
+
+
+def test_clip_score_from_a_local_model(tmp_path):
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from dit_engine.testing.pipelines import tiny_clip_tokenizer
+
+    tokenizer = tiny_clip_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=600, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                         max_position_embeddings=77, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(tmp_path / "clip")
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tokenizer).save_pretrained(tmp_path / "clip")
+    result = dit_engine(f"report.clip_model={tmp_path / 'clip'}", "workload.prompts=[one,seven]", "quiet=true", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    clip = json.loads((tmp_path / "run" / "metrics.json").read_text())["clip_score"]
+    assert len(clip["per_image"]) == 2 and all(0 <= s <= 100 for s in clip["per_image"])
+    assert clip["mean"] == pytest.approx(sum(clip["per_image"]) / 2)
+    result = dit_engine("report.clip_model=/no/clip", cwd=tmp_path)
+    assert result.returncode == 2 and "is not a local CLIP model directory" in result.stderr

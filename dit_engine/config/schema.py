@@ -329,6 +329,9 @@ class ReportConfig:
             the accelerated one, so the speedup is not skewed by another moment's machine load;
             the cached reference images are still the ones compared against); ``cached`` trusts
             the latency stored with the reference (saves one plain run per cell).
+        clip_model: a local directory with a CLIP model (transformers ``save_pretrained`` format);
+            when set, metrics.json gets the CLIP score of every image against its prompt. Never
+            downloaded. (LPIPS is not offered: its backbone weights would have to be fetched.)
         profile: write ``trace.json``, a torch.profiler Chrome trace of one extra request
             (open it in chrome://tracing or Perfetto).
         objective: what the run returns to a Hydra sweeper: ``latency`` (seconds, minimise),
@@ -343,6 +346,7 @@ class ReportConfig:
     quality: bool = False
     reference_dir: str = "outputs/references"
     reference_timing: str = "fresh"
+    clip_model: Optional[str] = None
     profile: bool = False
     objective: str = "latency"
     psnr_floor: float = 30.0
