@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dit_engine.errors import AlreadyAppliedError
+from dit_engine.hooks import invalidate_registry_caches
 from dit_engine.plan import Plan
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext
@@ -47,6 +48,8 @@ class Handle:
         except BaseException:
             self._undo()
             raise
+        finally:
+            self._refresh_registries()
         setattr(self.pipe, HANDLE_ATTR, self)
         self.applied = True
         return self
@@ -54,6 +57,11 @@ class Handle:
     def _undo(self) -> None:
         while self.transforms:
             self.transforms.pop().remove(self.pipe)
+        self._refresh_registries()
+
+    def _refresh_registries(self) -> None:
+        for transformer in self.plan.adapter.transformers(self.pipe).values():
+            invalidate_registry_caches(transformer)
 
     def remove(self) -> None:
         """Undo every transform (reverse order). Safe to call twice."""

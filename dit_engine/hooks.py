@@ -20,3 +20,16 @@ def remove_hook(module: torch.nn.Module, name: str) -> None:
         forward = module.__dict__.get("forward")
         if forward is not None and getattr(forward, "__func__", None) is type(module).forward:
             del module.__dict__["forward"]
+
+
+def invalidate_registry_caches(module: torch.nn.Module) -> None:
+    """Drop every diffusers HookRegistry's cached list of child registries under ``module``.
+
+    diffusers caches, per registry, which descendants carry hooks (to propagate cache contexts);
+    adding or removing block hooks stales that list (diffusers #14037), and a later
+    ``enable_cache`` or ``cache_context`` would then miss or keep block hooks.
+    """
+    for _, child in module.named_modules():
+        registry = getattr(child, "_diffusers_hook", None)
+        if registry is not None:
+            registry._child_registries_cache = None

@@ -109,7 +109,7 @@ def test_flux_from_a_local_directory(tmp_path):
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: calibrate, dbcache, dbcache_fast"),
+        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: cachedit_dbcache, calibrate, dbcache,"),
         (["cache=dbcache", "cache.threshhold=0.1"], "unknown key cache.threshhold"),
         (["cache=dbcache", "cache.threshold=-0.5"], "cache.threshold=-0.5 must be >= 0"),
         (["cache=dbcache", "cache.threshold=fast"], "cache.threshold=fast is not a valid float"),

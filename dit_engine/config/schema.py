@@ -276,6 +276,31 @@ class ABCacheConfig:
 
 
 @dataclass
+class CacheDiTDBCacheConfig:
+    """Peer: cache-dit's own DBCache (``cache=cachedit_dbcache``; needs ``pip install --no-deps cache-dit``).
+
+    Attributes:
+        name: transform implementation (``cachedit_dbcache``).
+        front_blocks: cache-dit ``Fn_compute_blocks``.
+        back_blocks: cache-dit ``Bn_compute_blocks``.
+        threshold: cache-dit ``residual_diff_threshold``.
+        warmup_steps: cache-dit ``max_warmup_steps``.
+        max_cached_steps: cache-dit ``max_cached_steps`` (-1: no limit).
+        max_continuous_cached_steps: cache-dit ``max_continuous_cached_steps`` (-1: no limit).
+        separate_cfg: cache-dit ``has_separate_cfg`` (it cannot see step boundaries by itself).
+    """
+
+    name: str = "cachedit_dbcache"
+    front_blocks: int = 1
+    back_blocks: int = 0
+    threshold: float = 0.2
+    warmup_steps: int = 2
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+    separate_cfg: bool = False
+
+
+@dataclass
 class WorkloadConfig:
     """What the run generates.
 
@@ -389,6 +414,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "schema_calibrate": CalibrateConfig,
         "schema_diffusers_fbc": DiffusersFBCConfig,
         "schema_diffusers_taylorseer": DiffusersTaylorSeerConfig,
+        "schema_cachedit_dbcache": CacheDiTDBCacheConfig,
     },
     "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig, "schema_abcache": ABCacheConfig},
     "parallel": {"schema_none": NoneConfig},

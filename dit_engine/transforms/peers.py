@@ -1,17 +1,19 @@
 """Peer caches as transforms, so they run in the same plans, sweeps and reports as ours.
 
-They apply diffusers' own cache hooks (``transformer.enable_cache``) and count the block forwards
-that really run, so their compute fraction is measured the same way as for dit_engine's caches.
+They apply the peers' own code (diffusers' cache hooks via ``transformer.enable_cache``, cache-dit's
+``enable_cache``) and count the block forwards that really run, so their compute fraction is
+measured the same way as for dit_engine's caches.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.config.schema import DiffusersFBCConfig, DiffusersTaylorSeerConfig
+from dit_engine.config.schema import CacheDiTDBCacheConfig, DiffusersFBCConfig, DiffusersTaylorSeerConfig
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
 
@@ -47,13 +49,16 @@ class BlockCounter:
         self.handles = []
 
 
-class DiffusersCacheTransform(Transform):
-    """Base of the diffusers peers: ``enable_cache(config)`` on every transformer."""
+class PeerCacheTransform(Transform):
+    """Base of the peers: install the peer's cache, count the block forwards that really run."""
 
     stage = Stage.CACHE
     calibratable = False
 
-    def diffusers_config(self):
+    def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
+        raise NotImplementedError
+
+    def disable(self, pipe: Any, transformer: torch.nn.Module) -> None:
         raise NotImplementedError
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
@@ -61,13 +66,13 @@ class DiffusersCacheTransform(Transform):
         self.step_state = context.step_state
         self.counters = {}
         for name, transformer in self.transformers.items():
-            transformer.enable_cache(self.diffusers_config())
+            self.enable(pipe, transformer, context)
             lists = {spec.path: list(blocks) for spec, blocks in context.adapter.block_lists(transformer)}
             self.counters[name] = BlockCounter(lists)
 
     def remove(self, pipe: Any) -> None:
         for name, transformer in self.transformers.items():
-            transformer.disable_cache()
+            self.disable(pipe, transformer)
             self.counters[name].remove()
 
     def reset_stats(self) -> None:
@@ -84,6 +89,19 @@ class DiffusersCacheTransform(Transform):
                 computed += counter.computed[path]
                 total += calls * size
         return {"blocks_computed": computed, "blocks_total": total, "blocks_skipped": total - computed, "block_lists": block_lists}
+
+
+class DiffusersCacheTransform(PeerCacheTransform):
+    """Base of the diffusers peers: ``transformer.enable_cache(config)``."""
+
+    def diffusers_config(self):
+        raise NotImplementedError
+
+    def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
+        transformer.enable_cache(self.diffusers_config())
+
+    def disable(self, pipe: Any, transformer: torch.nn.Module) -> None:
+        transformer.disable_cache()
 
 
 class DiffusersFBCTransform(DiffusersCacheTransform):
@@ -139,3 +157,68 @@ class DiffusersTaylorSeerTransform(DiffusersCacheTransform):
             use_lite_mode=c.use_lite_mode,
             taylor_factors_dtype=torch.float32,
         )
+
+
+#: Our block patterns -> cache-dit's ForwardPattern names.
+CACHEDIT_PATTERNS = {("encoder", "hidden"): "Pattern_1", ("hidden", "encoder"): "Pattern_0", ("hidden",): "Pattern_2"}
+
+
+class CacheDiTDBCacheTransform(PeerCacheTransform):
+    """``cache=cachedit_dbcache``: cache-dit's own DBCache, wired through its ``BlockAdapter``.
+
+    cache-dit is not a dependency: install it beside torch and diffusers with
+    ``pip install --no-deps cache-dit`` (1.5.3 works with torch 2.13 / diffusers 0.42.1).
+    """
+
+    name = "cache.cachedit_dbcache"
+    config_class = CacheDiTDBCacheConfig
+
+    @classmethod
+    def check(cls, config: CacheDiTDBCacheConfig, context: PlanContext) -> list[str]:
+        problems = []
+        if importlib.util.find_spec("cache_dit") is None:
+            problems.append("cache=cachedit_dbcache needs cache-dit: pip install --no-deps cache-dit (it must not replace torch or diffusers)")
+        if len(context.adapter.transformer_attrs) != 1:
+            problems.append("cache=cachedit_dbcache is wired for one transformer per pipeline")
+        if config.front_blocks < 1 or config.front_blocks + config.back_blocks >= context.model_info.total_blocks:
+            problems.append(f"cache.front_blocks >= 1 and front + back below {context.model_info.total_blocks} blocks")
+        return problems
+
+    @classmethod
+    def describe(cls, config: CacheDiTDBCacheConfig, model_info: ModelInfo) -> str:
+        return f"peer: cache-dit DBCache F{config.front_blocks}B{config.back_blocks}, threshold={config.threshold}, warmup {config.warmup_steps}"
+
+    def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
+        import cache_dit
+        from cache_dit import BlockAdapter, DBCacheConfig, ForwardPattern
+
+        # cache-dit's disable_cache re-registers the block lists, which moves them to the end of the
+        # transformer's children; keep the original children to put back (see disable).
+        self.children = dict(transformer._modules)
+
+        lists = context.adapter.block_lists(transformer)
+        c = self.config
+        adapter = BlockAdapter(
+            pipe=pipe,
+            transformer=transformer,
+            blocks=[blocks for _, blocks in lists],
+            forward_pattern=[getattr(ForwardPattern, CACHEDIT_PATTERNS[spec.pattern.returns]) for spec, _ in lists],
+            has_separate_cfg=c.separate_cfg,
+        )
+        cache_dit.enable_cache(adapter, cache_config=DBCacheConfig(
+            Fn_compute_blocks=c.front_blocks,
+            Bn_compute_blocks=c.back_blocks,
+            residual_diff_threshold=c.threshold,
+            max_warmup_steps=c.warmup_steps,
+            max_cached_steps=c.max_cached_steps,
+            max_continuous_cached_steps=c.max_continuous_cached_steps,
+        ))
+
+    def disable(self, pipe: Any, transformer: torch.nn.Module) -> None:
+        import cache_dit
+
+        cache_dit.disable_cache(pipe)
+        # Same child objects in the same order: other code (diffusers' FirstBlockCache picks the
+        # first block list it meets) must find the transformer exactly as it was.
+        transformer._modules.clear()
+        transformer._modules.update(self.children)
