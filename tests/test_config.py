@@ -57,7 +57,7 @@ def test_each_experiment_composes_and_compiles(experiment):
 
 
 #: Pairs that must be refused at plan time, with the reason the refusal names.
-UNCALIBRATABLE = ("none", "dbprune", "calibrate", "diffusers_fbc", "diffusers_taylorseer")
+UNCALIBRATABLE = ("none", "dbprune", "calibrate", "diffusers_fbc", "diffusers_taylorseer", "cachedit_dbcache")
 UNCALIBRATED_MODELS = ("wan", "qwen_image")  # no published TeaCache / MagCache data in their adapters
 
 
