@@ -53,6 +53,9 @@ LARGE_DIT_CACHE_DEFAULTS = {
     "cache.dbcache": {"threshold": 0.08},
     "cache.scm": {"threshold": 0.08},
     "cache.dbprune": {"threshold": 0.05},
+    # TeaCache / MagCache thresholds; their coefficients and curves come from a calibration run
+    "cache.teacache": {"threshold": 0.2},
+    "cache.magcache": {"threshold": 0.06},
 }
 
 

@@ -48,8 +48,8 @@ class FluxAdapter(DiffusersAdapter):
 
         return {
             **LARGE_DIT_CACHE_DEFAULTS,
-            "cache.teacache": {"threshold": 0.4, "coefficients": FLUX_TEACACHE_COEFFICIENTS},
-            "cache.magcache": {"threshold": 0.06, "mag_ratios": [float(r) for r in FLUX_MAG_RATIOS]},
+            "cache.teacache": {**LARGE_DIT_CACHE_DEFAULTS["cache.teacache"], "threshold": 0.4, "coefficients": FLUX_TEACACHE_COEFFICIENTS},
+            "cache.magcache": {**LARGE_DIT_CACHE_DEFAULTS["cache.magcache"], "mag_ratios": [float(r) for r in FLUX_MAG_RATIOS]},
         }
 
     def workload_defaults(self) -> WorkloadDefaults:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults, timestep_embedding_input
 from dit_engine_adapters._diffusers import DiffusersAdapter
 
 
@@ -17,6 +17,7 @@ class QwenImageAdapter(DiffusersAdapter):
     pipeline_classes = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline",
                         "QwenImageEditPipeline", "QwenImageEditPlusPipeline")
     block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),)
+    teacache_probe = staticmethod(timestep_embedding_input)
     block_count_keys = {"transformer_blocks": "num_layers"}
     default_info = ModelInfo(blocks={"transformer_blocks": 60}, num_heads=24, source="Qwen-Image defaults (no config.json at hand)")
 

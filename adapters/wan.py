@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo, WorkloadDefaults, timestep_embedding_input
 from dit_engine_adapters._diffusers import DiffusersAdapter
 
 #: WanTransformerBlock: positional (hidden, encoder, temb, rotary), returns hidden only (pattern E).
@@ -21,6 +21,7 @@ class WanAdapter(DiffusersAdapter):
     pipeline_classes = ("WanPipeline", "WanImageToVideoPipeline", "WanVideoToVideoPipeline")
     transformer_attrs = ("transformer", "transformer_2")
     block_specs = (BlockSpec("blocks", WAN_BLOCK),)
+    teacache_probe = staticmethod(timestep_embedding_input)
     block_count_keys = {"blocks": "num_layers"}
     default_info = ModelInfo(blocks={"blocks": 40}, num_heads=40, source="Wan 2.1 14B defaults (no config.json at hand)")
 

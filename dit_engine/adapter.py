@@ -74,6 +74,12 @@ def flux_modulated_input(block: torch.nn.Module, args: tuple, kwargs: dict) -> t
     return block.norm1(hidden, emb=temb)[0]
 
 
+def timestep_embedding_input(block: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """TeaCache's probe when the modulated input is not exposed: the timestep embedding the block
+    is modulated with (``temb``, keyword or third positional), as TeaCache4Wan2.1 does."""
+    return kwargs["temb"] if "temb" in kwargs else args[2]
+
+
 @dataclass(frozen=True)
 class BlockSpec:
     """One block list of a transformer: its attribute path and its call pattern."""

@@ -265,7 +265,7 @@ def test_missing_calibration_is_a_plan_error_that_says_how_to_get_one(tmp_path):
     with pytest.raises(PlanError) as info:
         prepare(compose_config(["model=wan", "cache=magcache", "dry_run=true"]))
     assert "no published magcache mag ratios; run `python -m dit_engine cache=calibrate`" in str(info.value)
-    with pytest.raises(PlanError, match="does not say where it is \\(teacache_probe\\)"):
+    with pytest.raises(PlanError, match="no published teacache coefficients; run `python -m dit_engine cache=calibrate`"):
         prepare(compose_config(["model=wan", "cache=teacache", "dry_run=true"]))
     with pytest.raises(PlanError, match="cache.calibration_file=/no/such.json does not exist"):
         prepare(compose_config(["cache=teacache", "cache.calibration_file=/no/such.json"]))
@@ -289,23 +289,32 @@ def test_every_cache_option_runs_on_the_tiny_model_and_tiny_flux(tiny_pipe, tiny
         assert torch.equal(run(), reference), f"{option}: remove() must restore the plain pipeline"
 
 
-def test_magcache_from_a_calibration_run_on_wan(tiny_wan, tmp_path):
-    handle = dit_engine.apply(tiny_wan, "cache=calibrate")
+def calibrate(pipe, run, tmp_path) -> str:
+    """A calibration.json for ``pipe`` from one run under cache=calibrate."""
+    handle = dit_engine.apply(pipe, "cache=calibrate")
     try:
-        tiny_wan(**tiny_wan_call_kwargs())
+        run()
         data = handle.transforms[-1].artifacts()["calibration.json"]
     finally:
         handle.remove()
-    ratios = data["transformers"]["transformer"]["magcache"]["mag_ratios"]
-    assert len(ratios) == 8 and ratios[0] == 1.0
-    assert "teacache" not in data["transformers"]["transformer"]  # Wan's adapter gives no TeaCache probe
     file = tmp_path / "calibration.json"
     file.write_text(json.dumps(data))
-    _, summary = apply_and_run(tiny_wan, lambda: tiny_wan(**tiny_wan_call_kwargs()).frames,
-                               "model=wan", "cache=magcache", f"cache.calibration_file={file}", "cache.threshold=0.5")
-    stats = cache_stats(summary)
-    assert set(stats["branches"]) == {"transformer/cfg0", "transformer/cfg1"}
-    assert summary["blocks_computed"] < summary["blocks_total"]
+    return str(file)
+
+
+@pytest.mark.parametrize("cache", ["teacache", "magcache"])
+def test_whole_step_caches_from_a_calibration_run_on_wan_and_qwen(tiny_wan, tmp_path, cache):
+    qwen = build_tiny_qwen_image_pipeline(seed=0)
+    qwen.set_progress_bar_config(disable=True)
+    for pipe, run in ((tiny_wan, lambda: tiny_wan(**tiny_wan_call_kwargs()).frames),
+                      (qwen, lambda: qwen(**tiny_qwen_image_call_kwargs()).images)):
+        file = calibrate(pipe, run, tmp_path)
+        entry = json.loads(open(file).read())["transformers"]["transformer"]
+        assert len(entry["magcache"]["mag_ratios"]) == 8 and len(entry["teacache"]["coefficients"]) == 5
+        _, summary = apply_and_run(pipe, run, f"cache={cache}", f"cache.calibration_file={file}", "cache.threshold=0.5")
+        stats = cache_stats(summary)
+        assert set(stats["branches"]) == {"transformer/cfg0", "transformer/cfg1"}  # separate cond / uncond calls
+        assert summary["blocks_computed"] < summary["blocks_total"]
 
 
 def test_abcache_extrapolation_is_exact_for_polynomials_of_its_order():

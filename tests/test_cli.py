@@ -117,6 +117,10 @@ def test_flux_from_a_local_directory(tmp_path):
         (["model=flux", "model.pretrained=/no/such/flux"], "model.pretrained=/no/such/flux does not exist"),
         (["workload.prompts=[cat]"], "unknown prompt 'cat' for the tiny model; known prompts: zero, one"),
         (["-m", "cache=dbcache", "cache.threshold=0.1,-1"], "sweep cell [cache=dbcache cache.threshold=-1]"),
+        (["cache=scm", "cache.mask=10x1"], "cache.mask=10x1 has characters other than 0 and 1"),
+        (["cache=dbcache", "calibrator=taylorseer", "calibrator.order=-2"], "calibrator.order=-2: use 1, 2 or 3"),
+        (["cache=dbprune", "calibrator=taylorseer"], "calibrator=taylorseer cannot bind to cache.dbprune"),
+        (["model=wan", "cache=teacache", "dry_run=true"], "no published teacache coefficients; run `python -m dit_engine cache=calibrate`"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, expected):

@@ -57,7 +57,7 @@ def test_each_experiment_composes_and_compiles(experiment):
 
 
 #: Pairs that must be refused at plan time, with the reason the refusal names.
-UNCALIBRATABLE = ("none", "dbprune", "calibrate", "diffusers_fbc", "diffusers_taylorseer", "cachedit_dbcache")
+UNCALIBRATABLE = ("none", "dbprune", "calibrate", "diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache", "cachedit_dbcache")
 UNCALIBRATED_MODELS = ("wan", "qwen_image")  # no published TeaCache / MagCache data in their adapters
 
 
@@ -67,6 +67,8 @@ def expected_refusal(pair: dict[str, str]) -> str | None:
         return "needs a cache to calibrate|cannot bind to cache"
     if pair.get("model") in UNCALIBRATED_MODELS and pair.get("cache") in ("teacache", "magcache"):
         return "calibrate"
+    if pair.get("model") in UNCALIBRATED_MODELS and pair.get("cache") == "diffusers_magcache":
+        return "needs a magnitude-ratio curve"
     if pair.get("model") == "wan" and pair.get("cache") == "cachedit_dbcache":
         return "wired for one transformer per pipeline"  # Wan 2.2 has two experts
     return None

@@ -276,6 +276,28 @@ class ABCacheConfig:
 
 
 @dataclass
+class DiffusersMagCacheConfig:
+    """Peer: diffusers' own MagCache (``cache=diffusers_magcache``), for comparisons.
+
+    It uses the same magnitude-ratio curve as ``cache=magcache`` (the adapter's), which diffusers
+    interpolates to ``num_inference_steps`` by nearest neighbour.
+
+    Attributes:
+        name: transform implementation (``diffusers_magcache``).
+        threshold: diffusers' ``MagCacheConfig.threshold``.
+        max_skip_steps: most skipped steps in a row.
+        retention_ratio: the first fraction of the steps always computes.
+        num_inference_steps: the step count of the runs (diffusers needs it up front).
+    """
+
+    name: str = "diffusers_magcache"
+    threshold: float = 0.12
+    max_skip_steps: int = 3
+    retention_ratio: float = 0.2
+    num_inference_steps: int = 28
+
+
+@dataclass
 class CacheDiTDBCacheConfig:
     """Peer: cache-dit's own DBCache (``cache=cachedit_dbcache``; needs ``pip install --no-deps cache-dit``).
 
@@ -415,6 +437,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "schema_diffusers_fbc": DiffusersFBCConfig,
         "schema_diffusers_taylorseer": DiffusersTaylorSeerConfig,
         "schema_cachedit_dbcache": CacheDiTDBCacheConfig,
+        "schema_diffusers_magcache": DiffusersMagCacheConfig,
     },
     "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig, "schema_abcache": ABCacheConfig},
     "parallel": {"schema_none": NoneConfig},

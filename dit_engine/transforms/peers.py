@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.config.schema import CacheDiTDBCacheConfig, DiffusersFBCConfig, DiffusersTaylorSeerConfig
+from dit_engine.config.schema import CacheDiTDBCacheConfig, DiffusersFBCConfig, DiffusersMagCacheConfig, DiffusersTaylorSeerConfig
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
 
@@ -157,6 +157,41 @@ class DiffusersTaylorSeerTransform(DiffusersCacheTransform):
             use_lite_mode=c.use_lite_mode,
             taylor_factors_dtype=torch.float32,
         )
+
+
+class DiffusersMagCacheTransform(DiffusersCacheTransform):
+    """``cache=diffusers_magcache``: diffusers' MagCache with the adapter's magnitude-ratio curve."""
+
+    name = "cache.diffusers_magcache"
+    config_class = DiffusersMagCacheConfig
+
+    @classmethod
+    def check(cls, config: DiffusersMagCacheConfig, context: PlanContext) -> list[str]:
+        if cls.ratios(context.adapter) is None:
+            return [f"cache=diffusers_magcache needs a magnitude-ratio curve and adapter '{context.adapter.name}' has none; use a model that ships one"]
+        return []
+
+    @staticmethod
+    def ratios(adapter) -> list[float] | None:
+        return adapter.transform_defaults.get("cache.magcache", {}).get("mag_ratios")
+
+    @classmethod
+    def describe(cls, config: DiffusersMagCacheConfig, model_info: ModelInfo) -> str:
+        return (
+            f"peer: diffusers MagCache, threshold={config.threshold}, max_skip_steps={config.max_skip_steps}, "
+            f"retention_ratio={config.retention_ratio}, {config.num_inference_steps} steps"
+        )
+
+    def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
+        self.adapter = context.adapter
+        super().enable(pipe, transformer, context)
+
+    def diffusers_config(self):
+        from diffusers.hooks import MagCacheConfig
+
+        c = self.config
+        return MagCacheConfig(threshold=c.threshold, max_skip_steps=c.max_skip_steps, retention_ratio=c.retention_ratio,
+                              num_inference_steps=c.num_inference_steps, mag_ratios=self.ratios(self.adapter))
 
 
 #: Our block patterns -> cache-dit's ForwardPattern names.
