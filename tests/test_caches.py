@@ -336,3 +336,21 @@ def test_abcache_calibrator_raises_psnr(tiny_pipe):
     plain, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static")
     forecast, _ = apply_and_run(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static", "calibrator=abcache")
     assert psnr(reference, forecast) > psnr(reference, plain) + 2.0
+
+
+def test_wan22_two_experts_keep_their_own_state(tiny_wan):
+    import copy
+
+    from diffusers import WanPipeline
+
+    parts = {k: v for k, v in tiny_wan.components.items() if k in ("tokenizer", "text_encoder", "vae", "scheduler", "transformer")}
+    pipe = WanPipeline(**parts, transformer_2=copy.deepcopy(tiny_wan.transformer), boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    run = lambda: torch.as_tensor(pipe(**tiny_wan_call_kwargs()).frames)  # noqa: E731
+    reference = run()
+    _, summary = apply_and_run(pipe, run, "cache=dbcache", "cache.threshold=0.5")
+    calls = summary["transformer_calls"]
+    assert set(calls) == {"transformer", "transformer_2"} and sum(calls.values()) == 16  # 8 steps x cond/uncond
+    branches = cache_stats(summary)["branches"]
+    assert set(branches) == {"transformer/cfg0", "transformer/cfg1", "transformer_2/cfg0", "transformer_2/cfg1"}
+    assert torch.equal(run(), reference)
