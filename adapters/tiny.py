@@ -35,20 +35,29 @@ class TinyAdapter(Adapter):
         BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
     )
     teacache_probe = staticmethod(flux_modulated_input)
-    @property
-    def transform_defaults(self) -> dict[str, dict[str, Any]]:
-        """Thresholds measured on the embedded model at 28 steps (benchmarks/, docs/caches.md) and the
-        TeaCache / MagCache calibration shipped next to the weights (``cache=calibrate`` on bench_16)."""
+    #: Thresholds measured on the embedded model at 28 steps (benchmarks/, docs/caches.md).
+    transform_defaults = {
+        "cache.dbcache": {"threshold": 0.2},
+        "cache.scm": {"threshold": 0.2},
+        "cache.dbprune": {"threshold": 0.15},
+        "cache.teacache": {"threshold": TEACACHE_THRESHOLD},
+        "cache.magcache": {"threshold": MAGCACHE_THRESHOLD},
+    }
+
+    @staticmethod
+    def _shipped_calibration() -> dict[str, Any]:
+        """The TeaCache / MagCache calibration shipped next to the weights (a calibration run on bench_16)."""
         from dit_engine.tiny.model import WEIGHTS_DIR
 
-        calibration = json.loads((WEIGHTS_DIR / "calibration.json").read_text())["transformers"]["transformer"]
-        return {
-            "cache.dbcache": {"threshold": 0.2},
-            "cache.scm": {"threshold": 0.2},
-            "cache.dbprune": {"threshold": 0.15},
-            "cache.teacache": {"threshold": TEACACHE_THRESHOLD, "coefficients": calibration["teacache"]["coefficients"]},
-            "cache.magcache": {"threshold": MAGCACHE_THRESHOLD, "mag_ratios": calibration["magcache"]["mag_ratios"]},
-        }
+        return json.loads((WEIGHTS_DIR / "calibration.json").read_text())["transformers"]["transformer"]
+
+    @property
+    def teacache_coefficients(self) -> list[float]:
+        return self._shipped_calibration()["teacache"]["coefficients"]
+
+    @property
+    def mag_ratios(self) -> list[float]:
+        return self._shipped_calibration()["magcache"]["mag_ratios"]
 
     def _config(self, model_cfg: Any) -> tuple[dict, str]:
         from dit_engine.tiny.model import CONFIG_FILE, load_tiny_config

@@ -9,6 +9,7 @@ group ``dit_engine.adapters``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -65,6 +66,10 @@ class BlockPattern:
 #: FLUX lineage (pattern A/B in tiny-zoo.md): keywords in, ``(encoder, hidden)`` out. FLUX's
 #: single-stream blocks in diffusers 0.42 take and return both streams too.
 DUAL_STREAM_ENCODER_FIRST = BlockPattern(name="dual(encoder,hidden)")
+
+
+#: ``probe(first_block, args, kwargs) -> tensor``: the timestep-modulated input TeaCache watches.
+Probe = Callable[[torch.nn.Module, tuple, dict], torch.Tensor]
 
 
 def flux_modulated_input(block: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -127,8 +132,11 @@ class Adapter:
         pipeline_classes: names of the diffusers pipeline classes this adapter serves.
         transformer_attrs: pipeline attributes holding a DiT (two for Wan 2.2 experts).
         block_specs: the block lists of each transformer, in execution order.
-        transform_defaults: per-family values for transform settings the config leaves ``None``.
+        transform_defaults: per-family values for transform settings the config leaves ``None``,
+            by transform entry-point name (thresholds).
         teacache_probe: how TeaCache reads the timestep-modulated input off the first block.
+        teacache_coefficients: the family's published TeaCache rescaling polynomial, or None.
+        mag_ratios: the family's published MagCache magnitude-ratio curve, or None.
     """
 
     name: ClassVar[str] = ""
@@ -139,7 +147,10 @@ class Adapter:
     #: (e.g. ``{"cache.dbcache": {"threshold": 0.08}}``): the plan fills them in.
     transform_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     #: TeaCache's probe: ``(first block, args, kwargs) -> timestep-modulated input``; None if unknown.
-    teacache_probe: ClassVar[Any] = None
+    teacache_probe: ClassVar[Probe | None] = None
+    #: Published calibrations of the family (TeaCache polynomial, MagCache curve); None if none.
+    teacache_coefficients: ClassVar[list[float] | None] = None
+    mag_ratios: ClassVar[list[float] | None] = None
     provider = None  # set by the registry
 
     def matches(self, pipe: Any) -> bool:

@@ -31,3 +31,7 @@ class UnsupportedPipelineError(DitEngineError):
 
 class AlreadyAppliedError(DitEngineError):
     """:func:`dit_engine.apply` was called on a pipeline that already carries a plan."""
+
+
+class IrreversiblePlanError(DitEngineError):
+    """``Handle.remove()`` on a plan with a step that cannot be undone (quantize, shard, compile)."""

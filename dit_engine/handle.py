@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dit_engine.errors import AlreadyAppliedError
+from dit_engine.errors import AlreadyAppliedError, IrreversiblePlanError
 from dit_engine.hooks import invalidate_registry_caches
 from dit_engine.plan import Plan
 from dit_engine.steps import StepState
@@ -39,6 +39,7 @@ class Handle:
             model_info=self.plan.model_info,
             transformers=adapter.transformers(self.pipe),
             step_state=self.step_state,
+            applied=self.transforms,
         )
         try:
             for step in self.plan.steps:
@@ -64,9 +65,19 @@ class Handle:
             invalidate_registry_caches(transformer)
 
     def remove(self) -> None:
-        """Undo every transform (reverse order). Safe to call twice."""
+        """Undo every transform (reverse order). Safe to call twice.
+
+        Raises :class:`IrreversiblePlanError` before removing anything when a step cannot be
+        undone (quantized weights, sharded or compiled modules): reload the pipeline instead.
+        """
         if not self.applied:
             return
+        irreversible = self.plan.irreversible_steps()
+        if irreversible:
+            names = ", ".join(step.name for step in irreversible)
+            raise IrreversiblePlanError(
+                f"this plan cannot be removed: {names} changed the pipeline irreversibly; load the pipeline again instead"
+            )
         self._undo()
         if getattr(self.pipe, HANDLE_ATTR, None) is self:
             delattr(self.pipe, HANDLE_ATTR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from diffusers.hooks import ModelHook
 
 
 def remove_hook(module: torch.nn.Module, name: str) -> None:
@@ -33,3 +34,23 @@ def invalidate_registry_caches(module: torch.nn.Module) -> None:
         registry = getattr(child, "_diffusers_hook", None)
         if registry is not None:
             registry._child_registries_cache = None
+
+
+class StatefulHook(ModelHook):
+    """A diffusers hook whose per-request state lives in a shared ``cache`` object.
+
+    ``_is_stateful`` makes ``HookRegistry.reset_stateful_hooks`` (and so diffusers' own cache
+    resets) reach it: ``reset_state`` starts a new request on the cache, exactly as the engine's
+    step state does at ``scheduler.set_timesteps``. Several hooks may share one cache; resetting
+    it twice is the same as once.
+    """
+
+    _is_stateful = True
+
+    def __init__(self, cache):
+        super().__init__()
+        self.cache = cache
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.cache.new_request()
+        return module

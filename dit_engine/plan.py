@@ -47,6 +47,11 @@ GROUP_STAGES: dict[str, Stage] = {
     "compile": Stage.COMPILE,
 }
 
+def entry_point_prefix(stage: Stage) -> str:
+    """Entry-point names are ``<stage>.<impl>``: ``calibrator=taylorseer`` -> ``calibrate.taylorseer``."""
+    return stage.name.lower()
+
+
 #: Transforms every plan contains, whatever the config (entry-point names).
 ALWAYS = ("adapt.step_state",)
 
@@ -100,12 +105,34 @@ class Plan:
         ]
         for index, step in enumerate(self.steps, 1):
             origin = f"group {step.group}" if step.group else "always"
+            lifecycle = "".join(
+                flag for flag, on in (("; at load time", step.transform_class.acts == "load_time"),
+                                      ("; irreversible", not step.transform_class.reversible)) if on
+            )
             lines.append(
                 f"  {index}. {step.stage.name:<9} {step.name:<18} {step.transform_class.describe(step.config, info)}"
-                f"  [{origin}; {step.provider.distribution} {step.provider.version}]"
+                f"  [{origin}; {step.provider.distribution} {step.provider.version}{lifecycle}]"
             )
         lines.append("  stage order: " + " < ".join(stage.name for stage in Stage))
         return "\n".join(lines) + "\n"
+
+    def irreversible_steps(self) -> list[PlanStep]:
+        """Steps whose ``remove`` cannot restore the pipeline (quantize, shard, compile)."""
+        return [step for step in self.steps if not step.transform_class.reversible]
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """``from_pretrained`` arguments of the load-time steps, merged in plan order; two steps
+        setting one argument is a plan error, caught at compile time."""
+        merged: dict[str, Any] = {}
+        for step in self.steps:
+            if step.transform_class.acts == "load_time":
+                merged.update(step.transform_class.load_kwargs(step.config))
+        return merged
+
+    @property
+    def places_pipeline(self) -> bool:
+        """Whether a step places the modules on devices itself (offload), instead of the session."""
+        return any(step.transform_class.places_pipeline for step in self.steps)
 
     def as_dict(self) -> list[dict[str, Any]]:
         """The plan as JSON-serialisable data (for metrics.json)."""
@@ -121,32 +148,32 @@ class Plan:
         ]
 
 
-def _to_config_object(node: Any, config_class: type | None, name: str, adapter: Adapter) -> Any:
-    """The transform's config dataclass, with ``None`` settings filled from the adapter's defaults."""
-    if config_class is None or node is None:
-        return None
-    values = OmegaConf.to_container(node, resolve=True)
-    for key, default in adapter.transform_defaults.get(name, {}).items():
-        if values.get(key) is None:
-            # A `<key>_scale` setting (presets such as dbcache_fast) scales the family default.
-            scale = values.get(f"{key}_scale")
-            values[key] = default * scale if scale is not None else default
-    return config_class(**values)
+def _cross_group_problems(cfg: DictConfig, steps: list[PlanStep]) -> list[str]:
+    from dit_engine.transforms.base import ForecastTarget
 
-
-def _cross_group_problems(cfg: DictConfig, info: ModelInfo, world_size: int, steps: list[PlanStep]) -> list[str]:
     problems = []
     if cfg.calibrator.name != "none":
         cache = next((step for step in steps if step.group == "cache"), None)
         if cache is None:
             problems.append(f"calibrator={cfg.calibrator.name} needs a cache to calibrate; add cache=dbcache (or another cache)")
-        elif not getattr(cache.transform_class, "calibratable", False):
+        elif not issubclass(cache.transform_class, ForecastTarget):
             problems.append(
                 f"calibrator={cfg.calibrator.name} cannot bind to {cache.name}: it keeps no residual to forecast; "
                 "use cache=dbcache, fbcache or scm, or calibrator=none"
             )
-    if world_size != 1:
-        problems.append(f"world size {world_size} but no parallel option distributes the model; use parallel=<option>")
+    return problems
+
+
+def _load_time_conflicts(steps: list[PlanStep]) -> list[str]:
+    owner: dict[str, str] = {}
+    problems = []
+    for step in steps:
+        if step.transform_class.acts != "load_time":
+            continue
+        for key in step.transform_class.load_kwargs(step.config):
+            if key in owner:
+                problems.append(f"{owner[key]} and {step.name} both set from_pretrained's {key}; choose one of them")
+            owner.setdefault(key, step.name)
     return problems
 
 
@@ -159,8 +186,7 @@ def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_in
     for group, stage in GROUP_STAGES.items():
         node = cfg[group]
         if node.name != "none":
-            # entry-point names are <stage>.<impl>: calibrator=taylorseer -> calibrate.taylorseer
-            wanted.append((f"{stage.name.lower()}.{node.name}", group, node))
+            wanted.append((f"{entry_point_prefix(stage)}.{node.name}", group, node))
 
     steps = []
     problems: list[str] = []
@@ -169,13 +195,14 @@ def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_in
         expected_stage = GROUP_STAGES.get(group) if group else transform_class.stage
         if transform_class.stage != expected_stage:
             problems.append(f"transform {name} declares stage {transform_class.stage.name} but group {group} runs at {expected_stage.name}")
-        config = _to_config_object(node, transform_class.config_class, name, adapter)
+        config = transform_class.resolve_config(node, adapter)
         steps.append(PlanStep(transform_class.stage, name, transform_class, config, group, provider))
 
     context = PlanContext(adapter=adapter, model_info=model_info, world_size=world_size, config=cfg)
     for step in steps:
         problems.extend(step.transform_class.check(step.config, context))
-    problems.extend(_cross_group_problems(cfg, model_info, world_size, steps))
+    problems.extend(_cross_group_problems(cfg, steps))
+    problems.extend(_load_time_conflicts(steps))
     if problems:
         raise PlanError(problems)
 

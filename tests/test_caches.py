@@ -11,8 +11,8 @@ import torch
 
 import dit_engine
 from conftest import psnr
-from dit_engine.caches.forecast import TaylorSeerForecaster
-from dit_engine.caches.step_mask import flags_to_string, preset_flags, resample
+from dit_engine.calibrators.taylorseer import TaylorSeerForecaster
+from dit_engine.caches.scm import flags_to_string, preset_flags, resample
 from dit_engine.config import compose_config, group_options
 from dit_engine.engine import prepare
 from dit_engine.errors import PlanError
@@ -251,7 +251,7 @@ def test_whole_step_caches_on_the_tiny_model(tiny_pipe, cache):
 
 
 def test_magcache_curve_is_resampled_to_any_step_count():
-    from dit_engine.caches.step_policies import resample_ratios
+    from dit_engine.caches.magcache import resample_ratios
 
     curve = [1.0, 1.2, 0.9, 0.95, 0.97]
     assert resample_ratios(curve, 5) == curve
@@ -264,8 +264,8 @@ def test_magcache_curve_is_resampled_to_any_step_count():
 def test_missing_calibration_is_a_plan_error_that_says_how_to_get_one(tmp_path):
     with pytest.raises(PlanError) as info:
         prepare(compose_config(["model=wan", "cache=magcache", "dry_run=true"]))
-    assert "no published magcache mag ratios; run `python -m dit_engine cache=calibrate`" in str(info.value)
-    with pytest.raises(PlanError, match="no published teacache coefficients; run `python -m dit_engine cache=calibrate`"):
+    assert "no published magcache mag ratios; run `python -m dit_engine cache=calibration_run`" in str(info.value)
+    with pytest.raises(PlanError, match="no published teacache coefficients; run `python -m dit_engine cache=calibration_run`"):
         prepare(compose_config(["model=wan", "cache=teacache", "dry_run=true"]))
     with pytest.raises(PlanError, match="cache.calibration_file=/no/such.json does not exist"):
         prepare(compose_config(["cache=teacache", "cache.calibration_file=/no/such.json"]))
@@ -275,7 +275,7 @@ def test_missing_calibration_is_a_plan_error_that_says_how_to_get_one(tmp_path):
         prepare(compose_config(["cache=teacache", f"cache.calibration_file={bad}"]))
 
 
-CACHE_OPTIONS = [o for o in group_options("cache") if o not in ("none", "calibrate")]
+CACHE_OPTIONS = [o for o in group_options("cache") if o not in ("none", "calibrate", "calibration_run")]
 
 
 @pytest.mark.parametrize("option", CACHE_OPTIONS)
@@ -290,8 +290,8 @@ def test_every_cache_option_runs_on_the_tiny_model_and_tiny_flux(tiny_pipe, tiny
 
 
 def calibrate(pipe, run, tmp_path) -> str:
-    """A calibration.json for ``pipe`` from one run under cache=calibrate."""
-    handle = dit_engine.apply(pipe, "cache=calibrate")
+    """A calibration.json for ``pipe`` from one run under cache=calibration_run."""
+    handle = dit_engine.apply(pipe, "cache=calibration_run")
     try:
         run()
         data = handle.transforms[-1].artifacts()["calibration.json"]
@@ -318,7 +318,7 @@ def test_whole_step_caches_from_a_calibration_run_on_wan_and_qwen(tiny_wan, tmp_
 
 
 def test_abcache_extrapolation_is_exact_for_polynomials_of_its_order():
-    from dit_engine.caches.forecast import PolynomialExtrapolationForecaster
+    from dit_engine.calibrators.abcache import PolynomialExtrapolationForecaster
 
     forecaster = PolynomialExtrapolationForecaster(order=2, warmup=3)
     history = None

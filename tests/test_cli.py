@@ -109,7 +109,7 @@ def test_flux_from_a_local_directory(tmp_path):
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: cachedit_dbcache, calibrate, dbcache,"),
+        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: cachedit_dbcache, calibrate, calibration_run, dbcache,"),
         (["cache=dbcache", "cache.threshhold=0.1"], "unknown key cache.threshhold"),
         (["cache=dbcache", "cache.threshold=-0.5"], "cache.threshold=-0.5 must be >= 0"),
         (["cache=dbcache", "cache.threshold=fast"], "cache.threshold=fast is not a valid float"),
@@ -120,7 +120,7 @@ def test_flux_from_a_local_directory(tmp_path):
         (["cache=scm", "cache.mask=10x1"], "cache.mask=10x1 has characters other than 0 and 1"),
         (["cache=dbcache", "calibrator=taylorseer", "calibrator.order=-2"], "calibrator.order=-2: use 1, 2 or 3"),
         (["cache=dbprune", "calibrator=taylorseer"], "calibrator=taylorseer cannot bind to cache.dbprune"),
-        (["model=wan", "cache=teacache", "dry_run=true"], "no published teacache coefficients; run `python -m dit_engine cache=calibrate`"),
+        (["model=wan", "cache=teacache", "dry_run=true"], "no published teacache coefficients; run `python -m dit_engine cache=calibration_run`"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, expected):

@@ -7,11 +7,11 @@ import itertools
 import pytest
 
 from dit_engine.config import compose_config, group_options
-from dit_engine.config.schema import GROUP_SCHEMAS
+from dit_engine.config.schema import ENGINE_SCHEMAS
 from dit_engine.engine import prepare
 from dit_engine.errors import ConfigError, PlanError
 
-GROUPS = list(GROUP_SCHEMAS)
+GROUPS = list(ENGINE_SCHEMAS)
 
 
 def _cell(*choices: tuple[str, str]) -> list[str]:
@@ -57,7 +57,7 @@ def test_each_experiment_composes_and_compiles(experiment):
 
 
 #: Pairs that must be refused at plan time, with the reason the refusal names.
-UNCALIBRATABLE = ("none", "dbprune", "calibrate", "diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache", "cachedit_dbcache")
+UNCALIBRATABLE = ("none", "dbprune", "calibrate", "calibration_run", "diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache", "cachedit_dbcache")
 UNCALIBRATED_MODELS = ("wan", "qwen_image")  # no published TeaCache / MagCache data in their adapters
 
 
@@ -66,7 +66,7 @@ def expected_refusal(pair: dict[str, str]) -> str | None:
     if pair.get("cache", "dbcache") in UNCALIBRATABLE and pair.get("calibrator", "none") != "none":
         return "needs a cache to calibrate|cannot bind to cache"
     if pair.get("model") in UNCALIBRATED_MODELS and pair.get("cache") in ("teacache", "magcache"):
-        return "calibrate"
+        return "cache=calibration_run"
     if pair.get("model") in UNCALIBRATED_MODELS and pair.get("cache") == "diffusers_magcache":
         return "needs a magnitude-ratio curve"
     if pair.get("model") == "wan" and pair.get("cache") == "cachedit_dbcache":
@@ -103,7 +103,7 @@ def test_fbcache_is_f1b0_dbcache():
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: cachedit_dbcache, calibrate, dbcache,"),
+        (["cache=dbcachee"], "unknown option cache=dbcachee; available cache options: cachedit_dbcache, calibrate, calibration_run, dbcache,"),
         (["model=sd9"], "available model options: flux, qwen_image, tiny, wan"),
         (["cache=dbcache", "cache.threshhold=0.1"], "unknown key cache.threshhold; valid keys: front_blocks, back_blocks, threshold"),
         (["cache=dbcache", "cache.threshold=abc"], "cache.threshold=abc is not a valid float"),

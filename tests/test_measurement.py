@@ -118,7 +118,7 @@ def test_optuna_search_three_trials(tmp_path):
 
 
 def test_calibration_run_feeds_teacache_and_magcache(tmp_path):
-    result = dit_engine("cache=calibrate", "workload=one_prompt", "quiet=true", "hydra.run.dir=calib", cwd=tmp_path)
+    result = dit_engine("cache=calibration_run", "workload=one_prompt", "quiet=true", "hydra.run.dir=calib", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     calibration = json.loads((tmp_path / "calib" / "calibration.json").read_text())
     entry = calibration["transformers"]["transformer"]

@@ -68,7 +68,7 @@ def test_two_distributions_claiming_one_name_is_an_error_naming_both(fake_distri
     with pytest.raises(RegistryError) as info:
         Registry().transform_class("cache.dbcache")
     message = str(info.value)
-    assert "claimed by dit_engine (dit_engine.transforms.cache:DBCacheTransform) and fake_rival (fake_rival:RivalCache)" in message
+    assert "claimed by dit_engine (dit_engine.caches.dbcache:DBCacheTransform) and fake_rival (fake_rival:RivalCache)" in message
     assert "blocked" in message
 
 

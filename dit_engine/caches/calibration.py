@@ -1,27 +1,75 @@
-"""Calibration: record the signals TeaCache and MagCache decide from, on a plain (uncached) run.
+"""The calibration run (``cache=calibration_run``; ``cache=calibrate`` is its old name): record
+the signals TeaCache and MagCache decide from, on a plain (uncached) run.
 
-``python -m dit_engine cache=calibrate`` runs the workload with every step computed and writes
-``calibration.json``: TeaCache's polynomial (fitted from the relative L1 change of the
+``python -m dit_engine cache=calibration_run`` runs the workload with every step computed and
+writes ``calibration.json``: TeaCache's polynomial (fitted from the relative L1 change of the
 timestep-modulated input to the relative L1 change of the block-stack residual) and MagCache's
 magnitude-ratio curve (mean over tokens of |residual_t| / |residual_t-1|, averaged over prompts and
 CFG branches). ``cache=teacache`` / ``cache=magcache`` load it with ``cache.calibration_file``.
+(Not to be confused with the ``calibrator=`` group, which forecasts cached residuals.)
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from dit_engine.adapter import BlockPattern, BlockSpec
-from dit_engine.caches.dbcache import relative_l1
+from dit_engine.adapter import Adapter, BlockPattern, BlockSpec, ModelInfo
+from dit_engine.caches.block_cache import block_sequence, relative_l1
+from dit_engine.hooks import remove_hook
+from dit_engine.plan import Stage
 from dit_engine.steps import StepState
+from dit_engine.transforms.base import ApplyContext, Transform
 
-HOOK_NAME = "dit_engine.calibrate"
+HOOK_NAME = "dit_engine.calibration_run"
 TEACACHE_DEGREE = 4
+CALIBRATE_HINT = (
+    "run `python -m dit_engine cache=calibration_run` on this model (it writes calibration.json into the run directory) "
+    "and pass cache.calibration_file=<run dir>/calibration.json"
+)
+
+
+@dataclass
+class CalibrationRunConfig:
+    """``cache=calibration_run``: run uncached and write ``calibration.json`` (TeaCache polynomial,
+    MagCache ratio curve) into the run directory.
+
+    Attributes:
+        name: transform implementation (``calibration_run``).
+    """
+
+    name: str = "calibration_run"
+
+
+def read_calibration(path: str, section: str, transformer: str | None = None) -> dict | None:
+    """One section (``teacache`` / ``magcache``) of a calibration.json, for ``transformer`` or the first one."""
+    data = json.loads(Path(path).expanduser().read_text())
+    per_transformer = data.get("transformers", {})
+    entry = per_transformer.get(transformer) if transformer else None
+    entry = entry or next(iter(per_transformer.values()), {})
+    return entry.get(section)
+
+
+def calibration_problem(path: str | None, section: str) -> str | None:
+    """Why ``cache.calibration_file`` cannot serve ``section``, or None."""
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return f"cache.calibration_file={path} does not exist; {CALIBRATE_HINT}"
+    try:
+        found = read_calibration(path, section)
+    except (OSError, ValueError) as err:
+        return f"cache.calibration_file={path} is not a dit_engine calibration.json ({err}); {CALIBRATE_HINT}"
+    if not found:
+        return f"cache.calibration_file={path} has no {section} section (the model's adapter gives no probe for it?); {CALIBRATE_HINT}"
+    return None
 
 
 @dataclass
@@ -107,7 +155,7 @@ class _EntryExitHook(ModelHook):
 
 def install_recorder(block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]], step_state: StepState, probe):
     """Hook the first and last block of the stack; return the recorder and the hooked blocks."""
-    sequence = [(spec, block) for spec, blocks in block_lists for block in blocks]
+    sequence = block_sequence(block_lists)
     recorder = CalibrationRecorder(step_state, probe)
     (first_spec, first), (last_spec, last) = sequence[0], sequence[-1]
     hooked = []
@@ -119,3 +167,37 @@ def install_recorder(block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]], s
         HookRegistry.check_if_exists_or_initialize(last).register_hook(_EntryExitHook(recorder, last_spec.pattern, False, True), HOOK_NAME)
         hooked += [first, last]
     return recorder, hooked
+
+
+class CalibrationRunTransform(Transform):
+    """``cache=calibration_run``: compute every step and record TeaCache's and MagCache's signals."""
+
+    name = "cache.calibration_run"
+    stage = Stage.CACHE
+    config_class = CalibrationRunConfig
+
+    @classmethod
+    def describe(cls, config: CalibrationRunConfig, model_info: ModelInfo) -> str:
+        return "calibration run: every step computes; writes calibration.json (TeaCache polynomial, MagCache ratios)"
+
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        self.adapter: Adapter = context.adapter
+        self.recorders = {}
+        self.hooked = []
+        for name, transformer in context.transformers.items():
+            recorder, hooked = install_recorder(context.adapter.block_lists(transformer), context.step_state, context.adapter.teacache_probe)
+            self.recorders[name] = recorder
+            self.hooked += hooked
+
+    def remove(self, pipe: Any) -> None:
+        for block in self.hooked:
+            remove_hook(block, HOOK_NAME)
+        self.hooked = []
+
+    def artifacts(self) -> dict[str, Any]:
+        return {
+            "calibration.json": {
+                "model": self.adapter.name,
+                "transformers": {name: recorder.result() for name, recorder in self.recorders.items()},
+            }
+        }

@@ -1,24 +1,45 @@
-"""DBPrune hooks: dynamic block prune, decided block by block.
+"""DBPrune (``cache=dbprune``): dynamic block prune, decided block by block.
 
 Every middle block (not among the first ``front_blocks`` or the last ``back_blocks``, which always
 run) compares its input with its input at the last step it computed, in the same CFG branch of the
 same transformer: when the relative L1 change is below the threshold the block is skipped and its
 residual from that step is added instead. Finer-grained than DBCache (each block decides), at the
-cost of one comparison per block.
+cost of one comparison per block. Its config, hooks and transform live here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import HookRegistry
 
-from dit_engine.adapter import BlockPattern, BlockSpec
-from dit_engine.caches.dbcache import relative_l1
+from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo
+from dit_engine.caches.block_cache import BlockCacheConfig, BlockCacheTransform, block_sequence, relative_l1
+from dit_engine.hooks import StatefulHook, remove_hook
+from dit_engine.plan import Stage
 from dit_engine.steps import StepState
+from dit_engine.transforms.base import ApplyContext
 
 HOOK_NAME = "dit_engine.dbprune"
+
+
+@dataclass
+class DBPruneConfig(BlockCacheConfig):
+    """DBPrune, dynamic block prune (``cache=dbprune``).
+
+    Every block between the first ``front_blocks`` and the last ``back_blocks`` decides on its
+    own: when its input changed less than ``threshold`` (relative L1) since the last step it
+    computed, it is skipped and its residual from then is added. ``max_cached_steps`` and
+    ``max_continuous_cached_steps`` apply per block. ``separate_cfg`` is not used: every branch
+    decides per block.
+
+    Attributes:
+        name: transform implementation (``dbprune``).
+    """
+
+    name: str = "dbprune"
 
 
 @dataclass
@@ -39,20 +60,12 @@ class PruneBranchState:
     computed_per_step: list[int] = field(default_factory=list)
 
 
-@dataclass
-class DBPruneSettings:
-    threshold: float
-    warmup_steps: int
-    max_cached_steps: int  # per block and request
-    max_continuous_cached_steps: int  # per block
-
-
 class DBPruneState:
     """Per-block decisions and counters of one transformer."""
 
-    def __init__(self, name: str, settings: DBPruneSettings, step_state: StepState, middle_per_list: dict[str, int], lists: dict[str, int]):
+    def __init__(self, name: str, config: DBPruneConfig, step_state: StepState, middle_per_list: dict[str, int], lists: dict[str, int]):
         self.name = name
-        self.settings = settings
+        self.config = config
         self.step_state = step_state
         self.middle_per_list = middle_per_list
         self.lists = lists
@@ -88,7 +101,7 @@ class DBPruneState:
             self.blocks_computed[path] += count - self.middle_per_list[path]
 
     def may_prune(self, state: PruneBranchState, block: PrunedBlock | None, hidden: torch.Tensor) -> bool:
-        s = self.settings
+        s = self.config
         return (
             block is not None
             and s.threshold > 0
@@ -131,10 +144,9 @@ class DBPruneState:
         }
 
 
-class DBPruneBlockHook(ModelHook):
+class DBPruneBlockHook(StatefulHook):
     def __init__(self, cache: DBPruneState, pattern: BlockPattern, index: int, path: str, first: bool):
-        super().__init__()
-        self.cache = cache
+        super().__init__(cache)
         self.pattern = pattern
         self.index = index
         self.path = path
@@ -164,16 +176,16 @@ class DBPruneBlockHook(ModelHook):
         return output
 
 
-def install_dbprune(name: str, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]], front: int, back: int,
-                    settings: DBPruneSettings, step_state: StepState) -> tuple[DBPruneState, list[torch.nn.Module]]:
+def install_dbprune(name: str, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]], config: DBPruneConfig,
+                    step_state: StepState) -> tuple[DBPruneState, list[torch.nn.Module]]:
     """Hook the middle blocks of one transformer; return its state and the hooked blocks."""
-    sequence = [(spec, block) for spec, blocks in block_lists for block in blocks]
-    middle = range(front, len(sequence) - back)
+    sequence = block_sequence(block_lists)
+    middle = range(config.front_blocks, len(sequence) - config.back_blocks)
     lists = {spec.path: len(blocks) for spec, blocks in block_lists}
     middle_per_list = {path: 0 for path in lists}
     for i in middle:
         middle_per_list[sequence[i][0].path] += 1
-    cache = DBPruneState(name, settings, step_state, middle_per_list, lists)
+    cache = DBPruneState(name, config, step_state, middle_per_list, lists)
     hooked = []
     for i in middle:
         spec, block = sequence[i]
@@ -182,3 +194,33 @@ def install_dbprune(name: str, block_lists: list[tuple[BlockSpec, torch.nn.Modul
         hooked.append(block)
     return cache, hooked
 
+
+class DBPruneTransform(BlockCacheTransform):
+    """``cache=dbprune``: hooks every middle block with its own decision. Not a forecast target:
+    per-block residuals are reused as they are."""
+
+    name = "cache.dbprune"
+    stage = Stage.CACHE
+    config_class = DBPruneConfig
+    min_front_blocks = 0
+
+    @classmethod
+    def describe(cls, config: DBPruneConfig, model_info: ModelInfo) -> str:
+        return (
+            f"DBPrune over {model_info.total_blocks} blocks, first {config.front_blocks} and last {config.back_blocks} never "
+            f"pruned, threshold={config.threshold} per block, warmup_steps={config.warmup_steps}, "
+            f"max_cached_steps={config.max_cached_steps} and max_continuous_cached_steps={config.max_continuous_cached_steps} per block"
+        )
+
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        self.caches = []
+        self.hooked = []
+        for name, transformer in context.transformers.items():
+            cache, hooked = install_dbprune(name, context.adapter.block_lists(transformer), self.config, context.step_state)
+            self.caches.append(cache)
+            self.hooked.extend(hooked)
+
+    def remove(self, pipe: Any) -> None:
+        for block in self.hooked:
+            remove_hook(block, HOOK_NAME)
+        self.hooked = []

@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dit_engine.config.schema import GROUP_SCHEMAS, EngineConfig, NoneConfig, register_schemas
+from dit_engine.config.schema import EngineConfig, NoneConfig, group_schemas, register_schemas
 from dit_engine.errors import ConfigError
 
 CONFIG_MODULE = "dit_engine.conf"
@@ -53,7 +53,7 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def _schema_keys(schema_name: str) -> list[str]:
-    for schemas in [{"schema_engine": EngineConfig}, *GROUP_SCHEMAS.values()]:
+    for schemas in [{"schema_engine": EngineConfig}, *group_schemas().values()]:
         for node in schemas.values():
             if node.__name__ == schema_name:
                 return list(node.__dataclass_fields__)
@@ -74,7 +74,7 @@ def explain_compose_error(err: Exception) -> str:
 
     unknown_group = re.search(r"Could not override '([^']+)'.*?No match in the defaults list", full, re.S)
     if unknown_group:
-        return f"unknown config group '{unknown_group.group(1)}'; groups: {', '.join(GROUP_SCHEMAS)}"
+        return f"unknown config group '{unknown_group.group(1)}'; groups: {', '.join(group_schemas())}"
 
     bad_key = re.search(r"Key '([^']+)' not in '(\w+)'", full)
     if bad_key:

@@ -13,6 +13,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from dit_engine.caches.block_cache import BlockCacheConfig
+
 
 @dataclass
 class ModelConfig:
@@ -43,49 +45,7 @@ class NoneConfig:
 
 
 @dataclass
-class CacheSettings:
-    """Settings shared by the block caches (``cache=dbcache``, ``cache=fbcache``).
-
-    All transformer block lists of the model are treated as one sequence of N blocks. The first
-    ``front_blocks`` (Fn) and the last ``back_blocks`` (Bn) always run. After Fn, the relative L1
-    change of the Fn output residual against the last fully computed step is compared with
-    ``threshold``: below it, the middle blocks are skipped and their residual from the last
-    computed step is reused.
-
-    Attributes:
-        front_blocks: Fn, blocks always computed at the start; they probe how much the step
-            changed. More front blocks: better decisions and quality, less saving. At least 1.
-        back_blocks: Bn, blocks always computed at the end; they refine the reused residual.
-            More back blocks: better quality, less saving. Fn + Bn must be below N.
-        threshold: relative L1 change of the Fn residual below which the middle blocks are
-            reused. 0 never caches (output identical to no cache); larger caches more steps,
-            faster and further from the uncached image. ``None`` takes the model adapter's
-            default for this family (tiny: 0.2, flux: 0.08); the plan shows the value used.
-        threshold_scale: multiplies the model's default threshold when ``threshold`` is null
-            (the presets ``dbcache_fast`` and ``dbcache_slow`` use it); ignored otherwise.
-        warmup_steps: the first steps of every request always compute (the trajectory changes
-            fastest there).
-        max_cached_steps: most cached steps per request and CFG branch; -1 for no limit.
-        max_continuous_cached_steps: most cached steps in a row before one full compute; -1 for
-            no limit. A small value bounds drift at high thresholds.
-        separate_cfg: ``None`` or ``True``: every CFG branch (the k-th transformer call of a
-            step) decides on its own; ``False``: later branches follow the first branch's
-            decision, so cond and uncond are always computed or cached together. Batched CFG
-            (one call per step) is one branch either way.
-    """
-
-    front_blocks: int = 1
-    back_blocks: int = 0
-    threshold: Optional[float] = None
-    threshold_scale: float = 1.0
-    warmup_steps: int = 2
-    max_cached_steps: int = -1
-    max_continuous_cached_steps: int = -1
-    separate_cfg: Optional[bool] = None
-
-
-@dataclass
-class NoCacheConfig(CacheSettings):
+class NoCacheConfig(BlockCacheConfig):
     """``cache=none``: nothing is cached.
 
     The shared cache settings are accepted and ignored, so that one sweep can cross cache
@@ -93,233 +53,6 @@ class NoCacheConfig(CacheSettings):
     """
 
     name: str = "none"
-
-
-@dataclass
-class DBCacheConfig(CacheSettings):
-    """DBCache: dual-block residual cache (``cache=dbcache``; ``cache=fbcache`` is F1B0).
-
-    Attributes:
-        name: transform implementation (``dbcache``); see :class:`CacheSettings` for the rest.
-    """
-
-    name: str = "dbcache"
-
-
-@dataclass
-class DBPruneConfig(CacheSettings):
-    """DBPrune, dynamic block prune (``cache=dbprune``).
-
-    Every block between the first ``front_blocks`` and the last ``back_blocks`` decides on its
-    own: when its input changed less than ``threshold`` (relative L1) since the last step it
-    computed, it is skipped and its residual from then is added. ``max_cached_steps`` and
-    ``max_continuous_cached_steps`` apply per block. ``separate_cfg`` is not used: every branch
-    decides per block.
-
-    Attributes:
-        name: transform implementation (``dbprune``).
-    """
-
-    name: str = "dbprune"
-
-
-@dataclass
-class SCMConfig(CacheSettings):
-    """SCM, steps computation mask (``cache=scm``, ``cache=scm_static``): which steps may cache.
-
-    The mask fixes, per denoising step, whether the step must compute; on the other steps the
-    ``dynamic`` policy still applies the DBCache threshold, ``static`` reuses unconditionally
-    (then ``front_blocks`` may be 0, and ``skip_level=model`` skips the whole transformer call;
-    with ``calibrator=taylorseer`` its output is forecast: step-level forecasting).
-
-    Attributes:
-        name: transform implementation (``scm``).
-        preset: ``slow``, ``medium``, ``fast`` or ``ultra``: compute about 60 / 40 / 33 / 25 % of
-            the steps: the first tenth, then one every fixed stride. Defined relative to the
-            number of steps, so one preset serves 8, 28 or 50 steps.
-        mask: explicit bit string, ``1`` = compute, ``0`` = may cache (e.g. ``1111010101...``);
-            overrides ``preset``. A mask of another length than the step count is resampled
-            proportionally (step i of N reads bit floor(i * len / N)).
-        policy: ``dynamic`` or ``static`` (see above).
-        skip_level: ``blocks`` (cached steps skip the middle blocks) or ``model`` (static policy
-            only: a cached step skips the whole transformer call and reuses, or with a
-            calibrator forecasts, the model output; front/back blocks are not used).
-    """
-
-    name: str = "scm"
-    preset: Optional[str] = "medium"
-    mask: Optional[str] = None
-    policy: str = "dynamic"
-    skip_level: str = "blocks"
-
-
-@dataclass
-class TeaCacheConfig(CacheSettings):
-    """TeaCache (``cache=teacache``): skip whole steps while the polynomial-rescaled relative L1
-    change of the timestep-modulated input, accumulated since the last computed step, stays below
-    ``threshold``. The first and last steps always compute.
-
-    Attributes:
-        name: transform implementation (``teacache``).
-        coefficients: the rescaling polynomial, highest power first. ``None``: from
-            ``calibration_file``, else the adapter's published ones (FLUX, the tiny model).
-        calibration_file: a ``calibration.json`` written by ``python -m dit_engine cache=calibrate``.
-    """
-
-    name: str = "teacache"
-    coefficients: Optional[list[float]] = None
-    calibration_file: Optional[str] = None
-
-
-@dataclass
-class MagCacheConfig(CacheSettings):
-    """MagCache (``cache=magcache``): skip whole steps while the accumulated deviation from 1 of the
-    product of the model's residual magnitude ratios stays below ``threshold``; at most
-    ``max_continuous_cached_steps`` in a row. The ratio curve is interpolated to the requested
-    step count, so one calibration serves any number of steps.
-
-    Attributes:
-        name: transform implementation (``magcache``).
-        mag_ratios: per-step magnitude ratios; ``None``: from ``calibration_file``, else the
-            adapter's (FLUX: MagCache's published curve; the tiny model: its shipped calibration).
-        calibration_file: a ``calibration.json`` written by ``python -m dit_engine cache=calibrate``.
-        retention_ratio: the first fraction of the steps always computes.
-    """
-
-    name: str = "magcache"
-    mag_ratios: Optional[list[float]] = None
-    calibration_file: Optional[str] = None
-    retention_ratio: float = 0.2
-
-
-@dataclass
-class CalibrateConfig:
-    """``cache=calibrate``: run uncached and write ``calibration.json`` (TeaCache polynomial,
-    MagCache ratio curve) into the run directory.
-
-    Attributes:
-        name: transform implementation (``calibrate``).
-    """
-
-    name: str = "calibrate"
-
-
-@dataclass
-class TaylorSeerConfig:
-    """TaylorSeer calibrator (``calibrator=taylorseer``): forecast instead of reuse.
-
-    On every computed step the cached residual's finite-difference derivatives (over the step
-    index) are updated; a cached step then adds the Taylor forecast of the residual instead of the
-    stale one. Binds to the installed block cache (``cache=dbcache``, ``fbcache``, ``scm``...).
-
-    Attributes:
-        name: transform implementation (``taylorseer``).
-        order: highest derivative used, 1-3. Higher follows curved trajectories better but
-            amplifies noise between far-apart computed steps.
-        warmup: computed steps of history needed before the forecast is used (plain reuse until
-            then); at least ``order`` + 1 gives every derivative its data.
-    """
-
-    name: str = "taylorseer"
-    order: int = 1
-    warmup: int = 2
-
-
-@dataclass
-class DiffusersFBCConfig:
-    """Peer: diffusers' own FirstBlockCache (``cache=diffusers_fbc``), for side-by-side comparisons.
-
-    Attributes:
-        name: transform implementation (``diffusers_fbc``).
-        threshold: diffusers' ``FirstBlockCacheConfig.threshold`` (absmean residual difference).
-    """
-
-    name: str = "diffusers_fbc"
-    threshold: float = 0.05
-
-
-@dataclass
-class DiffusersTaylorSeerConfig:
-    """Peer: diffusers' own TaylorSeerCache (``cache=diffusers_taylorseer``), for comparisons.
-
-    Attributes:
-        name: transform implementation (``diffusers_taylorseer``).
-        cache_interval: full computes every this many steps; forecasts in between.
-        disable_cache_before_step: the first steps always compute.
-        max_order: Taylor order.
-        use_lite_mode: diffusers' lite mode (skip whole blocks, forecast the projections).
-    """
-
-    name: str = "diffusers_taylorseer"
-    cache_interval: int = 4
-    disable_cache_before_step: int = 3
-    max_order: int = 1
-    use_lite_mode: bool = True
-
-
-@dataclass
-class ABCacheConfig:
-    """AB-Cache calibrator (``calibrator=abcache``): Adams-Bashforth style extrapolation.
-
-    On a cached step the residual is extrapolated with the polynomial through the last
-    ``order`` + 1 computed values (over the step index). Binds to the installed block cache.
-
-    Attributes:
-        name: transform implementation (``abcache``).
-        order: polynomial degree, 1-3 (1: linear extrapolation from the last two computes).
-        warmup: computed values needed before extrapolating (plain reuse until then); at least 2.
-    """
-
-    name: str = "abcache"
-    order: int = 1
-    warmup: int = 2
-
-
-@dataclass
-class DiffusersMagCacheConfig:
-    """Peer: diffusers' own MagCache (``cache=diffusers_magcache``), for comparisons.
-
-    It uses the same magnitude-ratio curve as ``cache=magcache`` (the adapter's), which diffusers
-    interpolates to ``num_inference_steps`` by nearest neighbour.
-
-    Attributes:
-        name: transform implementation (``diffusers_magcache``).
-        threshold: diffusers' ``MagCacheConfig.threshold``.
-        max_skip_steps: most skipped steps in a row.
-        retention_ratio: the first fraction of the steps always computes.
-        num_inference_steps: the step count of the runs (diffusers needs it up front).
-    """
-
-    name: str = "diffusers_magcache"
-    threshold: float = 0.12
-    max_skip_steps: int = 3
-    retention_ratio: float = 0.2
-    num_inference_steps: int = 28
-
-
-@dataclass
-class CacheDiTDBCacheConfig:
-    """Peer: cache-dit's own DBCache (``cache=cachedit_dbcache``; needs ``pip install --no-deps cache-dit``).
-
-    Attributes:
-        name: transform implementation (``cachedit_dbcache``).
-        front_blocks: cache-dit ``Fn_compute_blocks``.
-        back_blocks: cache-dit ``Bn_compute_blocks``.
-        threshold: cache-dit ``residual_diff_threshold``.
-        warmup_steps: cache-dit ``max_warmup_steps``.
-        max_cached_steps: cache-dit ``max_cached_steps`` (-1: no limit).
-        max_continuous_cached_steps: cache-dit ``max_continuous_cached_steps`` (-1: no limit).
-        separate_cfg: cache-dit ``has_separate_cfg`` (it cannot see step boundaries by itself).
-    """
-
-    name: str = "cachedit_dbcache"
-    front_blocks: int = 1
-    back_blocks: int = 0
-    threshold: float = 0.2
-    warmup_steps: int = 2
-    max_cached_steps: int = -1
-    max_continuous_cached_steps: int = -1
-    separate_cfg: bool = False
 
 
 @dataclass
@@ -423,23 +156,11 @@ class EngineConfig:
     blocked: list[str] = field(default_factory=list)
 
 
-#: Group -> {schema name -> dataclass}. Option YAMLs pick theirs with ``defaults: [schema_<x>]``.
-GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+#: The engine's own schemas. Technique schemas come with their transforms (see ``register_schemas``).
+ENGINE_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"schema_model": ModelConfig},
-    "cache": {
-        "schema_none": NoCacheConfig,
-        "schema_dbcache": DBCacheConfig,
-        "schema_dbprune": DBPruneConfig,
-        "schema_scm": SCMConfig,
-        "schema_teacache": TeaCacheConfig,
-        "schema_magcache": MagCacheConfig,
-        "schema_calibrate": CalibrateConfig,
-        "schema_diffusers_fbc": DiffusersFBCConfig,
-        "schema_diffusers_taylorseer": DiffusersTaylorSeerConfig,
-        "schema_cachedit_dbcache": CacheDiTDBCacheConfig,
-        "schema_diffusers_magcache": DiffusersMagCacheConfig,
-    },
-    "calibrator": {"schema_none": NoneConfig, "schema_taylorseer": TaylorSeerConfig, "schema_abcache": ABCacheConfig},
+    "cache": {"schema_none": NoCacheConfig},
+    "calibrator": {"schema_none": NoneConfig},
     "parallel": {"schema_none": NoneConfig},
     "quant": {"schema_none": NoneConfig},
     "compile": {"schema_none": NoneConfig},
@@ -447,11 +168,44 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "report": {"schema_report": ReportConfig},
 }
 
+def group_schemas(registry=None) -> dict[str, dict[str, type]]:
+    """Group -> {schema name -> dataclass}: the engine's plus one ``schema_<impl>`` per installed
+    transform (its ``config_class``), so a plugin's transform brings its own schema.
+
+    A transform entry point that fails to import is left out here (its options then fail to
+    compose); using it reports the import error through the registry.
+    """
+    from dit_engine.errors import RegistryError
+    from dit_engine.plan import GROUP_STAGES, entry_point_prefix
+    from dit_engine.registry import TRANSFORM_GROUP, Registry
+
+    registry = registry or Registry()
+    schemas = {group: dict(options) for group, options in ENGINE_SCHEMAS.items()}
+    prefixes = {entry_point_prefix(stage): group for group, stage in GROUP_STAGES.items()}
+    for name in registry.names(TRANSFORM_GROUP):
+        prefix, _, impl = name.partition(".")
+        if prefix not in prefixes:
+            continue
+        try:
+            transform_class, _ = registry.transform_class(name)
+        except RegistryError:
+            continue
+        if transform_class.config_class is not None:
+            schemas[prefixes[prefix]][f"schema_{impl}"] = transform_class.config_class
+    return schemas
+
+
+_registered = False
+
 
 def register_schemas() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    """Store every schema in Hydra's ConfigStore (once per process)."""
+    global _registered
+    if _registered:
+        return
     cs = ConfigStore.instance()
     cs.store(name="schema_engine", node=EngineConfig)
-    for group, schemas in GROUP_SCHEMAS.items():
+    for group, schemas in group_schemas().items():
         for name, node in schemas.items():
             cs.store(group=group, name=name, node=node)
+    _registered = True

@@ -2,7 +2,10 @@
 
 :mod:`dit_engine.testing.pipelines` builds tiny, offline, deterministic diffusers pipelines
 (FLUX, Wan 2.1, Qwen-Image) that run in milliseconds on a CPU and round-trip through
-``save_pretrained`` / ``from_pretrained``.
+``save_pretrained`` / ``from_pretrained``.  It re-exports the per-family modules
+:mod:`~dit_engine.testing.tiny_flux`, :mod:`~dit_engine.testing.tiny_wan`,
+:mod:`~dit_engine.testing.tiny_qwen_image` and the in-memory tokenizers of
+:mod:`~dit_engine.testing.tokenizers`.
 """
 
 from dit_engine.testing.pipelines import (

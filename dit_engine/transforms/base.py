@@ -1,16 +1,29 @@
 """The transform contract.
 
-A transform is one stage's change to a pipeline. ``check`` is pure (config and model facts
-only, no weights) and runs at plan-compile time; ``apply`` installs named, removable hooks;
-``remove`` puts the pipeline back exactly as it was; ``stats`` reports what it did.
+A transform is one stage's change to a pipeline. It brings its own config dataclass
+(``config_class``, registered as the Hydra schema ``schema_<impl>`` of its group through the same
+entry point as the transform), a pure ``check`` (config and model facts only, no weights) run at
+plan-compile time, ``apply`` that changes a loaded pipeline, and ``remove`` that puts it back.
+
+Lifecycle, declared per class so the plan and the session can honour it:
+
+* ``acts``: ``"loaded"`` (applied to a loaded pipeline: hooks, wrappers) or ``"load_time"`` (it
+  contributes ``from_pretrained`` arguments through :meth:`Transform.load_kwargs`, e.g. a
+  ``quantization_config`` or a ``device_map``, and then finishes in ``apply``);
+* ``reversible``: whether ``remove`` restores the pipeline exactly. Quantization, tensor
+  parallelism and compilation are not; :meth:`dit_engine.Handle.remove` refuses a plan that holds
+  one, naming it, before it removes anything;
+* ``places_pipeline``: the transform decides where the modules live (offload); the session then
+  does not move the pipeline to ``model.device`` itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+from omegaconf import OmegaConf
 
 from dit_engine.adapter import Adapter, ModelInfo
 from dit_engine.plan import PlanContext, Stage
@@ -25,8 +38,18 @@ class ApplyContext:
     model_info: ModelInfo
     transformers: dict[str, torch.nn.Module]
     step_state: StepState
-    #: Cache states installed by CACHE-stage transforms, for calibrators to bind to.
-    caches: list = field(default_factory=list)
+    #: The transforms applied before this one, in plan order (a calibrator finds its cache here).
+    applied: list["Transform"] = field(default_factory=list)
+
+
+@runtime_checkable
+class ForecastTarget(Protocol):
+    """A cache a calibrator can bind to: cached steps then use the forecaster's prediction of the
+    residual (or output) instead of the stale value."""
+
+    def bind_forecaster(self, forecaster: Any) -> None: ...
+
+    def unbind_forecaster(self) -> None: ...
 
 
 class Transform:
@@ -35,9 +58,33 @@ class Transform:
     name: ClassVar[str] = ""
     stage: ClassVar[Stage]
     config_class: ClassVar[type | None] = None
+    #: ``"loaded"``: applied to a loaded pipeline; ``"load_time"``: also shapes ``from_pretrained``.
+    acts: ClassVar[str] = "loaded"
+    #: ``remove`` restores the pipeline exactly (hooks); False for quantize / shard / compile.
+    reversible: ClassVar[bool] = True
+    #: The transform places the modules on devices itself (offload): the session does not.
+    places_pipeline: ClassVar[bool] = False
 
     def __init__(self, config: Any = None):
         self.config = config
+
+    @classmethod
+    def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
+        """The model family's values for settings this transform's config leaves ``None``
+        (thresholds from ``adapter.transform_defaults[<name>]``; techniques add calibrated facts)."""
+        return dict(adapter.transform_defaults.get(cls.name, {}))
+
+    @classmethod
+    def resolve_config(cls, node: Any, adapter: Adapter) -> Any:
+        """The config object for this transform from its composed node, with ``None`` settings
+        filled from :meth:`family_defaults`."""
+        if cls.config_class is None or node is None:
+            return None
+        values = OmegaConf.to_container(node, resolve=True)
+        for key, default in cls.family_defaults(adapter).items():
+            if values.get(key) is None:
+                values[key] = default
+        return cls.config_class(**values)
 
     @classmethod
     def check(cls, config: Any, context: PlanContext) -> list[str]:
@@ -48,6 +95,11 @@ class Transform:
     def describe(cls, config: Any, model_info: ModelInfo) -> str:
         """One line for ``Plan.explain()``."""
         return cls.name
+
+    @classmethod
+    def load_kwargs(cls, config: Any) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments of a ``load_time`` transform (none otherwise)."""
+        return {}
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         raise NotImplementedError

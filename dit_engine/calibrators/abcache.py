@@ -1,51 +1,31 @@
-"""Forecasters that calibrators bind to a block cache (see ``caches.dbcache.Forecaster``)."""
+"""AB-Cache (``calibrator=abcache``, arXiv 2504.10540): cached steps add the Adams-Bashforth /
+polynomial extrapolation of the cached residual through the last computed values."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from dit_engine.calibrators.base import CalibratorTransform
+
 
 @dataclass
-class TaylorHistory:
-    """Finite-difference derivatives of one residual stream at its last computed step."""
+class ABCacheConfig:
+    """AB-Cache calibrator (``calibrator=abcache``): Adams-Bashforth style extrapolation.
 
-    derivatives: list[torch.Tensor]
-    step: int
-    updates: int
+    On a cached step the residual is extrapolated with the polynomial through the last
+    ``order`` + 1 computed values (over the step index). Binds to the installed block cache.
 
-
-class TaylorSeerForecaster:
-    """TaylorSeer (arXiv 2503.06923): Taylor-expand the residual around the last computed step.
-
-    ``update`` rebuilds the derivatives from the new value and the previous ones (divided
-    differences over the step index); ``forecast`` evaluates the truncated series
-    ``sum_i d_i * k**i / i!`` at ``k`` steps after the last computed one.
+    Attributes:
+        name: transform implementation (``abcache``).
+        order: polynomial degree, 1-3 (1: linear extrapolation from the last two computes).
+        warmup: computed values needed before extrapolating (plain reuse until then); at least 2.
     """
 
-    def __init__(self, order: int, warmup: int):
-        self.order = order
-        self.warmup = warmup
-
-    def update(self, history: TaylorHistory | None, value: torch.Tensor, step: int) -> TaylorHistory:
-        if history is None or history.derivatives[0].shape != value.shape:
-            return TaylorHistory([value], step, 1)
-        gap = max(1, step - history.step)
-        derivatives = [value]
-        for i in range(min(self.order, len(history.derivatives))):
-            derivatives.append((derivatives[i] - history.derivatives[i]) / gap)
-        return TaylorHistory(derivatives, step, history.updates + 1)
-
-    def forecast(self, history: TaylorHistory, step: int) -> torch.Tensor:
-        if history.updates < self.warmup:
-            return history.derivatives[0]
-        distance = step - history.step
-        result = history.derivatives[0]
-        for i, derivative in enumerate(history.derivatives[1:], start=1):
-            result = result + derivative * (distance**i / math.factorial(i))
-        return result
+    name: str = "abcache"
+    order: int = 1
+    warmup: int = 2
 
 
 @dataclass
@@ -86,3 +66,14 @@ class PolynomialExtrapolationForecaster:
                     weight *= (step - other) / (at - other)
             result = result + value * weight
         return result
+
+
+class ABCacheTransform(CalibratorTransform):
+    """``calibrator=abcache``."""
+
+    name = "calibrate.abcache"
+    config_class = ABCacheConfig
+    label = "AB-Cache extrapolation"
+
+    def make_forecaster(self) -> PolynomialExtrapolationForecaster:
+        return PolynomialExtrapolationForecaster(self.config.order, self.config.warmup)

@@ -8,14 +8,95 @@ measured the same way as for dit_engine's caches.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.config.schema import CacheDiTDBCacheConfig, DiffusersFBCConfig, DiffusersMagCacheConfig, DiffusersTaylorSeerConfig
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
+
+
+@dataclass
+class DiffusersFBCConfig:
+    """Peer: diffusers' own FirstBlockCache (``cache=diffusers_fbc``), for side-by-side comparisons.
+
+    Attributes:
+        name: transform implementation (``diffusers_fbc``).
+        threshold: diffusers' ``FirstBlockCacheConfig.threshold`` (absmean residual difference).
+    """
+
+    name: str = "diffusers_fbc"
+    threshold: float = 0.05
+
+
+@dataclass
+class DiffusersTaylorSeerConfig:
+    """Peer: diffusers' own TaylorSeerCache (``cache=diffusers_taylorseer``), for comparisons.
+
+    Attributes:
+        name: transform implementation (``diffusers_taylorseer``).
+        cache_interval: full computes every this many steps; forecasts in between.
+        disable_cache_before_step: the first steps always compute.
+        max_order: Taylor order.
+        use_lite_mode: diffusers' lite mode (skip whole blocks, forecast the projections).
+    """
+
+    name: str = "diffusers_taylorseer"
+    cache_interval: int = 4
+    disable_cache_before_step: int = 3
+    max_order: int = 1
+    use_lite_mode: bool = True
+
+
+@dataclass
+class DiffusersMagCacheConfig:
+    """Peer: diffusers' own MagCache (``cache=diffusers_magcache``), for comparisons.
+
+    It uses the same magnitude-ratio curve as ``cache=magcache`` (the adapter's), which diffusers
+    interpolates to ``num_inference_steps`` by nearest neighbour.
+
+    Attributes:
+        name: transform implementation (``diffusers_magcache``).
+        threshold: diffusers' ``MagCacheConfig.threshold``.
+        max_skip_steps: most skipped steps in a row.
+        retention_ratio: the first fraction of the steps always computes.
+        num_inference_steps: the step count of the runs (diffusers needs it up front).
+        mag_ratios: the curve; ``None`` takes the adapter's (``Adapter.mag_ratios``).
+    """
+
+    name: str = "diffusers_magcache"
+    threshold: float = 0.12
+    max_skip_steps: int = 3
+    retention_ratio: float = 0.2
+    num_inference_steps: int = 28
+    mag_ratios: Optional[list[float]] = None
+
+
+@dataclass
+class CacheDiTDBCacheConfig:
+    """Peer: cache-dit's own DBCache (``cache=cachedit_dbcache``; needs ``pip install --no-deps cache-dit``).
+
+    Attributes:
+        name: transform implementation (``cachedit_dbcache``).
+        front_blocks: cache-dit ``Fn_compute_blocks``.
+        back_blocks: cache-dit ``Bn_compute_blocks``.
+        threshold: cache-dit ``residual_diff_threshold``.
+        warmup_steps: cache-dit ``max_warmup_steps``.
+        max_cached_steps: cache-dit ``max_cached_steps`` (-1: no limit).
+        max_continuous_cached_steps: cache-dit ``max_continuous_cached_steps`` (-1: no limit).
+        separate_cfg: cache-dit ``has_separate_cfg`` (it cannot see step boundaries by itself).
+    """
+
+    name: str = "cachedit_dbcache"
+    front_blocks: int = 1
+    back_blocks: int = 0
+    threshold: float = 0.2
+    warmup_steps: int = 2
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+    separate_cfg: bool = False
 
 
 class BlockCounter:
@@ -53,7 +134,6 @@ class PeerCacheTransform(Transform):
     """Base of the peers: install the peer's cache, count the block forwards that really run."""
 
     stage = Stage.CACHE
-    calibratable = False
 
     def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
         raise NotImplementedError
@@ -166,14 +246,18 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
     config_class = DiffusersMagCacheConfig
 
     @classmethod
-    def check(cls, config: DiffusersMagCacheConfig, context: PlanContext) -> list[str]:
-        if cls.ratios(context.adapter) is None:
-            return [f"cache=diffusers_magcache needs a magnitude-ratio curve and adapter '{context.adapter.name}' has none; use a model that ships one"]
-        return []
+    def family_defaults(cls, adapter) -> dict[str, Any]:
+        defaults = super().family_defaults(adapter)
+        if adapter.mag_ratios is not None:
+            defaults["mag_ratios"] = list(adapter.mag_ratios)
+        return defaults
 
-    @staticmethod
-    def ratios(adapter) -> list[float] | None:
-        return adapter.transform_defaults.get("cache.magcache", {}).get("mag_ratios")
+    @classmethod
+    def check(cls, config: DiffusersMagCacheConfig, context: PlanContext) -> list[str]:
+        if config.mag_ratios is None:
+            return [f"cache=diffusers_magcache needs a magnitude-ratio curve and adapter '{context.adapter.name}' has none; "
+                    "set cache.mag_ratios=[...] or use a model that ships one"]
+        return []
 
     @classmethod
     def describe(cls, config: DiffusersMagCacheConfig, model_info: ModelInfo) -> str:
@@ -182,16 +266,12 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
             f"retention_ratio={config.retention_ratio}, {config.num_inference_steps} steps"
         )
 
-    def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
-        self.adapter = context.adapter
-        super().enable(pipe, transformer, context)
-
     def diffusers_config(self):
         from diffusers.hooks import MagCacheConfig
 
         c = self.config
         return MagCacheConfig(threshold=c.threshold, max_skip_steps=c.max_skip_steps, retention_ratio=c.retention_ratio,
-                              num_inference_steps=c.num_inference_steps, mag_ratios=self.ratios(self.adapter))
+                              num_inference_steps=c.num_inference_steps, mag_ratios=c.mag_ratios)
 
 
 #: Our block patterns -> cache-dit's ForwardPattern names.

@@ -1,0 +1,490 @@
+"""The block cache: one hook mechanism over a transformer's block stack, with a pluggable rule
+that decides, per transformer call, whether the middle blocks compute or are reused.
+
+The block lists of a transformer are one sequence of N blocks. Per transformer call:
+
+1. the first ``front_blocks`` (Fn) run; at the end of them (or, with Fn = 0, before the first
+   block) the :class:`DecisionRule` decides: *compute* or *hit*;
+2. on a hit every middle block returns its input unchanged, except the first middle block of each
+   block list, which adds that list's middle-span residual: the one stored at the last computed
+   step, or a forecast of it when a calibrator (e.g. TaylorSeer) is bound;
+3. on a compute every block runs and the middle-span residuals are stored (and fed to the
+   calibrator's history);
+4. the last ``back_blocks`` (Bn) always run.
+
+Residuals are kept per block list because the parent model may transform the streams between
+lists; each list's span is reused in its own representation. State is kept per (transformer,
+CFG branch) and dropped at every new request. ``install_output_cache`` is the same cache at model
+level: a hit answers the whole transformer call, nothing runs.
+
+The rules live with their techniques (DBCache's threshold in ``caches/dbcache.py``, SCM's step
+mask in ``caches/scm.py``, TeaCache's and MagCache's signals in their modules); adding a rule is
+adding a class with ``new_request`` and ``should_hit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from dit_engine.adapter import BlockPattern, BlockSpec
+from dit_engine.hooks import StatefulHook, remove_hook
+from dit_engine.steps import StepState
+from dit_engine.transforms.base import ApplyContext, Transform
+
+HOOK_NAME = "dit_engine.block_cache"
+
+
+@dataclass
+class BlockCacheConfig:
+    """Settings shared by the block caches (``cache=dbcache``, ``fbcache``, ``scm``, ``teacache``...).
+
+    All transformer block lists of the model are treated as one sequence of N blocks. The first
+    ``front_blocks`` (Fn) and the last ``back_blocks`` (Bn) always run; the cache's decision rule
+    says when the middle blocks are reused.
+
+    Attributes:
+        front_blocks: Fn, blocks always computed at the start; they probe how much the step
+            changed. More front blocks: better decisions and quality, less saving.
+        back_blocks: Bn, blocks always computed at the end; they refine the reused residual.
+            More back blocks: better quality, less saving. Fn + Bn must be below N.
+        threshold: the decision rule's threshold (DBCache: relative L1 change of the Fn residual
+            below which the middle blocks are reused). 0 never caches (output identical to no
+            cache); larger caches more steps, faster and further from the uncached image.
+            ``None`` takes the model adapter's default for this family (tiny: 0.2, flux: 0.08);
+            the plan shows the value used.
+        threshold_scale: multiplies the model's default threshold when ``threshold`` is null
+            (the presets ``dbcache_fast`` and ``dbcache_slow`` use it); ignored otherwise.
+        warmup_steps: the first steps of every request always compute (the trajectory changes
+            fastest there).
+        max_cached_steps: most cached steps per request and CFG branch; -1 for no limit.
+        max_continuous_cached_steps: most cached steps in a row before one full compute; -1 for
+            no limit. A small value bounds drift at high thresholds.
+        separate_cfg: ``None`` or ``True``: every CFG branch (the k-th transformer call of a
+            step) decides on its own; ``False``: later branches follow the first branch's
+            decision, so cond and uncond are always computed or cached together. Batched CFG
+            (one call per step) is one branch either way.
+    """
+
+    front_blocks: int = 1
+    back_blocks: int = 0
+    threshold: Optional[float] = None
+    threshold_scale: float = 1.0
+    warmup_steps: int = 2
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+    separate_cfg: Optional[bool] = None
+
+
+class Forecaster(Protocol):
+    """A calibrator's view of one residual stream: fold in computed values, predict skipped ones."""
+
+    def update(self, history: Any, value: torch.Tensor, step: int) -> Any: ...
+
+    def forecast(self, history: Any, step: int) -> torch.Tensor: ...
+
+
+@dataclass
+class BranchState:
+    """Cache state of one CFG branch of one transformer, for the current request."""
+
+    front_entry: torch.Tensor | None = None
+    front_residual: torch.Tensor | None = None  # at the last computed step
+    span_entry: dict[int, tuple] = field(default_factory=dict)
+    span_residual: dict[int, tuple] = field(default_factory=dict)  # plain: (hidden, encoder); calibrated: histories
+    hit: bool = False
+    step: int = -1  # index of the current call within the request
+    calls: int = 0
+    cached_steps: int = 0
+    continuous_cached: int = 0
+    mask: list[str] = field(default_factory=list)
+    rule: Any = None  # the decision rule's own per-branch signal state
+
+
+class DecisionRule(Protocol):
+    """Decides, per transformer call and CFG branch, whether the middle blocks are reused.
+
+    ``entry`` is the first block's ``(module, args, kwargs)`` when the decision is taken before
+    it runs (Fn = 0); ``front_residual`` is the Fn residual otherwise (None with Fn = 0).
+    """
+
+    def new_request(self, cache: "BlockCache") -> None: ...
+
+    def should_hit(self, cache: "BlockCache", state: BranchState, step: int,
+                   front_residual: torch.Tensor | None, entry: tuple | None) -> bool: ...
+
+
+def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
+    """mean|current - previous| / mean|previous| (inf when previous is zero and current is not)."""
+    scale = previous.abs().mean()
+    change = (current - previous).abs().mean()
+    return float(change / scale) if scale > 0 else float(change > 0) * float("inf")
+
+
+class BlockCache:
+    """Decisions, residuals and counters of one block cache over one transformer."""
+
+    def __init__(self, name: str, config: BlockCacheConfig, rule: DecisionRule, step_state: StepState,
+                 lists: list[tuple[str, int, int]]):
+        self.name = name
+        self.config = config
+        self.rule = rule
+        self.step_state = step_state
+        # (block-list path, blocks in list, front+back blocks in list, i.e. computed on a hit)
+        self.lists = lists
+        self.forecaster: Forecaster | None = None
+        self.branches: dict[int, BranchState] = {}
+        self.reset_stats()
+        step_state.on_request(self.new_request)
+
+    def new_request(self) -> None:
+        for branch, state in self.branches.items():
+            if state.mask:
+                self.masks.setdefault(branch, []).append("".join(state.mask))
+        self.branches.clear()
+        self.rule.new_request(self)
+
+    def reset_stats(self) -> None:
+        self.masks: dict[int, list[str]] = {}
+        self.steps_cached: dict[int, int] = {}
+        self.steps_total: dict[int, int] = {}
+        self.blocks_computed = {path: 0 for path, _, _ in self.lists}
+        self.blocks_total = {path: 0 for path, _, _ in self.lists}
+        for state in self.branches.values():
+            state.mask = []
+
+    def current(self) -> BranchState:
+        branch = self.step_state.branch
+        state = self.branches.get(branch)
+        if state is None:
+            state = self.branches[branch] = BranchState()
+        return state
+
+    # -- helpers for decision rules -------------------------------------------------------
+
+    def may_cache(self, state: BranchState, step: int) -> bool:
+        """The limits every rule obeys: warm-up, a stored residual, max cached (in a row)."""
+        c = self.config
+        return (
+            step >= c.warmup_steps
+            and len(state.span_residual) > 0
+            and (c.max_cached_steps < 0 or state.cached_steps < c.max_cached_steps)
+            and (c.max_continuous_cached_steps < 0 or state.continuous_cached < c.max_continuous_cached_steps)
+        )
+
+    def follows_leader(self) -> bool:
+        """Whether this call copies CFG branch 0's decision (``separate_cfg=false``)."""
+        return self.config.separate_cfg is False and self.step_state.branch > 0
+
+    def leader_hit(self, step: int) -> bool:
+        leader = self.branches.get(0)
+        return leader is not None and leader.step == step and leader.hit
+
+    # -- called by the hooks ----------------------------------------------------------------
+
+    def decide(self, state: BranchState, front_residual: torch.Tensor | None, entry: tuple | None = None) -> None:
+        """Hit (reuse or forecast the middle) or compute; ``front_residual`` is None when Fn = 0."""
+        step = state.step = state.calls
+        state.calls += 1
+        hit = self.rule.should_hit(self, state, step, front_residual, entry)
+        state.hit = hit
+        state.front_entry = None
+        if hit:
+            state.cached_steps += 1
+            state.continuous_cached += 1
+        else:
+            state.continuous_cached = 0
+            if front_residual is not None:
+                state.front_residual = front_residual
+        state.mask.append("0" if hit else "1")
+        branch = self.step_state.branch
+        self.steps_total[branch] = self.steps_total.get(branch, 0) + 1
+        self.steps_cached[branch] = self.steps_cached.get(branch, 0) + int(hit)
+        for path, count, always in self.lists:
+            self.blocks_total[path] += count
+            self.blocks_computed[path] += always if hit else count
+
+    def store_span(self, state: BranchState, span: int, hidden: torch.Tensor, encoder: torch.Tensor | None) -> None:
+        """Keep a computed middle-span residual (folded into the forecaster's history if bound)."""
+        if self.forecaster is None:
+            state.span_residual[span] = (hidden, encoder)
+            return
+        old_hidden, old_encoder = state.span_residual.get(span, (None, None))
+        new_hidden = self.forecaster.update(old_hidden, hidden, state.step)
+        new_encoder = self.forecaster.update(old_encoder, encoder, state.step) if encoder is not None else None
+        state.span_residual[span] = (new_hidden, new_encoder)
+
+    def span_delta(self, state: BranchState, span: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The residual a hit adds for ``span``: the stored one or its forecast."""
+        hidden, encoder = state.span_residual[span]
+        if self.forecaster is None:
+            return hidden, encoder
+        forecast = self.forecaster.forecast
+        return forecast(hidden, state.step), (forecast(encoder, state.step) if encoder is not None else None)
+
+    def stats(self) -> dict:
+        masks = {b: list(m) for b, m in self.masks.items()}
+        for branch, state in self.branches.items():  # the request still in progress
+            if state.mask:
+                masks.setdefault(branch, []).append("".join(state.mask))
+        computed, total = sum(self.blocks_computed.values()), sum(self.blocks_total.values())
+        return {
+            "blocks_computed": computed,
+            "blocks_total": total,
+            "blocks_skipped": total - computed,
+            "steps_cached": sum(self.steps_cached.values()),
+            "steps_total": sum(self.steps_total.values()),
+            "block_lists": {
+                f"{self.name}.{path}": {"computed": self.blocks_computed[path], "total": self.blocks_total[path]}
+                for path, _, _ in self.lists
+            },
+            "branches": {
+                f"{self.name}/cfg{branch}": {
+                    "steps_computed": self.steps_total.get(branch, 0) - self.steps_cached.get(branch, 0),
+                    "steps_cached": self.steps_cached.get(branch, 0),
+                    "masks": masks.get(branch, []),
+                }
+                for branch in sorted(set(self.steps_total) | set(masks))
+            },
+        }
+
+
+class BlockCacheHook(StatefulHook):
+    """The hook on one block; its role flags say what it does in the sequence."""
+
+    def __init__(self, cache: BlockCache, pattern: BlockPattern, *, first: bool, front_exit: bool,
+                 span: int | None, span_first: bool, span_last: bool):
+        super().__init__(cache)
+        self.pattern = pattern
+        self.first = first
+        self.front_exit = front_exit
+        self.span = span
+        self.span_first = span_first
+        self.span_last = span_last
+        # With Fn = 0 the decision is taken before the first block runs.
+        self.decide_on_entry = first and span is not None
+
+    def new_forward(self, module, *args, **kwargs):
+        cache = self.cache
+        state = cache.current()
+        pattern = self.pattern
+        if self.decide_on_entry:
+            cache.decide(state, None, (module, args, kwargs))
+        if self.span is not None and state.hit:
+            hidden, encoder = pattern.read_inputs(args, kwargs)
+            if self.span_first:
+                delta_hidden, delta_encoder = cache.span_delta(state, self.span)
+                hidden = hidden + delta_hidden
+                if encoder is not None and delta_encoder is not None:
+                    encoder = encoder + delta_encoder
+            return pattern.make_output(hidden, encoder)
+
+        if self.first and not self.decide_on_entry:
+            state.front_entry = pattern.read_inputs(args, kwargs)[0]
+        if self.span_first:
+            state.span_entry[self.span] = pattern.read_inputs(args, kwargs)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if self.span_last:
+            entry_hidden, entry_encoder = state.span_entry.pop(self.span)
+            out_hidden, out_encoder = pattern.read_outputs(output)
+            residual_encoder = None
+            if entry_encoder is not None and out_encoder is not None and entry_encoder.shape == out_encoder.shape:
+                residual_encoder = out_encoder - entry_encoder
+            cache.store_span(state, self.span, out_hidden - entry_hidden, residual_encoder)
+        if self.front_exit:
+            cache.decide(state, pattern.read_outputs(output)[0] - state.front_entry)
+        return output
+
+
+def block_sequence(block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]]) -> list[tuple[BlockSpec, torch.nn.Module]]:
+    """The block lists of a transformer flattened into one sequence of ``(spec, block)``."""
+    return [(spec, block) for spec, blocks in block_lists for block in blocks]
+
+
+def install_block_cache(name: str, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]], config: BlockCacheConfig,
+                        rule: DecisionRule, step_state: StepState) -> tuple[BlockCache, list[torch.nn.Module]]:
+    """Hook the blocks of one transformer; return its cache and the hooked blocks (for removal)."""
+    sequence = block_sequence(block_lists)
+    total = len(sequence)
+    front, back = config.front_blocks, config.back_blocks
+    middle = range(front, total - back)
+
+    lists = []
+    position = 0
+    for spec, blocks in block_lists:
+        always = sum(1 for i in range(position, position + len(blocks)) if i not in middle)
+        lists.append((spec.path, len(blocks), always))
+        position += len(blocks)
+    cache = BlockCache(name, config, rule, step_state, lists)
+
+    # Middle spans: consecutive middle blocks of one block list share one residual.
+    span_of: dict[int, int] = {}
+    span_index = -1
+    previous_spec = None
+    for i in middle:
+        if sequence[i][0] is not previous_spec:
+            span_index += 1
+            previous_spec = sequence[i][0]
+        span_of[i] = span_index
+
+    hooked = []
+    for i, (spec, block) in enumerate(sequence):
+        span = span_of.get(i)
+        roles = dict(
+            first=i == 0,
+            front_exit=i == front - 1,
+            span=span,
+            span_first=span is not None and span_of.get(i - 1) != span,
+            span_last=span is not None and span_of.get(i + 1) != span,
+        )
+        if not (roles["first"] or roles["front_exit"] or span is not None):
+            continue  # front blocks in between and back blocks run untouched
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(BlockCacheHook(cache, spec.pattern, **roles), HOOK_NAME)
+        hooked.append(block)
+    return cache, hooked
+
+
+class ModelOutputHook(StatefulHook):
+    """Model-level step skipping: on a cached step the whole transformer call is answered with the
+    output of the last computed step, or its forecast when a calibrator is bound. No block, no
+    embedding and no output layer runs, so the wall speedup approaches 1 / compute fraction.
+    """
+
+    def new_forward(self, module, *args, **kwargs):
+        cache = self.cache
+        state = cache.current()
+        cache.decide(state, None)
+        if state.hit:
+            sample = cache.span_delta(state, 0)[0]
+            if not kwargs.get("return_dict", True):
+                return (sample,)
+            from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+            return Transformer2DModelOutput(sample=sample)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        sample = output[0] if isinstance(output, tuple) else output.sample
+        cache.store_span(state, 0, sample, None)
+        return output
+
+
+def install_output_cache(name: str, transformer: torch.nn.Module, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]],
+                         config: BlockCacheConfig, rule: DecisionRule, step_state: StepState) -> tuple[BlockCache, list[torch.nn.Module]]:
+    """Hook one transformer for model-level step skipping; return its cache and the hooked module."""
+    lists = [(spec.path, len(blocks), 0) for spec, blocks in block_lists]
+    cache = BlockCache(name, config, rule, step_state, lists)
+    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(ModelOutputHook(cache), HOOK_NAME)
+    return cache, [transformer]
+
+
+class BlockCacheTransform(Transform):
+    """Base of the block caches: installs a :class:`BlockCache` with the technique's decision rule
+    on every transformer of the pipeline (:class:`ForecastableBlockCache` lets calibrators bind).
+
+    A technique module subclasses it with its config class, its ``check`` / ``describe`` and
+    ``make_rule``; ``model_level`` caches answer whole transformer calls (``install_output_cache``).
+    """
+
+    #: Fn = 0 is allowed only when the rule decides before the first block (no probe residual).
+    min_front_blocks: int = 1
+
+    @classmethod
+    def resolve_config(cls, node: Any, adapter: Any) -> Any:
+        """Fill null settings from the family defaults; a null threshold becomes the family
+        default times ``threshold_scale`` (how the presets ``dbcache_fast`` / ``dbcache_slow``
+        stay relative to each model's default)."""
+        config = super().resolve_config(node, adapter)
+        if node.get("threshold") is None and config.threshold is not None:
+            config.threshold = config.threshold * config.threshold_scale
+        return config
+
+    @classmethod
+    def block_problems(cls, config: BlockCacheConfig, context: Any, needs_threshold: bool = True) -> list[str]:
+        """The checks every block cache shares (block counts, threshold, limits)."""
+        problems = []
+        total = context.model_info.total_blocks
+        if config.front_blocks < cls.min_front_blocks:
+            problems.append(
+                f"cache.front_blocks={config.front_blocks}: this cache decides from the front blocks' residual and needs "
+                "at least 1; use cache.front_blocks=1 (or cache=scm_static for steps decided without probing)"
+            )
+        if config.front_blocks < 0 or config.back_blocks < 0:
+            problems.append("cache.front_blocks and cache.back_blocks must be 0 or more")
+        if config.front_blocks + config.back_blocks >= total:
+            problems.append(
+                f"cache.front_blocks + cache.back_blocks = {config.front_blocks + config.back_blocks} leaves no middle block to "
+                f"cache in this model's {total} blocks; keep their sum below {total}"
+            )
+        if needs_threshold:
+            if config.threshold is None:
+                problems.append(f"cache.threshold has no default for model '{context.adapter.name}'; set cache.threshold=<value>, e.g. 0.08")
+            elif not config.threshold >= 0:  # also catches NaN
+                problems.append(f"cache.threshold={config.threshold} must be >= 0 (0 disables caching); try cache.threshold=0.08")
+        if not config.threshold_scale > 0:
+            problems.append(f"cache.threshold_scale={config.threshold_scale} must be > 0")
+        if config.warmup_steps < 0:
+            problems.append(f"cache.warmup_steps={config.warmup_steps} is negative; use 0 or more")
+        for key in ("max_cached_steps", "max_continuous_cached_steps"):
+            if getattr(config, key) < -1:
+                problems.append(f"cache.{key}={getattr(config, key)}: use -1 (no limit) or a count >= 0")
+        return problems
+
+    @classmethod
+    def check(cls, config: Any, context: Any) -> list[str]:
+        return cls.block_problems(config, context)
+
+    def make_rule(self, transformer: str, context: ApplyContext) -> DecisionRule:
+        """The decision rule for the cache over ``transformer``."""
+        raise NotImplementedError
+
+    def model_level(self) -> bool:
+        """Whether a hit answers the whole transformer call (nothing runs)."""
+        return False
+
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        self.caches: list[BlockCache] = []
+        self.hooked: list[torch.nn.Module] = []
+        for name, transformer in context.transformers.items():
+            lists = context.adapter.block_lists(transformer)
+            rule = self.make_rule(name, context)
+            if self.model_level():
+                cache, hooked = install_output_cache(name, transformer, lists, self.config, rule, context.step_state)
+            else:
+                cache, hooked = install_block_cache(name, lists, self.config, rule, context.step_state)
+            self.caches.append(cache)
+            self.hooked.extend(hooked)
+
+    def remove(self, pipe: Any) -> None:
+        for module in self.hooked:
+            remove_hook(module, HOOK_NAME)
+        self.hooked = []
+
+    def reset_stats(self) -> None:
+        for cache in self.caches:
+            cache.reset_stats()
+
+    def stats(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {"blocks_computed": 0, "blocks_total": 0, "blocks_skipped": 0,
+                                  "steps_cached": 0, "steps_total": 0, "block_lists": {}, "branches": {}}
+        for cache in self.caches:
+            stats = cache.stats()
+            for key in ("blocks_computed", "blocks_total", "blocks_skipped", "steps_cached", "steps_total"):
+                merged[key] += stats[key]
+            merged["block_lists"].update(stats["block_lists"])
+            merged["branches"].update(stats["branches"])
+        return merged
+
+
+class ForecastableBlockCache(BlockCacheTransform):
+    """A block cache whose stored residuals a calibrator may forecast (:class:`ForecastTarget`)."""
+
+    def bind_forecaster(self, forecaster: Forecaster) -> None:
+        """Cached steps use ``forecaster``'s prediction of each residual instead of the stale one."""
+        for cache in self.caches:
+            cache.forecaster = forecaster
+
+    def unbind_forecaster(self) -> None:
+        for cache in self.caches:
+            cache.forecaster = None

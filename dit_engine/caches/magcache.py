@@ -1,0 +1,124 @@
+"""MagCache (``cache=magcache``, arXiv 2506.09045): the residual magnitude ratio between
+consecutive steps follows a per-model curve; skip whole steps while the accumulated deviation of
+the ratio product from 1 stays below the threshold, for at most ``max_continuous_cached_steps``
+steps in a row. The first ``retention_ratio`` of the steps always compute.
+
+The curve comes from ``cache.mag_ratios``, a ``calibration.json`` written by
+``cache=calibration_run``, or the adapter's published one; it is interpolated to any step count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from dit_engine.adapter import ModelInfo
+from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState
+from dit_engine.caches.teacache import WholeStepCacheTransform
+from dit_engine.plan import PlanContext, Stage
+from dit_engine.transforms.base import ApplyContext
+
+
+@dataclass
+class MagCacheConfig(BlockCacheConfig):
+    """MagCache (``cache=magcache``): skip whole steps while the accumulated deviation from 1 of the
+    product of the model's residual magnitude ratios stays below ``threshold``; at most
+    ``max_continuous_cached_steps`` in a row. The ratio curve is interpolated to the requested
+    step count, so one calibration serves any number of steps. ``front_blocks`` /
+    ``back_blocks`` do not apply (whole steps are skipped).
+
+    Attributes:
+        name: transform implementation (``magcache``).
+        mag_ratios: per-step magnitude ratios; ``None``: from ``calibration_file``, else the
+            adapter's (FLUX: MagCache's published curve; the tiny model: its shipped calibration).
+        calibration_file: a ``calibration.json`` written by ``python -m dit_engine cache=calibration_run``.
+        retention_ratio: the first fraction of the steps always computes.
+    """
+
+    name: str = "magcache"
+    front_blocks: int = 0
+    mag_ratios: Optional[list[float]] = None
+    calibration_file: Optional[str] = None
+    retention_ratio: float = 0.2
+
+
+def resample_ratios(ratios: Sequence[float], num_steps: int) -> list[float]:
+    """A per-step magnitude-ratio curve for ``num_steps`` steps from one measured at another count.
+
+    The curve is interpolated in normalised time, and each log-ratio is scaled by the step-size
+    ratio, so the cumulative magnitude change over the whole trajectory is preserved.
+    """
+    measured = len(ratios)
+    if measured == num_steps:
+        return list(ratios)
+    if num_steps <= 1 or measured <= 1:
+        return [1.0] * num_steps
+    source = np.linspace(0.0, 1.0, measured)
+    target = np.linspace(0.0, 1.0, num_steps)
+    logs = np.interp(target, source, np.log(np.clip(np.asarray(ratios, dtype=float), 1e-6, None)))
+    return [1.0] + [math.exp(v * (measured - 1) / (num_steps - 1)) for v in logs[1:]]
+
+
+@dataclass
+class MagBranch:
+    accumulated: float = 0.0  # error since the last compute
+    accumulated_ratio: float = 1.0
+
+
+class MagCacheRule:
+    """Hit while the accumulated |1 - product of ratios| since the last compute stays small."""
+
+    def __init__(self, mag_ratios: Sequence[float], retention_ratio: float, threshold: float):
+        self.mag_ratios = list(mag_ratios)
+        self.retention_ratio = retention_ratio
+        self.threshold = threshold
+        self.curve: list[float] = []
+
+    def new_request(self, cache: BlockCache) -> None:
+        num_steps = cache.step_state.num_steps
+        self.curve = resample_ratios(self.mag_ratios, num_steps) if num_steps else []
+
+    def should_hit(self, cache: BlockCache, state: BranchState, step: int, front_residual, entry) -> bool:
+        signal = state.rule = state.rule or MagBranch()
+        retained = int(self.retention_ratio * len(self.curve) + 0.5)
+        if step < retained or step >= len(self.curve) or not cache.may_cache(state, step):
+            signal.accumulated, signal.accumulated_ratio = 0.0, 1.0
+            return False
+        signal.accumulated_ratio *= self.curve[step]
+        signal.accumulated += abs(1.0 - signal.accumulated_ratio)
+        if signal.accumulated < self.threshold:
+            return True
+        signal.accumulated, signal.accumulated_ratio = 0.0, 1.0
+        return False
+
+
+class MagCacheTransform(WholeStepCacheTransform):
+    """``cache=magcache``."""
+
+    name = "cache.magcache"
+    stage = Stage.CACHE
+    config_class = MagCacheConfig
+    section, value_key, adapter_fact = "magcache", "mag_ratios", "mag_ratios"
+
+    @classmethod
+    def check(cls, config: MagCacheConfig, context: PlanContext) -> list[str]:
+        problems = super().check(config, context)
+        if not 0 <= config.retention_ratio < 1:
+            problems.append(f"cache.retention_ratio={config.retention_ratio}: use a fraction in [0, 1)")
+        return problems
+
+    @classmethod
+    def describe(cls, config: MagCacheConfig, model_info: ModelInfo) -> str:
+        source = config.calibration_file or "adapter / config ratios"
+        return (
+            f"MagCache whole-step skip over {model_info.total_blocks} blocks, threshold={config.threshold}, "
+            f"retention_ratio={config.retention_ratio}, max_continuous_cached_steps={config.max_continuous_cached_steps}, "
+            f"ratios from {source} (interpolated to the step count)"
+        )
+
+    def make_rule(self, transformer: str, context: ApplyContext) -> MagCacheRule:
+        return MagCacheRule(self.values(self.config, transformer), self.config.retention_ratio, self.config.threshold)
