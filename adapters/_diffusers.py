@@ -91,8 +91,7 @@ class DiffusersAdapter(Adapter):
             return [problem]
         return []
 
-    def load(self, model_cfg: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         from diffusers import DiffusionPipeline
 
-        pipe = DiffusionPipeline.from_pretrained(os.path.expanduser(model_cfg.pretrained), torch_dtype=dtype)
-        return pipe.to(device)
+        return DiffusionPipeline.from_pretrained(os.path.expanduser(model_cfg.pretrained), torch_dtype=dtype, **load_kwargs)

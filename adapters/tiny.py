@@ -91,10 +91,12 @@ class TinyAdapter(Adapter):
             return [f"unknown prompt '{unknown[0]}' for the tiny model; known prompts: {', '.join(class_names)}"]
         return []
 
-    def load(self, model_cfg: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         from dit_engine.tiny import load_tiny_pipeline
 
-        return load_tiny_pipeline(device=device, dtype=dtype, weights_dir=_weights_dir(model_cfg))
+        if load_kwargs:
+            raise DitEngineError(f"the tiny model loads from its own safetensors and takes no load-time arguments ({', '.join(load_kwargs)})")
+        return load_tiny_pipeline(dtype=dtype, weights_dir=_weights_dir(model_cfg))
 
     def workload_defaults(self) -> WorkloadDefaults:
         from dit_engine.tiny import CLASS_NAMES

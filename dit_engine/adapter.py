@@ -186,8 +186,12 @@ class Adapter:
         """
         return []
 
-    def load(self, model_cfg: Any, device: torch.device, dtype: torch.dtype) -> Any:
-        """Load the pipeline."""
+    def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
+        """Load the pipeline (left where ``from_pretrained`` puts it: the session places it).
+
+        ``load_kwargs`` are the plan's load-time arguments (``quantization_config``,
+        ``device_map``...), passed on to ``from_pretrained``.
+        """
         raise NotImplementedError
 
     def workload_defaults(self) -> WorkloadDefaults:

@@ -4,30 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dit_engine.config import compose_config
-from dit_engine.errors import UnsupportedPipelineError
+from dit_engine.config.compose import overrides_touch_group
+from dit_engine.errors import ConfigError
 from dit_engine.handle import Handle
-from dit_engine.plan import compile_plan
-from dit_engine.registry import Registry
-
-def find_adapter(pipe: Any, registry: Registry, name: str | None = None):
-    """The adapter for ``pipe``: the named one (checked to match) or the first installed match."""
-    if name is not None:
-        adapter = registry.adapter(name)
-        if not adapter.matches(pipe):
-            raise UnsupportedPipelineError(
-                f"adapter '{name}' does not serve {type(pipe).__name__} (it serves {', '.join(adapter.pipeline_classes)}); "
-                "drop the model= override to pick the adapter automatically"
-            )
-        return adapter
-    for adapter in registry.adapters():
-        if adapter.matches(pipe):
-            return adapter
-    raise UnsupportedPipelineError(
-        f"no installed adapter serves {type(pipe).__name__}; installed adapters: "
-        f"{', '.join(a.name for a in registry.adapters())}. Install a package that provides one "
-        "(entry-point group dit_engine.adapters) or write your own"
-    )
+from dit_engine.session import Session
 
 
 def apply(pipe: Any, *overrides: str) -> Handle:
@@ -44,9 +24,10 @@ def apply(pipe: Any, *overrides: str) -> Handle:
     :class:`ConfigError`, :class:`PlanError`, :class:`UnsupportedPipelineError` or
     :class:`AlreadyAppliedError` with a one-line message naming the fix.
     """
-    cfg = compose_config(overrides)
-    registry = Registry(blocked=cfg.blocked)
-    named = cfg.model.adapter if any(o.lstrip("+~").startswith("model") for o in overrides) else None
-    adapter = find_adapter(pipe, registry, named)
-    plan = compile_plan(cfg, registry, adapter, adapter.model_info_from_pipeline(pipe))
-    return Handle(pipe, plan).apply()
+    bad = next((o for o in overrides if not isinstance(o, str)), None)
+    if bad is not None:
+        hint = "; unpack a list with apply(pipe, *overrides)" if isinstance(bad, (list, tuple)) else ""
+        raise ConfigError(f"apply() takes override strings like 'cache=dbcache', got {type(bad).__name__} {bad!r}{hint}")
+    session = Session.from_overrides(overrides)
+    named = session.cfg.model.adapter if overrides_touch_group(overrides, "model") else None
+    return session.prepare_for(pipe, named).apply(pipe)

@@ -10,12 +10,12 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
+from dit_engine.atomic import staging_dir
 from dit_engine.errors import DitEngineError
 
 
@@ -63,12 +63,15 @@ def contact_sheet(images: list[Image.Image], labels: list[str], cell: int = 128)
 
 
 class StagedRunFiles:
-    """Collects a run's files in a hidden staging folder; ``commit`` moves them into the run dir."""
+    """Collects a run's files in a hidden staging folder; ``commit`` moves them into the run dir.
+
+    The staging folder lies inside the run dir (:func:`dit_engine.atomic.staging_dir`), so each file
+    reaches its final name with one atomic ``os.replace``.
+    """
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.run_dir))
+        self.stage = staging_dir(self.run_dir, prefix=".staging-")
 
     def path(self, relative: str) -> Path:
         target = self.stage / relative

@@ -14,14 +14,14 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from dit_engine.atomic import atomic_dir
 
 
 @dataclass
@@ -67,8 +67,8 @@ def get_or_create(root: str | Path, material: dict[str, Any], run: Callable[[], 
         if (folder / "reference.json").is_file():
             return _load(folder, key, reused=True)
         images, latency = run()
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
-        try:
+        # Written into a staging folder renamed to ``folder`` at the end: readers never see half a reference.
+        with atomic_dir(folder) as staging:
             names = []
             for index, image in enumerate(images):
                 name = f"{index:03d}.png"
@@ -83,8 +83,4 @@ def get_or_create(root: str | Path, material: dict[str, Any], run: Callable[[], 
                 "pid": os.getpid(),
             }
             (staging / "reference.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-            os.replace(staging, folder)  # atomic: readers never see half a reference
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return _load(folder, key, reused=False)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from dit_engine.errors import RegistryError
+from dit_engine.errors import RegistryError, UnsupportedPipelineError
 
 ADAPTER_GROUP = "dit_engine.adapters"
 TRANSFORM_GROUP = "dit_engine.transforms"
@@ -105,3 +105,23 @@ class Registry:
         for name in self.names(ADAPTER_GROUP):
             if name not in self.blocked:
                 yield self.adapter(name)
+
+    def adapter_for_pipeline(self, pipe, name: str | None = None):
+        """The adapter for a loaded pipeline: the named one (checked to match) or the first
+        installed, non-blocked adapter that serves the pipeline's class."""
+        if name is not None:
+            adapter = self.adapter(name)
+            if not adapter.matches(pipe):
+                raise UnsupportedPipelineError(
+                    f"adapter '{name}' does not serve {type(pipe).__name__} (it serves {', '.join(adapter.pipeline_classes)}); "
+                    "drop the model= override to pick the adapter automatically"
+                )
+            return adapter
+        for adapter in self.adapters():
+            if adapter.matches(pipe):
+                return adapter
+        raise UnsupportedPipelineError(
+            f"no installed adapter serves {type(pipe).__name__}; installed adapters: "
+            f"{', '.join(a.name for a in self.adapters())}. Install a package that provides one "
+            "(entry-point group dit_engine.adapters) or write your own"
+        )

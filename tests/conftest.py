@@ -34,3 +34,10 @@ def tiny_pipe():
     pipe = load_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def prepare(cfg):
+    """A planned session for a composed config (what the CLI does before it runs anything)."""
+    from dit_engine.session import Session
+
+    return Session(cfg).prepare()

@@ -14,7 +14,7 @@ from conftest import psnr
 from dit_engine.calibrators.taylorseer import TaylorSeerForecaster
 from dit_engine.caches.scm import flags_to_string, preset_flags, resample
 from dit_engine.config import compose_config, group_options
-from dit_engine.engine import prepare
+from conftest import prepare
 from dit_engine.errors import PlanError
 from dit_engine.testing.pipelines import (
     tiny_flux_call_kwargs,

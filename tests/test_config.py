@@ -8,7 +8,7 @@ import pytest
 
 from dit_engine.config import compose_config, group_options
 from dit_engine.config.schema import ENGINE_SCHEMAS
-from dit_engine.engine import prepare
+from conftest import prepare
 from dit_engine.errors import ConfigError, PlanError
 
 GROUPS = list(ENGINE_SCHEMAS)

@@ -13,7 +13,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from dit_engine.config import compose_config
-from dit_engine.engine import objective, prepare
+from conftest import prepare
+from dit_engine.run_metrics import objective
 from dit_engine.errors import PlanError
 from test_cli import dit_engine
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dit_engine.config import compose_config
-from dit_engine.engine import prepare
+from conftest import prepare
 from dit_engine.errors import PlanError
 from dit_engine.plan import Stage, compile_plan
 from dit_engine.registry import Registry

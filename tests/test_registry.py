@@ -85,7 +85,7 @@ def test_unknown_name_lists_installed_ones():
 
 def test_blocked_through_config(tmp_path):
     from dit_engine.config import compose_config
-    from dit_engine.engine import prepare
+    from conftest import prepare
 
     with pytest.raises(RegistryError, match="blocked"):
         prepare(compose_config(["cache=dbcache", "blocked=[cache.dbcache]"]))

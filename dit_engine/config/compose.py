@@ -13,6 +13,7 @@ from importlib import resources
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -50,6 +51,16 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
         global_hydra.clear()
         if running_app is not None:
             global_hydra.initialize(running_app)
+
+
+def overrides_touch_group(overrides: Sequence[str], group: str) -> bool:
+    """Whether any override chooses or sets something in ``group`` (``model=flux``,
+    ``model.pretrained=...``, ``+model.x=1``), parsed with Hydra's own override grammar."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise ConfigError(explain_compose_error(err)) from None
+    return any(o.key_or_group == group or o.key_or_group.startswith(f"{group}.") for o in parsed)
 
 
 def _schema_keys(schema_name: str) -> list[str]:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from dit_engine.report.sweep import Cell, sweep_name
+from dit_engine.report.cells import Cell, sweep_name
 
 FRONT_COLOR = "#d95f02"
 OTHER_COLOR = "#6b7b8c"

@@ -13,15 +13,14 @@ import io
 import json
 import math
 import os
-import re
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dit_engine.atomic import atomic_path, atomic_write_text
 from dit_engine.errors import DitEngineError
+from dit_engine.report.cells import Cell, sweep_name
 
 #: Groups that choose what is run and how it is reported, not how it is accelerated: a cell that
 #: selects ``none`` in every other group is the sweep's no-acceleration (reference) cell.
@@ -38,49 +37,6 @@ REPORT_FILES = {"csv": "summary.csv", "md": "summary.md", "png": "pareto.png"}
 
 class SweepReportError(DitEngineError):
     """The sweep directory is missing or holds no cells."""
-
-
-@dataclass
-class Cell:
-    """One sweep cell as read from its directory.
-
-    Numbers are ``None`` when unknown (failed cell, metric not recorded); ``psnr`` is ``math.inf``
-    when the cell's images are identical to the reference and ``None`` without ``report=quality``.
-    """
-
-    name: str  #: directory relative to the sweep dir, e.g. ``0_cache=none,cache.threshold=0.1``
-    dir: Path
-    overrides: list[str]
-    status: str  #: ``"ok"`` or ``"failed"``
-    latency_s: float | None = None
-    speedup: float | None = None
-    compute_fraction: float | None = None
-    psnr: float | None = None
-    ssim: float | None = None
-    mae: float | None = None
-    peak_memory_mb: float | None = None
-    #: why the cell counts as failed (``None`` when ok)
-    error: str | None = None
-    #: where ``speedup`` came from: ``"quality"`` (report=quality's own reference run),
-    #: ``"reference cell"`` (the sweep's no-acceleration cell) or ``None``
-    speedup_source: str | None = None
-    #: latency of report=quality's reference run, when recorded
-    reference_latency_s: float | None = None
-    #: True when no other cell is at least as fast and as good and strictly better in one
-    pareto: bool = False
-    #: hydra.runtime.choices of the cell (group -> option), empty when .hydra/hydra.yaml is missing
-    choices: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the cell produced metrics."""
-        return self.status == "ok"
-
-    @property
-    def job_num(self) -> int | None:
-        """Hydra's job number, read from the directory name (``3_cache=...`` -> 3)."""
-        match = re.match(r"(\d+)_", self.name)
-        return int(match.group(1)) if match else None
 
 
 def collect_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
@@ -141,17 +97,11 @@ def write_report_files(sweep_dir: str | os.PathLike, cells: list[Cell]) -> dict[
 
     sweep_dir = Path(sweep_dir).resolve()
     paths = {key: sweep_dir / name for key, name in REPORT_FILES.items()}
-    _write_atomic(paths["csv"], summary_csv(cells))
-    _write_atomic(paths["md"], summary_markdown(cells, sweep_name(sweep_dir)))
-    with _atomic_target(paths["png"]) as temporary:
+    atomic_write_text(paths["csv"], summary_csv(cells))
+    atomic_write_text(paths["md"], summary_markdown(cells, sweep_name(sweep_dir)))
+    with atomic_path(paths["png"]) as temporary:
         pareto_plot(cells, temporary, title=f"Sweep {sweep_name(sweep_dir)}: speedup vs quality")
     return paths
-
-
-def sweep_name(sweep_dir: str | os.PathLike) -> str:
-    """A short name for the sweep: its last two path parts (``<date>/<time>`` for Hydra's default)."""
-    parts = Path(sweep_dir).resolve().parts
-    return "/".join(parts[-2:]) if len(parts) >= 2 else str(sweep_dir)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -392,31 +342,3 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    with _atomic_target(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-
-
-class _atomic_target:
-    """Context manager yielding a temporary path beside ``path``; moved onto ``path`` on success."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> Path:
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}-", suffix=self.path.suffix, dir=self.path.parent)
-        os.close(handle)
-        self.temporary = Path(name)
-        return self.temporary
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.temporary.chmod(0o644)  # mkstemp makes it owner-only; a report is meant to be shared
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)

@@ -1,0 +1,78 @@
+"""The run loop: call the pipeline over a workload, timed the same way for every run.
+
+The reference (plain pipeline) and the accelerated run go through the same functions, so their
+latencies are comparable: warm-up runs first, then ``repeats`` timed runs of the whole workload.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dit_engine.adapter import Adapter
+from dit_engine.outputs import film_strip
+from dit_engine.workload import Workload
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so a timer read afterwards covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def generate(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> list:
+    """One pass over the workload's batches; returns one PIL image per prompt (a film strip of the
+    frames for video pipelines)."""
+    images = []
+    batches = workload.batches()
+    for batch in tqdm(batches, desc="requests", unit="call", disable=quiet or len(batches) == 1):
+        prompts = [workload.prompts[i] for i in batch]
+        generators = [torch.Generator(device="cpu").manual_seed(workload.seed + i) for i in batch]
+        kwargs = adapter.call_kwargs(prompts, workload.num_inference_steps, workload.guidance_scale, workload.height, workload.width)
+        kwargs.update(generator=generators, output_type="pil", **workload.call_kwargs)
+        output = pipe(**kwargs)
+        if getattr(output, "images", None) is not None:
+            images.extend(output.images)
+        else:  # video pipelines: one film strip of the frames per video
+            images.extend(film_strip(video) for video in output.frames)
+    synchronize(device)
+    return images
+
+
+def timed(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> tuple[list, list[float]]:
+    """Run the workload ``repeats`` times; return the last images and the seconds of each run."""
+    seconds = []
+    images: list = []
+    for _ in range(workload.repeats):
+        start = time.perf_counter()
+        images = generate(pipe, adapter, workload, device, quiet)
+        seconds.append(time.perf_counter() - start)
+    return images, seconds
+
+
+def warm_up(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> None:
+    """The untimed runs that take first-call overheads out of the numbers."""
+    for _ in range(workload.warmup):
+        generate(pipe, adapter, workload, device, quiet)
+
+
+def reference_run(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> tuple[list, float]:
+    """The plain pipeline on the same workload, timed the same way (warm-up, then repeats)."""
+    warm_up(pipe, adapter, workload, device, quiet)
+    images, seconds = timed(pipe, adapter, workload, device, quiet)
+    return images, sum(seconds) / len(seconds)
+
+
+def profile_first_batch(pipe, adapter: Adapter, workload: Workload, device: torch.device, trace: Path, quiet: bool = False) -> None:
+    """One extra request of the first batch under torch.profiler, written as a Chrome trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    first = Workload(**{**asdict(workload), "prompts": [workload.prompts[i] for i in workload.batches()[0]]})
+    with profile(activities=activities, record_shapes=False) as profiler:
+        generate(pipe, adapter, first, device, quiet)
+    profiler.export_chrome_trace(str(trace))

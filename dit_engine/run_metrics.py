@@ -1,0 +1,124 @@
+"""The metrics writer: everything a run measured, as the ``metrics.json`` of its run directory,
+and the value a Hydra sweeper optimises (``report.objective``)."""
+
+from __future__ import annotations
+
+import platform
+import resource
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dit_engine.metrics import compare_images, summarize
+from dit_engine.metrics.clip import clip_scores
+
+OBJECTIVES = ("latency", "speedup", "psnr")
+
+
+def report_problems(report: DictConfig) -> list[str]:
+    """What in the ``report`` group cannot work, each a one-line fix (checked before any run)."""
+    problems = []
+    if report.clip_model is not None and not (Path(report.clip_model).expanduser() / "config.json").is_file():
+        problems.append(f"report.clip_model={report.clip_model} is not a local CLIP model directory (no config.json); "
+                        "give the folder a CLIPModel was saved to, dit_engine never downloads one")
+    if report.reference_timing not in ("fresh", "cached"):
+        problems.append(f"report.reference_timing={report.reference_timing} is unknown; use fresh or cached")
+    if report.objective not in OBJECTIVES:
+        problems.append(f"report.objective={report.objective} is unknown; use one of {', '.join(OBJECTIVES)}")
+    elif report.objective in ("speedup", "psnr") and not report.quality:
+        problems.append(f"report.objective={report.objective} needs the reference run: use report=quality (or report.quality=true)")
+    return problems
+
+
+def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, summary: dict[str, Any],
+                step_times: list[float], repeat_seconds: list[float], image_files: list[str]) -> dict[str, Any]:
+    """The metrics of one run without quality: latency, compute, memory, config, plan, providers."""
+    cfg, adapter, plan, workload = session.cfg, session.adapter, session.plan, session.workload
+    total = sum(repeat_seconds) / len(repeat_seconds)
+    return {
+        "run": {
+            "started": started,
+            "run_dir": str(run_dir),
+            "overrides": list(session.overrides),
+            "host": platform.node(),
+            "torch": torch.__version__,
+        },
+        "model": {
+            "adapter": adapter.name,
+            "pretrained": cfg.model.pretrained,
+            "device": str(device),
+            "dtype": cfg.model.dtype,
+            "blocks": plan.model_info.blocks,
+        },
+        "workload": asdict(workload),
+        "latency": {
+            "total_s": total,
+            "per_repeat_s": repeat_seconds,
+            "per_image_s": total / len(workload.prompts),
+            "per_step_s": sum(step_times) / len(step_times) if step_times else None,
+            "steps_s": step_times,
+            "warmup_runs": workload.warmup,
+        },
+        "compute": summary,
+        "cache": {"hit_ratio": summary["hit_ratio"], "steps_cached": summary["steps_cached"]},
+        "memory": memory(device),
+        "images": image_files,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "plan": plan.as_dict(),
+        "providers": {
+            "adapter": adapter.provider.as_dict() if adapter.provider else None,
+            "transforms": {step.name: step.provider.as_dict() for step in plan.steps},
+        },
+    }
+
+
+def quality_metrics(reference, reference_latency: float, reference_timing: str, names: list[str], images: list,
+                    latency_s: float) -> dict[str, Any]:
+    """PSNR / SSIM / MAE of every image against the reference, and the speedup vs it."""
+    scores = compare_images(names, reference.images, images)
+    return {
+        "reference": {
+            "key": reference.key,
+            "dir": str(reference.path),
+            "latency_s": reference_latency,
+            "cached_latency_s": reference.latency_s,
+            "timing": "this run" if not reference.reused or reference_timing == "fresh" else "cached",
+            "created": reference.created,
+            "reused": reference.reused,
+        },
+        "speedup_vs_reference": reference_latency / latency_s,
+        "aggregate": summarize(scores),
+        "per_image": [score.as_dict() for score in scores],
+    }
+
+
+def clip_metrics(clip_model: str, images: list, prompts: list[str]) -> dict[str, Any]:
+    """CLIP score of every image against its prompt, from a local CLIP model."""
+    scores = clip_scores(Path(clip_model).expanduser(), images, prompts)
+    return {"model": clip_model, "mean": sum(scores) / len(scores), "per_image": scores}
+
+
+def objective(report: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a Hydra sweeper optimises (see ``ReportConfig.objective``)."""
+    if report.objective == "latency":
+        return metrics["latency"]["total_s"]
+    quality = metrics.get("quality")
+    if quality is None:
+        return None
+    psnr = quality["aggregate"]["psnr"]
+    if report.objective == "psnr":
+        return psnr
+    # speedup under a quality floor: infeasible configurations score 0 so an optimiser drops them
+    return quality["speedup_vs_reference"] if psnr >= report.psnr_floor else 0.0
+
+
+def memory(device: torch.device) -> dict[str, float]:
+    """Peak memory: the process's resident set and, on CUDA, the allocator's peak."""
+    # ru_maxrss is in KiB on Linux: the process-wide peak resident set, model and runtime included.
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        peak["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
