@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import Adapter, BlockPattern, BlockSpec, ModelInfo
 from dit_engine.caches.block_cache import block_sequence, relative_l1
-from dit_engine.hooks import remove_hook
+from dit_engine.hooks import StatefulHook, remove_hook
 from dit_engine.plan import Stage
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext, Transform
@@ -137,9 +137,9 @@ class CalibrationRecorder:
         return result
 
 
-class _EntryExitHook(ModelHook):
+class _EntryExitHook(StatefulHook):
     def __init__(self, recorder: CalibrationRecorder, pattern: BlockPattern, entry: bool, exit: bool):
-        super().__init__()
+        super().__init__(recorder)
         self.recorder, self.pattern, self.entry, self.exit = recorder, pattern, entry, exit
 
     def pre_forward(self, module, *args, **kwargs):

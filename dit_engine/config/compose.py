@@ -24,12 +24,24 @@ from dit_engine.errors import ConfigError
 CONFIG_MODULE = "dit_engine.conf"
 
 
+def config_modules() -> list[str]:
+    """The packages holding config folders: dit_engine's, then every installed plugin's."""
+    from dit_engine.config.search_path import plugin_config_modules
+
+    return [CONFIG_MODULE] + [module for _, module in plugin_config_modules()]
+
+
 def group_options(group: str) -> list[str]:
-    """Shipped YAML options of a config group (``cache`` -> ``["dbcache", "fbcache", "none"]``)."""
-    folder = resources.files(CONFIG_MODULE).joinpath(group)
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """YAML options of a config group, shipped and from plugins (``cache`` -> ``["dbcache", ...]``)."""
+    options = set()
+    for module in config_modules():
+        try:
+            folder = resources.files(module).joinpath(group)
+        except ModuleNotFoundError:
+            continue
+        if folder.is_dir():
+            options.update(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(options)
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:

@@ -203,6 +203,9 @@ def register_schemas() -> None:
     global _registered
     if _registered:
         return
+    from dit_engine.config.search_path import register_search_path_plugin
+
+    register_search_path_plugin()
     cs = ConfigStore.instance()
     cs.store(name="schema_engine", node=EngineConfig)
     for group, schemas in group_schemas().items():

@@ -1,0 +1,42 @@
+"""A Hydra search-path plugin that puts the config folders of installed dit_engine plugins on
+Hydra's search path. It is registered with ``Plugins.instance().register`` (Hydra's documented
+way to register a plugin class by hand) whenever dit_engine composes a config, on the command
+line and in :func:`dit_engine.apply` alike, so editable and wheel installs behave the same.
+
+A plugin package declares its config folder, a package holding ``<group>/<option>.yaml`` files,
+under the entry-point group ``dit_engine.conf``::
+
+    [project.entry-points."dit_engine.conf"]
+    my_plugin = "my_plugin.conf"
+
+and its options then compose like the shipped ones (``cache=my_cache``, ``model=my_model``) on the
+command line, in :func:`dit_engine.apply` and under ``--help``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+CONF_GROUP = "dit_engine.conf"
+
+
+def plugin_config_modules() -> list[tuple[str, str]]:
+    """``(entry-point name, config package)`` of every installed plugin, sorted by name."""
+    return sorted({(ep.name, ep.value) for ep in entry_points(group=CONF_GROUP)})
+
+
+class DitEngineSearchPathPlugin(SearchPathPlugin):
+    """Appends ``pkg://<config package>`` of every ``dit_engine.conf`` entry point."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for name, module in plugin_config_modules():
+            search_path.append(provider=f"dit_engine-plugin-{name}", path=f"pkg://{module}")
+
+
+def register_search_path_plugin() -> None:
+    """Make Hydra use :class:`DitEngineSearchPathPlugin` (idempotent)."""
+    Plugins.instance().register(DitEngineSearchPathPlugin)
