@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
-from dit_engine_adapters._diffusers import LARGE_DIT_CACHE_DEFAULTS, DiffusersAdapter
+from dit_engine.diffusers_adapter import LARGE_DIT_CACHE_DEFAULTS, DiffusersAdapter
 
 #: TeaCache's published rescaling polynomial for FLUX.1 (TeaCache4FLUX), highest power first.
 FLUX_TEACACHE_COEFFICIENTS = [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults, timestep_embedding_input
-from dit_engine_adapters._diffusers import DiffusersAdapter
+from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class QwenImageAdapter(DiffusersAdapter):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo, WorkloadDefaults, timestep_embedding_input
-from dit_engine_adapters._diffusers import DiffusersAdapter
+from dit_engine.diffusers_adapter import DiffusersAdapter
 
 #: WanTransformerBlock: positional (hidden, encoder, temb, rotary), returns hidden only (pattern E).
 WAN_BLOCK = BlockPattern(name="cross-attn(hidden)", returns=("hidden",))

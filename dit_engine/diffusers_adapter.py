@@ -1,4 +1,4 @@
-"""Shared base of first-party adapters for models loaded with ``DiffusionPipeline.from_pretrained``."""
+"""Base of adapters for pipelines loaded with ``DiffusionPipeline.from_pretrained`` (first-party and plugins)."""
 
 from __future__ import annotations
 

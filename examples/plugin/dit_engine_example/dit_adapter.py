@@ -1,0 +1,43 @@
+"""``model=example_dit``: an adapter for diffusers' ``DiTPipeline`` (DiT-XL-2, class-conditional).
+
+An adapter is mostly data: the pipeline classes it serves, where the block list lives, how a block
+is called (one image stream, no text stream, returns one tensor), where the model facts are in
+``config.json``, and what a default workload is. Prompts are ImageNet class ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.diffusers_adapter import DiffusersAdapter
+
+#: BasicTransformerBlock in DiT: ``hidden_states`` only (class labels and timestep as keywords),
+#: returns the hidden states.
+DIT_BLOCK = BlockPattern(name="single(hidden)", encoder=None, returns=("hidden",))
+
+
+class ExampleDiTAdapter(DiffusersAdapter):
+    """DiT-XL-2 through ``DiTPipeline``: one list of single-stream blocks, batched CFG (one
+    transformer call per step)."""
+
+    name = "example_dit"
+    pipeline_classes = ("DiTPipeline",)
+    block_specs = (BlockSpec("transformer_blocks", DIT_BLOCK),)
+    block_count_keys = {"transformer_blocks": "num_layers"}
+    default_info = ModelInfo(blocks={"transformer_blocks": 28}, num_heads=16, source="DiT-XL-2 defaults (no config.json at hand)")
+    transform_defaults = {"cache.dbcache": {"threshold": 0.08}, "cache.scm": {"threshold": 0.08}, "cache.dbprune": {"threshold": 0.05}}
+
+    def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
+        problems = super().check(model_cfg, workload, dry_run)
+        bad = [p for p in workload.prompts if not (p.strip().isdigit() and int(p) < 1000)]
+        if bad:
+            problems.append(f"model=example_dit takes ImageNet class ids 0-999 as prompts, got '{bad[0]}'; e.g. workload.prompts=[207,360]")
+        return problems
+
+    def workload_defaults(self) -> WorkloadDefaults:
+        return WorkloadDefaults(prompts=["207", "360"], num_inference_steps=25, guidance_scale=4.0)
+
+    def call_kwargs(self, prompts, steps, guidance, height, width) -> dict[str, Any]:
+        # DiT generates at its trained size: no height / width; class ids instead of prompts.
+        return {"class_labels": [int(p) for p in prompts], "num_inference_steps": steps, "guidance_scale": guidance}
