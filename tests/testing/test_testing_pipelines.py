@@ -179,6 +179,12 @@ def test_flux_other_sizes():
     assert out.shape == (1, 3, 16, 24)
 
 
+def assert_reload_close(reloaded: torch.Tensor, reference: torch.Tensor) -> None:
+    """Same output up to kernel rounding (memory alignment of reloaded weights), far below one
+    8-bit level: a real round-trip bug (a missing or reordered weight) changes it by far more."""
+    torch.testing.assert_close(reloaded, reference, rtol=0, atol=1e-5)
+
+
 def test_flux_save_pretrained_from_pretrained_round_trip(tmp_path, flux_reference):
     path = save_tiny_flux_pipeline(tmp_path / "flux", seed=0)
     assert (path / "model_index.json").is_file()
@@ -194,10 +200,12 @@ def test_flux_save_pretrained_from_pretrained_round_trip(tmp_path, flux_referenc
     _encodes_identically(built.tokenizer_2, reloaded.tokenizer_2)
     public = lambda cfg: {k: v for k, v in dict(cfg).items() if not k.startswith("_")}  # noqa: E731
     assert public(reloaded.scheduler.config) == public(built.scheduler.config)
-    assert torch.equal(reloaded(**tiny_flux_call_kwargs()).images, flux_reference)
+    # Weights are bit-identical (above); outputs may differ in the last bits because reloaded
+    # tensors sit at other memory alignments, which changes the CPU matmul kernels' rounding.
+    assert_reload_close(reloaded(**tiny_flux_call_kwargs()).images, flux_reference)
 
     # The generic reload helper goes through the same path.
-    assert torch.equal(reload_tiny_pipeline(path)(**tiny_flux_call_kwargs()).images, flux_reference)
+    assert_reload_close(reload_tiny_pipeline(path)(**tiny_flux_call_kwargs()).images, flux_reference)
 
 
 def test_call_kwargs_are_fresh_and_overridable():
@@ -295,7 +303,7 @@ def test_wan_round_trip(tmp_path, wan):
     reloaded = reload_tiny_pipeline(path)
     assert type(reloaded) is diffusers.WanPipeline
     _encodes_identically(wan.tokenizer, reloaded.tokenizer)
-    assert torch.equal(reloaded(**_wan_kwargs()).frames, ref)
+    assert_reload_close(reloaded(**_wan_kwargs()).frames, ref)
 
 
 def test_wan_plain_from_pretrained_round_trip(tmp_path, wan):
@@ -310,7 +318,7 @@ def test_wan_plain_from_pretrained_round_trip(tmp_path, wan):
     path = save_tiny_wan_pipeline(tmp_path / "wan")
     reloaded = diffusers.WanPipeline.from_pretrained(path)
     reloaded.set_progress_bar_config(disable=True)
-    assert torch.equal(reloaded(**_wan_kwargs()).frames, ref)
+    assert_reload_close(reloaded(**_wan_kwargs()).frames, ref)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -357,4 +365,4 @@ def test_qwen_image_deterministic_and_round_trip(tmp_path, qwen):
     reloaded = diffusers.QwenImagePipeline.from_pretrained(path)
     reloaded.set_progress_bar_config(disable=True)
     _encodes_identically(qwen.tokenizer, reloaded.tokenizer)
-    assert torch.equal(reloaded(**_qwen_kwargs()).images, ref)
+    assert_reload_close(reloaded(**_qwen_kwargs()).images, ref)
