@@ -149,14 +149,12 @@ class Plan:
 
 
 def _cross_group_problems(cfg: DictConfig, steps: list[PlanStep]) -> list[str]:
-    from dit_engine.transforms.base import ForecastTarget
-
     problems = []
     if cfg.calibrator.name != "none":
         cache = next((step for step in steps if step.group == "cache"), None)
         if cache is None:
             problems.append(f"calibrator={cfg.calibrator.name} needs a cache to calibrate; add cache=dbcache (or another cache)")
-        elif not issubclass(cache.transform_class, ForecastTarget):
+        elif not hasattr(cache.transform_class, "bind_forecaster"):  # not a transforms.base.ForecastTarget
             problems.append(
                 f"calibrator={cfg.calibrator.name} cannot bind to {cache.name}: it keeps no residual to forecast; "
                 "use cache=dbcache, fbcache or scm, or calibrator=none"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -41,3 +42,22 @@ def prepare(cfg):
     from dit_engine.session import Session
 
     return Session(cfg).prepare()
+
+
+#: cache-dit is an optional peer: tests of cache=cachedit_dbcache skip without it (CI installs it).
+HAS_CACHEDIT = importlib.util.find_spec("cache_dit") is not None
+NEEDS_CACHEDIT = "cache-dit is not installed: pip install --no-deps cache-dit==1.5.3 to test cache=cachedit_dbcache (CI does)"
+
+
+def missing_peer(*options: str) -> bool:
+    """Whether an option among ``options`` needs a peer library that is not installed."""
+    return not HAS_CACHEDIT and any("cachedit" in option for option in options)
+
+
+def with_peer_marks(values: list) -> list:
+    """Parametrize values, those that need a missing peer marked to skip with how to enable them."""
+    params = []
+    for value in values:
+        parts = value if isinstance(value, tuple) else (value,)
+        params.append(pytest.param(*parts, marks=pytest.mark.skipif(missing_peer(*map(str, parts)), reason=NEEDS_CACHEDIT)))
+    return params

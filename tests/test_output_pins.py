@@ -29,7 +29,7 @@ STEPS = 28
 def _options(group: str) -> list[str]:
     from dit_engine.config import group_options
 
-    return group_options(group)
+    return group_options(group, include_plugins=False)
 
 
 def cases() -> dict[str, list[str]]:

@@ -31,10 +31,11 @@ def config_modules() -> list[str]:
     return [CONFIG_MODULE] + [module for _, module in plugin_config_modules()]
 
 
-def group_options(group: str) -> list[str]:
-    """YAML options of a config group, shipped and from plugins (``cache`` -> ``["dbcache", ...]``)."""
+def group_options(group: str, include_plugins: bool = True) -> list[str]:
+    """YAML options of a config group, shipped and (unless ``include_plugins=False``) from
+    installed plugins (``cache`` -> ``["dbcache", ...]``)."""
     options = set()
-    for module in config_modules():
+    for module in config_modules() if include_plugins else [CONFIG_MODULE]:
         try:
             folder = resources.files(module).joinpath(group)
         except ModuleNotFoundError:

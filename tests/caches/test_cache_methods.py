@@ -14,7 +14,7 @@ from conftest import psnr
 from dit_engine.calibrators.taylorseer import TaylorSeerForecaster
 from dit_engine.caches.scm import flags_to_string, preset_flags, resample
 from dit_engine.config import compose_config, group_options
-from conftest import prepare
+from conftest import prepare, with_peer_marks
 from dit_engine.errors import PlanError
 from dit_engine.testing.pipelines import (
     tiny_flux_call_kwargs,
@@ -275,10 +275,10 @@ def test_missing_calibration_is_a_plan_error_that_says_how_to_get_one(tmp_path):
         prepare(compose_config(["cache=teacache", f"cache.calibration_file={bad}"]))
 
 
-CACHE_OPTIONS = [o for o in group_options("cache") if o not in ("none", "calibrate", "calibration_run")]
+CACHE_OPTIONS = [o for o in group_options("cache", include_plugins=False) if o not in ("none", "calibrate", "calibration_run")]
 
 
-@pytest.mark.parametrize("option", CACHE_OPTIONS)
+@pytest.mark.parametrize("option", with_peer_marks(CACHE_OPTIONS))
 def test_every_cache_option_runs_on_the_tiny_model_and_tiny_flux(tiny_pipe, tiny_flux, option):
     for pipe, run in ((tiny_pipe, lambda: run_tiny(tiny_pipe, prompts=["five"])),
                       (tiny_flux, lambda: tiny_flux(**tiny_flux_call_kwargs()).images)):
