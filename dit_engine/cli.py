@@ -11,18 +11,23 @@ command line's and ``hydra.sweeper.params``' choices, crossed) are all composed 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from dit_engine.atomic import atomic_write_text
 from dit_engine.config import register_schemas
 from dit_engine.config.compose import explain_compose_error
 from dit_engine.console import fail
@@ -31,6 +36,12 @@ from dit_engine.session import Session
 
 #: A sweep larger than this is checked on its first cells only (a search space, not a grid).
 MAX_CHECKED_CELLS = 512
+
+#: A failed sweep cell's record (the sweep report marks the cell FAILED with its reason).
+FAILED_FILE = "failed.json"
+#: Where main() keeps the user's own HYDRA_FULL_ERROR (it sets Hydra's to 1 to handle errors itself).
+_USER_FULL_ERROR = "DIT_ENGINE_USER_HYDRA_FULL_ERROR"
+log = logging.getLogger(__name__)
 
 #: Sessions planned by the callback, by their sorted overrides, for the job to reuse.
 _planned: dict[tuple[str, ...], Session] = {}
@@ -73,12 +84,34 @@ def sweep_cells(config: DictConfig) -> list[list[str]]:
     return [list(cell) for cell in itertools.islice(itertools.product(*choices), MAX_CHECKED_CELLS)]
 
 
+def output_dir_problem(key: str, path: str, what: str) -> str | None:
+    """Why ``path`` cannot hold a new run (or sweep): a file, an earlier run's directory, unwritable."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        return f"{key}={path} is a file; choose a new directory for the {what}"
+    if folder.is_dir() and any(folder.iterdir()):
+        return f"{key}={path} already holds files (an earlier {what}?); dit_engine never writes into an earlier run: choose a new directory"
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{key}={path} cannot be created ({existing} is not a writable directory); choose a directory you can write"
+    return None
+
+
 class PlanCheckCallback(Callback):
-    """Plans every cell before anything runs; bad input exits 2 with one line (see the module doc)."""
+    """Plans every cell before anything runs; bad input exits 2 with one line (see the module doc).
+
+    It also refuses an output directory that is a file, unwritable, or an earlier run's, before
+    Hydra writes anything into it.
+    """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         overrides = _user_overrides(list(config.hydra.overrides.task))
         try:
+            problem = output_dir_problem("hydra.run.dir", str(config.hydra.run.dir), "run")
+            if problem:
+                raise ConfigError(problem)
             session = Session(_task_config(config), overrides).prepare()
         except DitEngineError as err:
             fail(err)
@@ -86,6 +119,9 @@ class PlanCheckCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            problem = output_dir_problem("hydra.sweep.dir", str(config.hydra.sweep.dir), "sweep")
+            if problem:
+                raise ConfigError(problem)
             cells = sweep_cells(config)
         except DitEngineError as err:
             fail(err)
@@ -99,7 +135,12 @@ class PlanCheckCallback(Callback):
 
 @hydra.main(config_path="pkg://dit_engine.conf", config_name="config", version_base=None)
 def run_job(cfg: DictConfig) -> float | None:
-    """One Hydra job: run the session into Hydra's output directory."""
+    """One Hydra job: run the session into Hydra's output directory.
+
+    A single run that fails exits (2 for bad input, 1 for an internal error, one line each, the
+    traceback in the run's log). A sweep cell that fails writes ``failed.json`` (the reason, one
+    line) into its directory and the sweep goes on; its report marks the cell FAILED.
+    """
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.runtime.choices.get("hydra/job_logging") == "disabled":
         cfg.quiet = True  # logging switched off: progress bars go too
@@ -107,14 +148,35 @@ def run_job(cfg: DictConfig) -> float | None:
         logging.getLogger("dit_engine").setLevel(logging.WARNING)
     overrides = _user_overrides(list(hydra_cfg.overrides.task))
     planned = _planned.pop(tuple(sorted(overrides)), None)
+    output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         session = Session(cfg, overrides)
         if planned is not None:  # planned by PlanCheckCallback: reuse it, with this job's config
             session.adapter, session.workload, session.plan = planned.adapter, planned.workload, planned.plan
-        metrics = session.run(hydra_cfg.runtime.output_dir)
-    except DitEngineError as err:
-        fail(err)
+        metrics = session.run(output_dir)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line (and a log entry)
+        bad_input = isinstance(err, DitEngineError)
+        reason = one_line(err) if bad_input else f"internal error: {type(err).__name__}: {one_line(err)}"
+        if not bad_input:
+            log.exception("internal error")
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            atomic_write_text(output_dir / FAILED_FILE, json.dumps({"reason": reason, "bad_input": bad_input}) + "\n")
+            print(f"dit_engine: sweep cell {hydra_cfg.job.num} failed, the sweep goes on: {reason}", file=sys.stderr)
+            return None
+        if bad_input:
+            fail(err)
+        log_file = output_dir / f"{hydra_cfg.job.name}.log"
+        print(f"dit_engine: {reason}; the traceback is in {log_file} (HYDRA_FULL_ERROR=1 prints it)", file=sys.stderr)
+        if os.environ.get(_USER_FULL_ERROR) == "1":
+            raise
+        sys.exit(1)
     return None if metrics is None else metrics["objective"]
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def main() -> None:
@@ -123,13 +185,18 @@ def main() -> None:
     Hydra reports its own errors (a bad override found while composing) in several lines and
     exits 1; with ``HYDRA_FULL_ERROR`` set it raises them instead, so this one handler turns
     them, like every DitEngineError, into one line and exit code 2. A user who set
-    ``HYDRA_FULL_ERROR=1`` themselves gets Hydra's full traceback, as Hydra documents.
+    ``HYDRA_FULL_ERROR=1`` themselves gets Hydra's full traceback, as Hydra documents. Ctrl-C
+    exits 130 with one line; the interrupted run's files were never moved into place.
     """
     register_schemas()
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ[_USER_FULL_ERROR] = os.environ.get("HYDRA_FULL_ERROR", "")
+    wants_traceback = os.environ[_USER_FULL_ERROR] == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         run_job()
+    except KeyboardInterrupt:
+        print("dit_engine: interrupted; the unfinished run left no outputs in place", file=sys.stderr)
+        sys.exit(130)
     except DitEngineError as err:
         fail(err)
     except (HydraException, OmegaConfBaseException, ValueError) as err:

@@ -13,7 +13,10 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else CPU; an unavailable CUDA device is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DitEngineError(f"model.device={name} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DitEngineError(f"model.device={name} but no CUDA device is available; use model.device=cpu or auto")
     return device

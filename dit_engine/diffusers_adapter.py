@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 
 from dit_engine.adapter import Adapter, ModelInfo
+from dit_engine.errors import DitEngineError
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -43,7 +44,13 @@ def read_transformer_config(pretrained: str | None) -> tuple[dict, str] | None:
             return None
     if not path.is_file():
         return None
-    return json.loads(path.read_text()), str(path)
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DitEngineError(f"{path} is not valid JSON ({err}); repair the model directory or save it again with save_pretrained") from None
+    if not isinstance(config, dict):
+        raise DitEngineError(f"{path} is not a model config (a JSON object); repair the model directory or save it again with save_pretrained")
+    return config, str(path)
 
 
 #: Cache thresholds that FBCache/DBCache users run the large diffusers DiTs with (ParaAttention,
@@ -67,18 +74,26 @@ class DiffusersAdapter(Adapter):
             ``config.json`` is at hand (dry runs without weights).
         block_count_keys: block-list path -> ``config.json`` key holding its length.
         heads_key: ``config.json`` key of the attention head count.
+        size_multiple: height and width must be multiples of this (VAE factor x patch size);
+            diffusers would otherwise round them silently.
     """
 
     default_info: ClassVar[ModelInfo]
     block_count_keys: ClassVar[dict[str, str]] = {}
     transform_defaults = LARGE_DIT_CACHE_DEFAULTS
     heads_key: ClassVar[str] = "num_attention_heads"
+    size_multiple: ClassVar[int] = 16
 
     def model_info(self, model_cfg: Any) -> ModelInfo:
         found = read_transformer_config(model_cfg.pretrained)
         if found is None:
             return self.default_info
         config, path = found
+        keys = [*self.block_count_keys.values(), self.heads_key]
+        bad = [key for key in keys if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1]
+        if bad:
+            raise DitEngineError(f"{path} lacks {', '.join(bad)} (positive integers) that a {self.name} transformer config has; "
+                                 f"point model.pretrained at a {self.name} pipeline directory")
         return ModelInfo(
             blocks={block_path: config[key] for block_path, key in self.block_count_keys.items()},
             num_heads=config[self.heads_key],
@@ -86,10 +101,16 @@ class DiffusersAdapter(Adapter):
         )
 
     def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
+        problems = []
         problem = pretrained_problem(model_cfg.pretrained, self.name)
         if problem and not (dry_run and model_cfg.pretrained is None):
-            return [problem]
-        return []
+            problems.append(problem)
+        for key in ("height", "width"):
+            value = getattr(workload, key)
+            if value is not None and (value < self.size_multiple or value % self.size_multiple):
+                problems.append(f"workload.{key}={value}: model={self.name} generates sizes that are multiples of "
+                                f"{self.size_multiple}; use e.g. {max(self.size_multiple, round(value / self.size_multiple) * self.size_multiple)}")
+        return problems
 
     def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         from diffusers import DiffusionPipeline

@@ -34,6 +34,12 @@ class Handle:
                 "this pipeline already has a dit_engine plan applied; call handle.remove() first, then apply again"
             )
         adapter = self.plan.adapter
+        for name, transformer in adapter.transformers(self.pipe).items():
+            if getattr(transformer, "is_cache_enabled", False):
+                raise AlreadyAppliedError(
+                    f"pipe.{name} already has diffusers' own cache enabled, which dit_engine's hooks would run under; "
+                    f"call pipe.{name}.disable_cache() first (diffusers' caches also run as cache=diffusers_fbc and the like)"
+                )
         context = ApplyContext(
             adapter=adapter,
             model_info=self.plan.model_info,

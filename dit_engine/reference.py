@@ -13,7 +13,9 @@ import datetime
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import Any
 from PIL import Image
 
 from dit_engine.atomic import atomic_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,18 +48,43 @@ def reference_key(material: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # O_NOFOLLOW: a symlink planted at the lock's name must not make us open (or create) its target.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+#: Image names a reference may list: written by this module, never a path.
+IMAGE_NAME = re.compile(r"^\d{3,}\.png$")
+
+
+class DamagedReference(Exception):
+    """A reference folder that cannot be read back (corrupt reference.json, missing image...)."""
 
 
 def _load(folder: Path, key: str, reused: bool) -> Reference:
-    info = json.loads((folder / "reference.json").read_text())
-    images = [Image.open(folder / name).convert("RGB") for name in info["images"]]
-    return Reference(key, folder, images, info["latency_s"], info["created"], reused)
+    try:
+        info = json.loads((folder / "reference.json").read_text())
+        names = info["images"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and IMAGE_NAME.match(n) for n in names):
+            raise DamagedReference("reference.json lists image names that are not NNN.png")
+        images = [Image.open(folder / name).convert("RGB") for name in names]
+        latency = float(info["latency_s"])
+        return Reference(key, folder, images, latency, str(info["created"]), reused)
+    except DamagedReference:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DamagedReference(f"{type(err).__name__}: {err}") from None
+
+
+def _set_aside(folder: Path, reason: str) -> None:
+    """Move a damaged reference out of the way (kept for inspection) so it is computed anew."""
+    aside = folder.with_name(f".damaged-{folder.name}-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}")
+    os.replace(folder, aside)
+    log.warning("reference %s is damaged (%s); set aside as %s and computed again", folder, reason, aside.name)
 
 
 def get_or_create(root: str | Path, material: dict[str, Any], run: Callable[[], tuple[list[Image.Image], float]]) -> Reference:
@@ -64,8 +93,11 @@ def get_or_create(root: str | Path, material: dict[str, Any], run: Callable[[], 
     key = reference_key(material)
     folder = root / key
     with _locked(root / f".{key}.lock"):
-        if (folder / "reference.json").is_file():
-            return _load(folder, key, reused=True)
+        if folder.exists():
+            try:
+                return _load(folder, key, reused=True)
+            except DamagedReference as err:
+                _set_aside(folder, str(err))
         images, latency = run()
         # Written into a staging folder renamed to ``folder`` at the end: readers never see half a reference.
         with atomic_dir(folder) as staging:

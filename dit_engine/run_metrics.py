@@ -3,6 +3,7 @@ and the value a Hydra sweeper optimises (``report.objective``)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 from dataclasses import asdict
@@ -21,9 +22,18 @@ OBJECTIVES = ("latency", "speedup", "psnr")
 def report_problems(report: DictConfig) -> list[str]:
     """What in the ``report`` group cannot work, each a one-line fix (checked before any run)."""
     problems = []
-    if report.clip_model is not None and not (Path(report.clip_model).expanduser() / "config.json").is_file():
-        problems.append(f"report.clip_model={report.clip_model} is not a local CLIP model directory (no config.json); "
-                        "give the folder a CLIPModel was saved to, dit_engine never downloads one")
+    if report.clip_model is not None:
+        folder = Path(report.clip_model).expanduser()
+        if not (folder / "config.json").is_file():
+            problems.append(f"report.clip_model={report.clip_model} is not a local CLIP model directory (no config.json); "
+                            "give the folder a CLIPModel was saved to, dit_engine never downloads one")
+        elif not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+            problems.append(f"report.clip_model={report.clip_model} has no weights (*.safetensors or *.bin); "
+                            "give the folder CLIPModel.save_pretrained wrote")
+    if report.quality:
+        problem = writable_dir_problem("report.reference_dir", report.reference_dir)
+        if problem:
+            problems.append(problem)
     if report.reference_timing not in ("fresh", "cached"):
         problems.append(f"report.reference_timing={report.reference_timing} is unknown; use fresh or cached")
     if report.objective not in OBJECTIVES:
@@ -31,6 +41,19 @@ def report_problems(report: DictConfig) -> list[str]:
     elif report.objective in ("speedup", "psnr") and not report.quality:
         problems.append(f"report.objective={report.objective} needs the reference run: use report=quality (or report.quality=true)")
     return problems
+
+
+def writable_dir_problem(key: str, path: str) -> str | None:
+    """Why ``path`` cannot be (or become) a writable directory, or None."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        return f"{key}={path} is a file, not a directory; choose a directory"
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{key}={path} cannot be written ({existing} is not a writable directory); choose a directory you can write"
+    return None
 
 
 def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, summary: dict[str, Any],

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from dit_engine import run_loop
 from dit_engine.adapter import Adapter
 from dit_engine.config import compose_config
+from dit_engine.config.validate import config_problems
 from dit_engine.devices import DTYPES, dtype_problem, resolve_device
 from dit_engine.errors import DitEngineError, PlanError
 from dit_engine.handle import Handle
@@ -72,6 +73,9 @@ class Session:
         """Resolve the adapter and workload and compile the plan from config files only (no
         weights); raise PlanError listing every problem."""
         cfg = self.cfg
+        problems = config_problems(cfg, self.registry)
+        if problems:  # the rest would trip over the same keys
+            raise PlanError(problems)
         self.adapter = self.registry.adapter(cfg.model.adapter)
         self.workload = resolve_workload(cfg.workload, self.adapter)
         problems = self.adapter.check(cfg.model, self.workload, cfg.dry_run) + self.workload.problems()
@@ -80,16 +84,39 @@ class Session:
         if problem:
             problems.append(problem)
         try:
+            resolve_device(cfg.model.device)
+        except DitEngineError as err:
+            problems.append(str(err))
+        try:
             self.plan = compile_plan(cfg, self.registry, self.adapter, self.adapter.model_info(cfg.model))
         except PlanError as err:
             problems.extend(err.problems)
+        else:
+            problems.extend(self._workload_plan_problems())
         if problems:
             raise PlanError(problems)
         return self
 
+    def _workload_plan_problems(self) -> list[str]:
+        """Plan steps whose own settings must agree with the workload (known only in a run)."""
+        problems = []
+        for step in self.plan.steps:
+            if not hasattr(step.config, "num_inference_steps"):
+                continue
+            steps = step.config.num_inference_steps
+            if steps is None:  # "the workload's": known now
+                step.config.num_inference_steps = self.workload.num_inference_steps
+            elif steps != self.workload.num_inference_steps:
+                problems.append(f"{step.group}.num_inference_steps={steps} but the workload runs {self.workload.num_inference_steps} "
+                                f"steps; set {step.group}.num_inference_steps={self.workload.num_inference_steps}")
+        return problems
+
     def prepare_for(self, pipe: Any, adapter_name: str | None = None) -> "Session":
         """Plan for a pipeline the caller loaded (the Python API): the adapter is found by the
         pipeline's class (``adapter_name`` forces one) and the model facts are read off it."""
+        problems = config_problems(self.cfg, self.registry)
+        if problems:
+            raise PlanError(problems)
         self.adapter = self.registry.adapter_for_pipeline(pipe, adapter_name)
         self.plan = compile_plan(self.cfg, self.registry, self.adapter, self.adapter.model_info_from_pipeline(pipe))
         return self

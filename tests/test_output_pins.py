@@ -63,7 +63,11 @@ def _missing_peer(overrides: list[str]) -> bool:
 def run_case(pipe, case: str, overrides: list[str]) -> torch.Tensor:
     import dit_engine
 
+    from dit_engine.config import compose_config
+
     cfg = case.startswith("cfg ")
+    if compose_config(overrides).cache.name == "diffusers_magcache":  # diffusers needs the step count up front
+        overrides = [*overrides, f"cache.num_inference_steps={STEPS}"]
     handle = dit_engine.apply(pipe, *overrides)
     try:
         images = pipe(

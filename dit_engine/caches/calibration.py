@@ -12,6 +12,7 @@ CFG branches). ``cache=teacache`` / ``cache=magcache`` load it with ``cache.cali
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ class CalibrationRunConfig:
 
 
 def read_calibration(path: str, section: str, transformer: str | None = None) -> dict | None:
-    """One section (``teacache`` / ``magcache``) of a calibration.json, for ``transformer`` or the first one."""
+    """One section (``teacache`` / ``magcache``) of a calibration.json, for ``transformer`` or the
+    first one. Assumes a file that :func:`calibration_problem` accepted."""
     data = json.loads(Path(path).expanduser().read_text())
     per_transformer = data.get("transformers", {})
     entry = per_transformer.get(transformer) if transformer else None
@@ -56,19 +58,43 @@ def read_calibration(path: str, section: str, transformer: str | None = None) ->
     return entry.get(section)
 
 
-def calibration_problem(path: str | None, section: str) -> str | None:
-    """Why ``cache.calibration_file`` cannot serve ``section``, or None."""
+def values_problem(values: Any, key: str, positive: bool = False) -> str | None:
+    """Why calibrated ``values`` (a polynomial, a ratio curve) cannot be used, or None."""
+    if not isinstance(values, list) or not values:
+        return f"{key} must be a non-empty list of numbers"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return f"{key} holds a value that is not a finite number"
+    if positive and not all(v > 0 for v in values):
+        return f"{key} holds a ratio that is not positive"
+    return None
+
+
+def calibration_problem(path: str | None, section: str, value_key: str, model: str) -> str | None:
+    """Why ``cache.calibration_file`` cannot serve ``section`` for ``model``, or None."""
     if path is None:
         return None
     file = Path(path).expanduser()
     if not file.is_file():
         return f"cache.calibration_file={path} does not exist; {CALIBRATE_HINT}"
     try:
-        found = read_calibration(path, section)
+        data = json.loads(file.read_text())
     except (OSError, ValueError) as err:
         return f"cache.calibration_file={path} is not a dit_engine calibration.json ({err}); {CALIBRATE_HINT}"
-    if not found:
+    transformers = data.get("transformers") if isinstance(data, dict) else None
+    if not isinstance(transformers, dict) or not all(isinstance(v, dict) for v in transformers.values()):
+        return f"cache.calibration_file={path} is not a dit_engine calibration.json (no 'transformers' mapping); {CALIBRATE_HINT}"
+    if data.get("model") not in (None, model):
+        return f"cache.calibration_file={path} was made for model={data['model']}, this run is model={model}; {CALIBRATE_HINT}"
+    sections = [entry.get(section) for entry in transformers.values()]
+    if not any(sections):
         return f"cache.calibration_file={path} has no {section} section (the model's adapter gives no probe for it?); {CALIBRATE_HINT}"
+    for found in sections:
+        if found is None:
+            continue
+        problem = values_problem(found.get(value_key) if isinstance(found, dict) else None, f"its {section}.{value_key}",
+                                 positive=value_key == "mag_ratios")
+        if problem:
+            return f"cache.calibration_file={path}: {problem}; {CALIBRATE_HINT}"
     return None
 
 

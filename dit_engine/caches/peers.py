@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 
 from dit_engine.adapter import ModelInfo
+from dit_engine.errors import PlanError
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
 
@@ -62,7 +63,9 @@ class DiffusersMagCacheConfig:
         threshold: diffusers' ``MagCacheConfig.threshold``.
         max_skip_steps: most skipped steps in a row.
         retention_ratio: the first fraction of the steps always computes.
-        num_inference_steps: the step count of the runs (diffusers needs it up front).
+        num_inference_steps: the step count of the runs (diffusers needs it up front); ``None``
+            takes the workload's on the command line; with ``dit_engine.apply`` set it to the
+            ``num_inference_steps`` you call the pipeline with.
         mag_ratios: the curve; ``None`` takes the adapter's (``Adapter.mag_ratios``).
     """
 
@@ -70,7 +73,7 @@ class DiffusersMagCacheConfig:
     threshold: float = 0.12
     max_skip_steps: int = 3
     retention_ratio: float = 0.2
-    num_inference_steps: int = 28
+    num_inference_steps: Optional[int] = None
     mag_ratios: Optional[list[float]] = None
 
 
@@ -254,10 +257,13 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
 
     @classmethod
     def check(cls, config: DiffusersMagCacheConfig, context: PlanContext) -> list[str]:
+        problems = []
         if config.mag_ratios is None:
-            return [f"cache=diffusers_magcache needs a magnitude-ratio curve and adapter '{context.adapter.name}' has none; "
-                    "set cache.mag_ratios=[...] or use a model that ships one"]
-        return []
+            problems.append(f"cache=diffusers_magcache needs a magnitude-ratio curve and adapter '{context.adapter.name}' has none; "
+                            "set cache.mag_ratios=[...] or use a model that ships one")
+        if config.num_inference_steps is not None and config.num_inference_steps < 1:
+            problems.append(f"cache.num_inference_steps={config.num_inference_steps}: use the step count you run with")
+        return problems
 
     @classmethod
     def describe(cls, config: DiffusersMagCacheConfig, model_info: ModelInfo) -> str:
@@ -269,6 +275,9 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
     def diffusers_config(self):
         from diffusers.hooks import MagCacheConfig
 
+        if self.config.num_inference_steps is None:
+            raise PlanError(["cache=diffusers_magcache needs the step count up front: add cache.num_inference_steps=<the "
+                             "num_inference_steps you call the pipeline with>"])
         c = self.config
         return MagCacheConfig(threshold=c.threshold, max_skip_steps=c.max_skip_steps, retention_ratio=c.retention_ratio,
                               num_inference_steps=c.num_inference_steps, mag_ratios=c.mag_ratios)

@@ -16,7 +16,7 @@ import numpy as np
 
 from dit_engine.adapter import ModelInfo, Probe
 from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, relative_l1
-from dit_engine.caches.calibration import CALIBRATE_HINT, calibration_problem, read_calibration
+from dit_engine.caches.calibration import CALIBRATE_HINT, calibration_problem, read_calibration, values_problem
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext
 
@@ -109,11 +109,16 @@ class WholeStepCacheTransform(ForecastableBlockCache):
     @classmethod
     def check(cls, config: Any, context: PlanContext) -> list[str]:
         problems = cls.block_problems(config, context)
-        problem = calibration_problem(config.calibration_file, cls.section)
+        problem = calibration_problem(config.calibration_file, cls.section, cls.value_key, context.adapter.name)
+        values = getattr(config, cls.value_key)
         if problem:
             problems.append(problem)
-        elif not config.calibration_file and getattr(config, cls.value_key) is None:
+        elif not config.calibration_file and values is None:
             problems.append(f"model '{context.adapter.name}' has no published {cls.section} {cls.value_key.replace('_', ' ')}; {CALIBRATE_HINT}")
+        elif not config.calibration_file:
+            problem = values_problem(list(values), f"cache.{cls.value_key}", positive=cls.value_key == "mag_ratios")
+            if problem:
+                problems.append(f"{problem}; give the calibrated values or {CALIBRATE_HINT}")
         return problems
 
 

@@ -120,4 +120,7 @@ def explain_compose_error(err: Exception) -> str:
         return f"{key}={conversion.group(1)} is not a valid {kind}; give a value of type {kind}"
 
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    hint = re.search(r"To append to your config use (\S+)", text)
+    if hint:  # a dict that takes new keys (workload.call_kwargs): Hydra's own fix, kept
+        return f"invalid overrides: {first_line} (it holds no such key yet); add it with {hint.group(1)}"
     return f"invalid overrides: {first_line}"

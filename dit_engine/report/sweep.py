@@ -231,7 +231,7 @@ def _cell_dirs(sweep_dir: Path) -> list[Path]:
     # Recursive, because Hydra does not escape "/" in override_dirname: an override such as
     # model.pretrained=/models/flux puts the cell three folders down.
     found = {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
-    found |= {p.parent for p in sweep_dir.rglob("metrics.json")}
+    found |= {p.parent for p in sweep_dir.rglob("metrics.json")} | {p.parent for p in sweep_dir.rglob("failed.json")}
     # Hidden folders hold Hydra's files or a run's staging area, never a cell of their own.
     return sorted(d for d in found if d != sweep_dir and not any(part.startswith(".") for part in d.relative_to(sweep_dir).parts))
 
@@ -242,8 +242,7 @@ def _read_cell(sweep_dir: Path, cell_dir: Path) -> Cell:
     choices = _read_choices(cell_dir)
     metrics_path = cell_dir / "metrics.json"
     if not metrics_path.is_file():
-        return Cell(name, cell_dir, overrides, "failed", choices=choices,
-                    error="no metrics.json: the run did not finish; see the cell's dit_engine.log")
+        return Cell(name, cell_dir, overrides, "failed", choices=choices, error=_failure_reason(cell_dir))
     try:
         metrics = json.loads(metrics_path.read_text())
         if not isinstance(metrics, dict):
@@ -277,6 +276,15 @@ def _read_cell(sweep_dir: Path, cell_dir: Path) -> Cell:
         reference_latency_s=_number(_get(metrics, "quality", "reference", "latency_s")),
         choices=choices,
     )
+
+
+def _failure_reason(cell_dir: Path) -> str:
+    """The reason a cell recorded in ``failed.json``, or why it is counted as failed without one."""
+    try:
+        reason = json.loads((cell_dir / "failed.json").read_text())["reason"]
+        return f"{reason} (see the cell's dit_engine.log)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no metrics.json: the run did not finish (interrupted, or it crashed); see the cell's dit_engine.log"
 
 
 def _read_overrides(cell_dir: Path) -> list[str]:

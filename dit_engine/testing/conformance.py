@@ -61,6 +61,21 @@ class PipelineCase:
     cfg_call: Callable[[], dict] | None = None
 
 
+def tiny_model_case(steps: int = 6) -> PipelineCase:
+    """The embedded tiny model as a case: two digits, ``steps`` steps; ``cfg_call`` runs separate
+    cond / uncond calls (guidance 3)."""
+    from dit_engine.tiny import load_tiny_pipeline
+
+    pipe = load_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+
+    def call(**extra):
+        return dict(prompt=["zero", "seven"], num_inference_steps=steps, output_type="pt",
+                    generator=[torch.Generator().manual_seed(i) for i in range(2)], **extra)
+
+    return PipelineCase(pipe, call, cfg_call=lambda: call(guidance_scale=3.0, separate_cfg=True))
+
+
 def run(pipe: Any, kwargs: dict) -> torch.Tensor:
     """One pipeline call; its images (or video frames) as one float tensor."""
     output = pipe(**kwargs)
@@ -171,6 +186,17 @@ class _Suite:
         assert counter.calls > 0, "a diffusers hook added after remove() never ran"
         assert torch.equal(output, plain)
 
+    def count_block_forwards(self, case: PipelineCase, overrides: tuple[str, ...]) -> tuple[int, int, dict]:
+        """Real block forwards of a plain run and of a run under ``overrides``, and the latter's summary."""
+        counter = BlockForwards(case.pipe, _adapter_for(case.pipe))
+        try:
+            run(case.pipe, case.call())
+            plain_forwards, counter.count = counter.count, 0
+            _, summary = _with_plan(case.pipe, overrides, case.call())
+        finally:
+            counter.remove()
+        return plain_forwards, counter.count, summary
+
     def check_no_leak_between_requests(self, case: PipelineCase, overrides: tuple[str, ...]) -> None:
         handle = dit_engine.apply(case.pipe, *overrides)
         try:
@@ -208,17 +234,9 @@ class AdapterConformance(_Suite):
         assert summary["steps_cached"] == 0
 
     def test_caching_runs_fewer_block_forwards(self, case):
-        adapter = _adapter_for(case.pipe)
-        counter = BlockForwards(case.pipe, adapter)
-        try:
-            run(case.pipe, case.call())
-            uncached = counter.count
-            counter.count = 0
-            _, summary = _with_plan(case.pipe, self.caching_overrides, case.call())
-        finally:
-            counter.remove()
-        assert 0 < counter.count < uncached
-        assert summary["blocks_computed"] == counter.count  # the cache's own count is the real one
+        plain_forwards, forwards, summary = self.count_block_forwards(case, self.caching_overrides)
+        assert 0 < forwards < plain_forwards
+        assert summary["blocks_computed"] == forwards  # the cache's own count is the real one
 
     def test_cfg_branches_keep_separate_state(self, case):
         if case.cfg_call is None:
@@ -264,17 +282,9 @@ class TransformConformance(_Suite):
     def test_runs_fewer_block_forwards(self, case):
         if not self.skips_blocks:
             pytest.skip("this option does not skip blocks")
-        adapter = _adapter_for(case.pipe)
-        counter = BlockForwards(case.pipe, adapter)
-        try:
-            run(case.pipe, case.call())
-            uncached = counter.count
-            counter.count = 0
-            _, summary = _with_plan(case.pipe, self.overrides, case.call())
-        finally:
-            counter.remove()
-        assert counter.count < uncached
-        assert summary["blocks_computed"] == counter.count
+        plain_forwards, forwards, summary = self.count_block_forwards(case, self.overrides)
+        assert forwards < plain_forwards
+        assert summary["blocks_computed"] == forwards
 
     def test_cfg_branches_keep_separate_state(self, case):
         if case.cfg_call is None:

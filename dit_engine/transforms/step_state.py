@@ -29,13 +29,20 @@ class StepStateTransform(Transform):
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         self.state = context.step_state
-        self.scheduler = pipe.scheduler
+        self.pipe = pipe
         self.modules = dict(context.transformers)
-        state = self.state
-        scheduler = self.scheduler
+        self._wrap(pipe.scheduler)
+        self.handles = [
+            module.register_forward_pre_hook(lambda _module, _args, name=name: self._begin_call(name))
+            for name, module in self.modules.items()
+        ]
 
-        original_set_timesteps = self.scheduler.set_timesteps
-        original_step = self.scheduler.step
+    def _wrap(self, scheduler: Any) -> None:
+        """Wrap ``scheduler``'s ``set_timesteps`` and ``step`` (instance attributes)."""
+        self.scheduler = scheduler
+        state = self.state
+        original_set_timesteps = scheduler.set_timesteps
+        original_step = scheduler.step
 
         @functools.wraps(original_set_timesteps)
         def set_timesteps(*args, **kwargs):
@@ -50,16 +57,26 @@ class StepStateTransform(Transform):
             state.end_step()
             return result
 
-        self.scheduler.set_timesteps = set_timesteps
-        self.scheduler.step = step
-        self.handles = [
-            module.register_forward_pre_hook(lambda _module, _args, name=name: state.begin_call(name))
-            for name, module in self.modules.items()
-        ]
+        scheduler.set_timesteps = set_timesteps
+        scheduler.step = step
 
-    def remove(self, pipe: Any) -> None:
+    def _unwrap(self) -> None:
         for attr in ("set_timesteps", "step"):
             self.scheduler.__dict__.pop(attr, None)
+
+    def _begin_call(self, name: str) -> None:
+        scheduler = getattr(self.pipe, "scheduler", None)
+        if scheduler is not None and scheduler is not self.scheduler:
+            # pipe.scheduler was replaced after apply: follow it, and start the request its
+            # set_timesteps (already run, unwrapped) began, so caching keeps working.
+            self._unwrap()
+            self._wrap(scheduler)
+            timesteps = getattr(scheduler, "timesteps", None)
+            self.state.start_request(len(timesteps) if timesteps is not None else 0)
+        self.state.begin_call(name)
+
+    def remove(self, pipe: Any) -> None:
+        self._unwrap()
         for handle in self.handles:
             handle.remove()
 

@@ -280,10 +280,12 @@ CACHE_OPTIONS = [o for o in group_options("cache", include_plugins=False) if o n
 
 @pytest.mark.parametrize("option", with_peer_marks(CACHE_OPTIONS))
 def test_every_cache_option_runs_on_the_tiny_model_and_tiny_flux(tiny_pipe, tiny_flux, option):
-    for pipe, run in ((tiny_pipe, lambda: run_tiny(tiny_pipe, prompts=["five"])),
-                      (tiny_flux, lambda: tiny_flux(**tiny_flux_call_kwargs()).images)):
+    for pipe, run, steps in ((tiny_pipe, lambda: run_tiny(tiny_pipe, prompts=["five"]), 28),
+                             (tiny_flux, lambda: tiny_flux(**tiny_flux_call_kwargs()).images, 8)):
         reference = run()
-        output, summary = apply_and_run(pipe, run, f"cache={option}")
+        # diffusers' MagCache needs the step count up front (the CLI fills in the workload's)
+        extra = [f"cache.num_inference_steps={steps}"] if option == "diffusers_magcache" else []
+        output, summary = apply_and_run(pipe, run, f"cache={option}", *extra)
         assert output.shape == reference.shape and torch.isfinite(output).all(), option
         assert 0 < summary["blocks_computed"] <= summary["blocks_total"], option
         assert torch.equal(run(), reference), f"{option}: remove() must restore the plain pipeline"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dit_engine.testing.conformance import AdapterConformance, PipelineCase, TransformConformance
+from dit_engine.testing.conformance import AdapterConformance, PipelineCase, TransformConformance, tiny_model_case
 from dit_engine.testing.pipelines import (
     build_tiny_flux_pipeline,
     build_tiny_qwen_image_pipeline,
@@ -17,19 +17,6 @@ from dit_engine.testing.pipelines import (
 )
 
 STEPS = 6
-
-
-def tiny_model_case() -> PipelineCase:
-    from dit_engine.tiny import load_tiny_pipeline
-
-    pipe = load_tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-
-    def call(**extra):
-        return dict(prompt=["zero", "seven"], num_inference_steps=STEPS, output_type="pt",
-                    generator=[torch.Generator().manual_seed(i) for i in range(2)], **extra)
-
-    return PipelineCase(pipe, call, cfg_call=lambda: call(guidance_scale=3.0, separate_cfg=True))
 
 
 def _quiet(pipe):
@@ -43,7 +30,7 @@ class TestTinyAdapter(AdapterConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def case(cls):
-        return tiny_model_case()
+        return tiny_model_case(STEPS)
 
 
 class TestFluxAdapter(AdapterConformance):
@@ -96,5 +83,5 @@ for _option, (_overrides, _exact, _skips) in FIRST_PARTY_CACHES.items():
         "overrides": _overrides,
         "exact_overrides": _exact,
         "skips_blocks": _skips,
-        "case": pytest.fixture(scope="class")(classmethod(lambda cls: tiny_model_case())),
+        "case": pytest.fixture(scope="class")(classmethod(lambda cls: tiny_model_case(STEPS))),
     })

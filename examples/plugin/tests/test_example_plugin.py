@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from dit_engine.testing.conformance import AdapterConformance, PipelineCase, TransformConformance
+from dit_engine.testing.conformance import AdapterConformance, PipelineCase, TransformConformance, tiny_model_case
 from dit_engine_example.tiny import build_tiny_dit_pipeline, save_tiny_dit_pipeline
 
 STEPS = 6
@@ -21,19 +21,6 @@ def dit_case() -> PipelineCase:
                     generator=torch.Generator().manual_seed(0), output_type="np")
 
     return PipelineCase(build_tiny_dit_pipeline(seed=0), call)
-
-
-def tiny_model_case() -> PipelineCase:
-    from dit_engine.tiny import load_tiny_pipeline
-
-    pipe = load_tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-
-    def call(**extra):
-        return dict(prompt=["zero", "seven"], num_inference_steps=STEPS, output_type="pt",
-                    generator=[torch.Generator().manual_seed(i) for i in range(2)], **extra)
-
-    return PipelineCase(pipe, call, cfg_call=lambda: call(guidance_scale=3.0, separate_cfg=True))
 
 
 class TestExampleDiTAdapter(AdapterConformance):
@@ -52,7 +39,7 @@ class TestEveryNthOnTheTinyModel(TransformConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def case(cls):
-        return tiny_model_case()
+        return tiny_model_case(STEPS)
 
 
 class TestEveryNthWithTaylorSeerOnDiT(TransformConformance):

@@ -1,0 +1,82 @@
+"""Checks of a composed config that Hydra's schemas cannot express: keys added with ``+`` that no
+schema knows (at the top level or inside a group), and numbers that are NaN or infinite.
+
+Run by :meth:`dit_engine.session.Session.prepare` and :meth:`~Session.prepare_for` before the plan
+is compiled, so such input is one line naming the fix, never a traceback or a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dit_engine.config.schema import ENGINE_SCHEMAS, EngineConfig, NoCacheConfig, NoneConfig
+
+
+def _fields(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def _group_schema(group: str, node: Any, registry) -> type | None:
+    """The dataclass the group's chosen option must match, or None when unknown (reported elsewhere)."""
+    engine = ENGINE_SCHEMAS.get(group, {})
+    if len(engine) == 1 and group not in ("cache", "calibrator", "parallel", "quant", "compile"):
+        return next(iter(engine.values()))
+    name = node.get("name") if isinstance(node, DictConfig) else None
+    if name in (None, "none"):
+        return NoCacheConfig if group == "cache" else NoneConfig
+    from dit_engine.errors import RegistryError
+    from dit_engine.plan import GROUP_STAGES, entry_point_prefix
+
+    try:
+        transform_class, _ = registry.transform_class(f"{entry_point_prefix(GROUP_STAGES[group])}.{name}")
+    except (RegistryError, KeyError):
+        return None
+    return transform_class.config_class
+
+
+def unknown_key_problems(cfg: DictConfig, registry) -> list[str]:
+    """Keys no schema knows, e.g. ``+cache.foo=1`` or ``+foo=1``."""
+    problems = []
+    known_top = set(_fields(EngineConfig))
+    for key in cfg:
+        if key not in known_top:
+            problems.append(f"unknown key {key}; top-level keys: {', '.join(sorted(known_top))} (a typo, or a key meant for a group?)")
+    for group in ENGINE_SCHEMAS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        schema = _group_schema(group, node, registry)
+        if schema is None:
+            continue
+        fields = _fields(schema)
+        for key in node:
+            if key not in fields:
+                problems.append(f"unknown key {group}.{key}; valid keys: {', '.join(fields)}")
+    return problems
+
+
+def non_finite_problems(cfg: DictConfig) -> list[str]:
+    """Every NaN or infinite number in the config, by its full key."""
+    problems = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{path}={value} is not a finite number; give a real value")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return problems
+
+
+def config_problems(cfg: DictConfig, registry) -> list[str]:
+    """Unknown keys and non-finite numbers, each a one-line fix."""
+    return unknown_key_problems(cfg, registry) + non_finite_problems(cfg)
