@@ -24,8 +24,9 @@ def apply(pipe: Any, *overrides: str) -> Handle:
     :class:`ConfigError`, :class:`PlanError`, :class:`UnsupportedPipelineError` or
     :class:`AlreadyAppliedError` with a one-line message naming the fix.
     """
-    bad = next((o for o in overrides if not isinstance(o, str)), None)
-    if bad is not None:
+    not_strings = [o for o in overrides if not isinstance(o, str)]
+    if not_strings:
+        bad = not_strings[0]
         hint = "; unpack a list with apply(pipe, *overrides)" if isinstance(bad, (list, tuple)) else ""
         raise ConfigError(f"apply() takes override strings like 'cache=dbcache', got {type(bad).__name__} {bad!r}{hint}")
     session = Session.from_overrides(overrides)

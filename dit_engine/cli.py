@@ -153,7 +153,7 @@ def run_job(cfg: DictConfig) -> float | None:
         session = Session(cfg, overrides)
         if planned is not None:  # planned by PlanCheckCallback: reuse it, with this job's config
             session.adapter, session.workload, session.plan = planned.adapter, planned.workload, planned.plan
-        metrics = session.run(output_dir)
+        metrics = session.run(output_dir, timing_note=_shared_cores_note(hydra_cfg))
     except Exception as err:  # noqa: BLE001 - every failure becomes one line (and a log entry)
         bad_input = isinstance(err, DitEngineError)
         reason = one_line(err) if bad_input else f"internal error: {type(err).__name__}: {one_line(err)}"
@@ -173,6 +173,16 @@ def run_job(cfg: DictConfig) -> float | None:
     return None if metrics is None else metrics["objective"]
 
 
+def _shared_cores_note(hydra_cfg) -> str | None:
+    """Why this job's timings cannot be trusted, when sweep cells run at once (joblib n_jobs != 1)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs")
+    if n_jobs is None or n_jobs == 1:
+        return None
+    return f"sweep cells ran {n_jobs if n_jobs > 0 else 'all'} at a time on {os.cpu_count()} cores (hydra.launcher.n_jobs={n_jobs})"
+
+
 def one_line(err: BaseException) -> str:
     """The first line of an exception's message (its type when it has none)."""
     text = str(err).strip()
@@ -189,8 +199,9 @@ def main() -> None:
     exits 130 with one line; the interrupted run's files were never moved into place.
     """
     register_schemas()
-    os.environ[_USER_FULL_ERROR] = os.environ.get("HYDRA_FULL_ERROR", "")
-    wants_traceback = os.environ[_USER_FULL_ERROR] == "1"
+    users_value = os.environ.get("HYDRA_FULL_ERROR")
+    wants_traceback = users_value == "1"
+    os.environ[_USER_FULL_ERROR] = "1" if wants_traceback else ""
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         run_job()
@@ -203,3 +214,8 @@ def main() -> None:
         if wants_traceback:
             raise
         fail(explain_compose_error(err))
+    finally:
+        if users_value is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = users_value

@@ -147,11 +147,12 @@ class Session:
 
     # -- run -----------------------------------------------------------------------------
 
-    def run(self, run_dir: str | Path) -> dict[str, Any] | None:
+    def run(self, run_dir: str | Path, timing_note: str | None = None) -> dict[str, Any] | None:
         """Run the workload and write the run directory; return the metrics (None for a dry run).
 
         Files are staged and moved into ``run_dir`` only when the run succeeded, so a failed run
-        leaves nothing that looks complete.
+        leaves nothing that looks complete. ``timing_note`` says why the latencies cannot be
+        trusted (other work shared the cores); it is recorded as ``latency.untrusted``.
         """
         if self.plan is None:
             self.prepare()
@@ -165,6 +166,9 @@ class Session:
                 files.commit()
                 return None
             metrics = self._execute(run_dir, files)
+            if timing_note:
+                metrics["latency"]["untrusted"] = timing_note
+                log.warning("timings not comparable: %s; run the sweep with hydra.launcher.n_jobs=1 to measure speed", timing_note)
             files.write_json("metrics.json", metrics)
             files.commit()
         except BaseException:

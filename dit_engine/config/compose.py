@@ -112,7 +112,8 @@ def explain_compose_error(err: Exception) -> str:
             hint += f" (the chosen {group} option has no settings: pick one first, e.g. {group}=<option> {full_key}=...)"
         return f"unknown key {full_key}{hint}"
 
-    conversion = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", full)
+    conversion = (re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", full)
+                  or re.search(r"Value '([^']*)' is not a valid (\w+)", full))
     if conversion:
         where = re.search(r"full_key: (\S+)", full)
         key = where.group(1) if where else "a key"

@@ -38,6 +38,8 @@ class Cell:
     speedup_source: str | None = None
     #: latency of report=quality's reference run, when recorded
     reference_latency_s: float | None = None
+    #: why this cell's latency cannot be compared (cores shared with other cells), or None
+    untrusted_timing: str | None = None
     #: True when no other cell is at least as fast and as good and strictly better in one
     pareto: bool = False
     #: hydra.runtime.choices of the cell (group -> option), empty when .hydra/hydra.yaml is missing

@@ -143,7 +143,7 @@ def markdown_table(cells: list[Cell]) -> str:
             f"`{_md_escape(cell.name)}`",
             "ok" if cell.ok else "**FAILED**",
             _fmt(cell.latency_s, "{:.3g}"),
-            _fmt(cell.speedup, "{:.2f}×"),
+            _fmt(cell.speedup, "{:.2f}×") + (" (shared cores)" if cell.untrusted_timing and cell.speedup is not None else ""),
             _fmt(None if cell.compute_fraction is None else 100 * cell.compute_fraction, "{:.1f} %"),
             "∞" if cell.psnr == math.inf else _fmt(cell.psnr, "{:.2f}"),
             _fmt(cell.ssim, "{:.4f}"),
@@ -157,7 +157,13 @@ def markdown_table(cells: list[Cell]) -> str:
 
 def summary_markdown(cells: list[Cell], name: str) -> str:
     """``summary.md``: what the reference is, the Pareto front, the table, failures and the plot."""
-    lines = [f"# Sweep {name}", "", reference_line(cells), "", pareto_line(cells), "", markdown_table(cells)]
+    lines = [f"# Sweep {name}", "", reference_line(cells), ""]
+    untrusted = [c for c in cells if c.untrusted_timing]
+    if untrusted:
+        lines += [f"**Timings not comparable:** {len(untrusted)} of {len(cells)} cells measured while other cells shared the "
+                  f"machine ({untrusted[0].untrusted_timing}); their latencies and speedups say little. Rerun with "
+                  "`hydra.launcher.n_jobs=1` to measure speed; PSNR and compute are unaffected.", ""]
+    lines += [pareto_line(cells), "", markdown_table(cells)]
     failed = [c for c in cells if not c.ok]
     if failed:
         lines.append(f"Failed cells ({len(failed)} of {len(cells)}):\n")
@@ -275,6 +281,7 @@ def _read_cell(sweep_dir: Path, cell_dir: Path) -> Cell:
         peak_memory_mb=memory if memory is not None else _number(_get(metrics, "memory", "peak_rss_mb")),
         reference_latency_s=_number(_get(metrics, "quality", "reference", "latency_s")),
         choices=choices,
+        untrusted_timing=_get(metrics, "latency", "untrusted"),
     )
 
 
