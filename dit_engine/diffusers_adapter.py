@@ -16,8 +16,9 @@ from dit_engine.errors import DitEngineError
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def pretrained_problem(pretrained: str | None, family: str) -> str | None:
-    """Why ``model.pretrained`` cannot be loaded, or None. Hub ids are accepted as given."""
+def pretrained_problem(pretrained: str | None, family: str, loads: bool = True) -> str | None:
+    """Why ``model.pretrained`` cannot be loaded, or None. A hub id must be in the local cache
+    when offline and something is to be loaded (``loads``; a dry run loads nothing)."""
     if pretrained is None:
         return f"model={family} needs weights: set model.pretrained=<local directory or hub id>"
     path = Path(os.path.expanduser(pretrained))
@@ -26,8 +27,21 @@ def pretrained_problem(pretrained: str | None, family: str) -> str | None:
             return f"model.pretrained={pretrained} has no model_index.json; point it at a diffusers pipeline directory (the one save_pretrained wrote)"
         return None
     if HUB_ID.match(pretrained) and not pretrained.startswith((".", "~")):
-        return None
+        return hub_cache_problem(pretrained) if loads else None
     return f"model.pretrained={pretrained} does not exist; give an existing local directory or a hub id like black-forest-labs/FLUX.1-dev"
+
+
+def hub_cache_problem(hub_id: str) -> str | None:
+    """Offline (``HF_HUB_OFFLINE=1``), a hub id must already be in the local cache: say so up front
+    instead of letting diffusers print its connection warnings and fail after them."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return None  # online: diffusers downloads what is missing, as the user asked
+    if isinstance(try_to_load_from_cache(hub_id, "model_index.json"), str):
+        return None
+    return (f"model.pretrained={hub_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+            f"download it once online (huggingface-cli download {hub_id}) or give a local directory")
 
 
 def read_transformer_config(pretrained: str | None) -> tuple[dict, str] | None:
@@ -102,7 +116,7 @@ class DiffusersAdapter(Adapter):
 
     def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
         problems = []
-        problem = pretrained_problem(model_cfg.pretrained, self.name)
+        problem = pretrained_problem(model_cfg.pretrained, self.name, loads=not dry_run)
         if problem and not (dry_run and model_cfg.pretrained is None):
             problems.append(problem)
         for key in ("height", "width"):
@@ -115,4 +129,4 @@ class DiffusersAdapter(Adapter):
     def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         from diffusers import DiffusionPipeline
 
-        return DiffusionPipeline.from_pretrained(os.path.expanduser(model_cfg.pretrained), torch_dtype=dtype, **load_kwargs)
+        return DiffusionPipeline.from_pretrained(os.path.expanduser(model_cfg.pretrained), dtype=dtype, **load_kwargs)

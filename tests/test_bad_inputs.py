@@ -123,6 +123,7 @@ CLI_CASES = [
     (["model=flux", "model.pretrained=/no/such/dir"], "does not exist"),
     (["model=flux", "model.pretrained={root}/a_file"], "has no model_index.json"),
     (["model=flux"], "model=flux needs weights: set model.pretrained"),
+    (["model=flux", "model.pretrained=black-forest-labs/FLUX.1-dev"], "is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"),
     (["model.pretrained={root}/a_file"], "tiny_dit.json"),
     (["model.dtype=float8"], "model.dtype=float8 is not supported"),
     (["model.device=gpu"], "model.device=gpu is not a device"),
