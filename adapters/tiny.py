@@ -95,6 +95,11 @@ class TinyAdapter(Adapter):
             return [f"unknown prompt '{unknown[0]}' for the tiny model; known prompts: {', '.join(class_names)}"]
         return []
 
+    def pipeline_class(self, model_cfg: Any) -> type:
+        from dit_engine.tiny.pipeline import TinyDiTPipeline
+
+        return TinyDiTPipeline
+
     def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         from dit_engine.tiny import load_tiny_pipeline
 

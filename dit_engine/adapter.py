@@ -186,6 +186,27 @@ class Adapter:
         """
         return []
 
+    def pipeline_class(self, model_cfg: Any) -> type | None:
+        """The pipeline class ``load`` will return, when known without loading (checks the
+        workload's ``call_kwargs`` against its ``__call__``); None when unknown."""
+        return None
+
+    def call_kwargs_problems(self, model_cfg: Any, call_kwargs: dict[str, Any]) -> list[str]:
+        """``workload.call_kwargs`` the pipeline's ``__call__`` does not take, as one-line fixes."""
+        import inspect
+
+        cls = self.pipeline_class(model_cfg)
+        if cls is None or not call_kwargs:
+            return []
+        parameters = inspect.signature(cls.__call__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return []
+        unknown = sorted(set(call_kwargs) - set(parameters))
+        if not unknown:
+            return []
+        return [f"workload.call_kwargs.{unknown[0]}: {cls.__name__}.__call__ takes no such argument; "
+                f"it takes {', '.join(n for n in parameters if n != 'self')}"]
+
     def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         """Load the pipeline (left where ``from_pretrained`` puts it: the session places it).
 

@@ -126,6 +126,19 @@ class DiffusersAdapter(Adapter):
                                 f"{self.size_multiple}; use e.g. {max(self.size_multiple, round(value / self.size_multiple) * self.size_multiple)}")
         return problems
 
+    def pipeline_class(self, model_cfg: Any) -> type | None:
+        """The class named in a local directory's ``model_index.json`` (None for hub ids)."""
+        if model_cfg.pretrained is None:
+            return None
+        index = Path(os.path.expanduser(model_cfg.pretrained)) / "model_index.json"
+        try:
+            name = json.loads(index.read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            return None
+        import diffusers
+
+        return getattr(diffusers, name, None) if isinstance(name, str) else None
+
     def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         from diffusers import DiffusionPipeline
 

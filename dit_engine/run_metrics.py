@@ -45,6 +45,8 @@ def report_problems(report: DictConfig) -> list[str]:
 
 def writable_dir_problem(key: str, path: str) -> str | None:
     """Why ``path`` cannot be (or become) a writable directory, or None."""
+    if not str(path).strip():
+        return f"{key} is empty; give a directory"
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         return f"{key}={path} is a file, not a directory; choose a directory"

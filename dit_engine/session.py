@@ -79,6 +79,7 @@ class Session:
         self.adapter = self.registry.adapter(cfg.model.adapter)
         self.workload = resolve_workload(cfg.workload, self.adapter)
         problems = self.adapter.check(cfg.model, self.workload, cfg.dry_run) + self.workload.problems()
+        problems.extend(self.adapter.call_kwargs_problems(cfg.model, self.workload.call_kwargs))
         problems.extend(report_problems(cfg.report))
         problem = dtype_problem(cfg.model.dtype)
         if problem:

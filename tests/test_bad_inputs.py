@@ -171,6 +171,9 @@ CLI_CASES = [
     (["cache=diffusers_magcache", "cache.num_inference_steps=50"], "but the workload runs 28 steps"),
     (["cache=diffusers_taylorseer", "cache.max_order=7"], "cache.max_order=7"),
     (["workload.call_kwargs={max_sequence_length:64}"], "add it with +workload.call_kwargs="),
+    (["+workload.call_kwargs.foo=1"], "workload.call_kwargs.foo: TinyDiTPipeline.__call__ takes no such argument"),
+    (["workload.prompts=zero"], "workload.prompts takes a list: write workload.prompts=[a,b]"),
+    (["report=quality", "report.reference_dir="], "report.reference_dir is empty"),
 ]
 
 

@@ -121,6 +121,9 @@ def explain_compose_error(err: Exception) -> str:
         return f"{key}={conversion.group(1)} is not a valid {kind}; give a value of type {kind}"
 
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    not_a_list = re.search(r"str is not a ListConfig, list or tuple.\s+full_key: (\S+)", full)
+    if not_a_list:
+        return f"{not_a_list.group(1)} takes a list: write {not_a_list.group(1)}=[a,b] (brackets, commas)"
     hint = re.search(r"To append to your config use (\S+)", text)
     if hint:  # a dict that takes new keys (workload.call_kwargs): Hydra's own fix, kept
         return f"invalid overrides: {first_line} (it holds no such key yet); add it with {hint.group(1)}"

@@ -75,7 +75,8 @@ class WorkloadConfig:
             out of the numbers).
         repeats: timed runs of the whole workload; latency is their mean.
         call_kwargs: extra keyword arguments passed to the pipeline call as they are
-            (e.g. ``{max_sequence_length: 64}`` for FLUX).
+            (e.g. ``+workload.call_kwargs.max_sequence_length=64`` for FLUX on the command line:
+            a new key in this dict is added with ``+``).
     """
 
     name: str = "default"
