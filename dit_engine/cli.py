@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dit_engine.atomic import atomic_write_text
 from dit_engine.config import register_schemas
 from dit_engine.config.compose import explain_compose_error
-from dit_engine.console import fail
+from dit_engine.console import fail, quiet_known_noise
 from dit_engine.errors import ConfigError, DitEngineError
 from dit_engine.session import Session
 
@@ -99,6 +100,42 @@ def output_dir_problem(key: str, path: str, what: str) -> str | None:
     return None
 
 
+#: What a single run is about to create: its run directory (and whether it existed, empty) and
+#: the missing folders above it. A run refused at run time for bad input removes them again.
+_new_run_dir: dict[str, Any] = {}
+
+
+def _remember_new_folders(run_dir: Path) -> None:
+    run_dir = run_dir.expanduser().absolute()
+    parents = []
+    folder = run_dir.parent
+    while not folder.exists():
+        parents.append(folder)
+        folder = folder.parent
+    _new_run_dir.update(path=run_dir, existed=run_dir.is_dir(), parents=parents)
+
+
+def _remove_new_folders() -> None:
+    """Undo what a run refused for bad input created: its files, its folder, empty new parents."""
+    run_dir = _new_run_dir.get("path")
+    if run_dir is None or not run_dir.is_dir():
+        return
+    for logger in (logging.getLogger(), logging.getLogger("dit_engine")):
+        for handler in list(logger.handlers):  # Hydra's job log file lives in the run dir
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(run_dir):
+                handler.close()
+                logger.removeHandler(handler)
+    if _new_run_dir["existed"]:
+        for child in run_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    else:
+        shutil.rmtree(run_dir)
+        for parent in _new_run_dir["parents"]:
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+    _new_run_dir.clear()
+
+
 class PlanCheckCallback(Callback):
     """Plans every cell before anything runs; bad input exits 2 with one line (see the module doc).
 
@@ -109,9 +146,11 @@ class PlanCheckCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         overrides = _user_overrides(list(config.hydra.overrides.task))
         try:
-            problem = output_dir_problem("hydra.run.dir", str(config.hydra.run.dir), "run")
+            run_dir = str(config.hydra.run.dir)
+            problem = output_dir_problem("hydra.run.dir", run_dir, "run")
             if problem:
                 raise ConfigError(problem)
+            _remember_new_folders(Path(run_dir))
             session = Session(_task_config(config), overrides).prepare()
         except DitEngineError as err:
             fail(err)
@@ -164,6 +203,7 @@ def run_job(cfg: DictConfig) -> float | None:
             print(f"dit_engine: sweep cell {hydra_cfg.job.num} failed, the sweep goes on: {reason}", file=sys.stderr)
             return None
         if bad_input:
+            _remove_new_folders()
             fail(err)
         log_file = output_dir / f"{hydra_cfg.job.name}.log"
         print(f"dit_engine: {reason}; the traceback is in {log_file} (HYDRA_FULL_ERROR=1 prints it)", file=sys.stderr)
@@ -199,6 +239,7 @@ def main() -> None:
     exits 130 with one line; the interrupted run's files were never moved into place.
     """
     register_schemas()
+    quiet_known_noise()
     users_value = os.environ.get("HYDRA_FULL_ERROR")
     wants_traceback = users_value == "1"
     os.environ[_USER_FULL_ERROR] = "1" if wants_traceback else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import NoReturn
 
@@ -22,3 +23,19 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         fail(f"{message}; usage: {self.usage_line}")
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+def quiet_known_noise() -> None:
+    """Drop library messages that say nothing to a dit_engine user: transformers' notice that its
+    image processors fall back to PIL without torchvision (dit_engine never needs torchvision),
+    printed on every run that loads a diffusers pipeline."""
+    logging.getLogger("transformers.utils.import_utils").addFilter(_DropMessage("requires torchvision (not installed)"))

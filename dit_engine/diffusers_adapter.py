@@ -25,10 +25,27 @@ def pretrained_problem(pretrained: str | None, family: str, loads: bool = True) 
     if path.exists():
         if not (path / "model_index.json").is_file():
             return f"model.pretrained={pretrained} has no model_index.json; point it at a diffusers pipeline directory (the one save_pretrained wrote)"
-        return None
+        return components_problem(path, pretrained)
     if HUB_ID.match(pretrained) and not pretrained.startswith((".", "~")):
         return hub_cache_problem(pretrained) if loads else None
     return f"model.pretrained={pretrained} does not exist; give an existing local directory or a hub id like black-forest-labs/FLUX.1-dev"
+
+
+def components_problem(path: Path, pretrained: str) -> str | None:
+    """Why a local pipeline directory cannot load: a broken model_index.json or a missing component."""
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"model.pretrained={pretrained}: model_index.json is not valid JSON ({err}); save the pipeline again with save_pretrained"
+    if not isinstance(index, dict) or not isinstance(index.get("_class_name"), str):
+        return f"model.pretrained={pretrained}: model_index.json names no pipeline class; save the pipeline again with save_pretrained"
+    missing = [name for name, spec in index.items()
+               if not name.startswith("_") and isinstance(spec, list) and spec and spec[0] is not None and not (path / name).is_dir()]
+    declared = [name for name, spec in index.items() if not name.startswith("_") and isinstance(spec, list)]
+    if missing or not declared:
+        what = f"lacks the component folder(s) {', '.join(missing)}" if missing else "lists no components"
+        return f"model.pretrained={pretrained} {what} that model_index.json names; save the whole pipeline with save_pretrained"
+    return None
 
 
 def hub_cache_problem(hub_id: str) -> str | None:

@@ -15,9 +15,11 @@ as a :class:`~dit_engine.errors.DitEngineError` that lists every problem.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,22 @@ from dit_engine.run_metrics import clip_metrics, objective, quality_metrics, rep
 from dit_engine.workload import Workload, resolve_workload
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _loading_bar(shown: bool) -> Iterator[None]:
+    """diffusers' "Loading pipeline components" bar only at a terminal: in logs and captured
+    output it is noise (and a failed load would leave half a bar before the one-line error)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    was_shown = diffusers_logging.is_progress_bar_enabled()
+    if not shown:
+        diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_shown:
+            diffusers_logging.enable_progress_bar()
 
 
 class Session:
@@ -130,7 +148,8 @@ class Session:
         cfg, adapter = self.cfg, self.adapter
         device = resolve_device(cfg.model.device)
         try:
-            pipe = adapter.load(cfg.model, DTYPES[cfg.model.dtype], self.plan.load_kwargs())
+            with _loading_bar(shown=not self.quiet and sys.stderr.isatty()):
+                pipe = adapter.load(cfg.model, DTYPES[cfg.model.dtype], self.plan.load_kwargs())
         except DitEngineError:
             raise
         except Exception as err:

@@ -63,6 +63,16 @@ def world(tmp_path_factory):
         (folder / "model_index.json").write_text("{}")
         (folder / "transformer" / "config.json").write_text(config)
     (root / "models" / "no_index").mkdir(parents=True)
+    index = {"_class_name": "FluxPipeline", "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+             "transformer": ["diffusers", "FluxTransformer2DModel"]}
+    for name, folders in {"missing_component": ["transformer"], "empty_components": ["transformer", "scheduler"]}.items():
+        folder = root / "models" / name
+        for sub in folders:
+            (folder / sub).mkdir(parents=True)
+        (folder / "model_index.json").write_text(json.dumps(index))
+        (folder / "transformer" / "config.json").write_text(json.dumps({"num_layers": 1, "num_single_layers": 1, "num_attention_heads": 2}))
+    (root / "models" / "bad_index").mkdir()
+    (root / "models" / "bad_index" / "model_index.json").write_text("{oops")
     calibrations = {
         "invalid.json": "{oops",
         "list.json": "[1, 2, 3]",
@@ -121,6 +131,10 @@ CLI_CASES = [
     (["model=flux", "model.pretrained={root}/models/a_list"], "is not a model config"),
     (["model=flux", "model.pretrained={root}/models/no_index"], "has no model_index.json"),
     (["model=flux", "model.pretrained=/no/such/dir"], "does not exist"),
+    (["model=flux", "model.pretrained={root}/models/missing_component"], "lacks the component folder(s) scheduler"),
+    (["model=flux", "model.pretrained={root}/models/bad_index"], "model_index.json is not valid JSON"),
+    # passes every check, fails when diffusers loads it: still one line, and the new run dir is removed
+    (["model=flux", "model.pretrained={root}/models/empty_components", "workload=smoke"], "could not load model=flux"),
     (["model=flux", "model.pretrained={root}/a_file"], "has no model_index.json"),
     (["model=flux"], "model=flux needs weights: set model.pretrained"),
     (["model=flux", "model.pretrained=black-forest-labs/FLUX.1-dev"], "is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"),
