@@ -287,13 +287,20 @@ def test_the_reference_lock_does_not_follow_a_planted_symlink(tmp_path):
     assert target.read_text() == "keep me"
 
 
+def _default_sigint() -> None:
+    # A test run started in the background inherits SIGINT ignored; a user's terminal does not.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli_process(*args: str, cwd: Path):
     import os
     import subprocess
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "dit_engine", *args], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "dit_engine", *args], cwd=cwd, env=env, preexec_fn=_default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
