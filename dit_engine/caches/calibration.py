@@ -87,7 +87,9 @@ def calibration_problem(path: str | None, section: str, value_key: str, model: s
         return f"cache.calibration_file={path} was made for model={data['model']}, this run is model={model}; {CALIBRATE_HINT}"
     sections = [entry.get(section) for entry in transformers.values()]
     if not any(sections):
-        return f"cache.calibration_file={path} has no {section} section (the model's adapter gives no probe for it?); {CALIBRATE_HINT}"
+        why = next((entry[f"{section}_missing"] for entry in transformers.values() if entry.get(f"{section}_missing")),
+                   "the model's adapter gives no probe for it?")
+        return f"cache.calibration_file={path} has no {section} section ({why}); {CALIBRATE_HINT}"
     for found in sections:
         if found is None:
             continue
@@ -160,6 +162,9 @@ class CalibrationRecorder:
         if len(x) > TEACACHE_DEGREE:
             coefficients = np.polyfit(np.asarray(x), np.asarray(y), TEACACHE_DEGREE)
             result["teacache"] = {"coefficients": [float(c) for c in coefficients], "points": len(x)}
+        elif self.probe is not None:
+            result["teacache_missing"] = (f"the calibration run recorded {len(x)} probe changes and a degree-{TEACACHE_DEGREE} "
+                                          "fit needs more: calibrate on more steps or prompts (e.g. workload=bench_16)")
         return result
 
 
