@@ -32,6 +32,7 @@ from dit_engine.atomic import atomic_write_text
 from dit_engine.config import register_schemas
 from dit_engine.config.compose import explain_compose_error
 from dit_engine.console import fail, quiet_known_noise
+from dit_engine.outputs import writable_dir_problem
 from dit_engine.errors import ConfigError, DitEngineError
 from dit_engine.session import Session
 
@@ -86,18 +87,11 @@ def sweep_cells(config: DictConfig) -> list[list[str]]:
 
 
 def output_dir_problem(key: str, path: str, what: str) -> str | None:
-    """Why ``path`` cannot hold a new run (or sweep): a file, an earlier run's directory, unwritable."""
+    """Why ``path`` cannot hold a new run (or sweep): an earlier one's directory, a file, unwritable."""
     folder = Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        return f"{key}={path} is a file; choose a new directory for the {what}"
     if folder.is_dir() and any(folder.iterdir()):
         return f"{key}={path} already holds files (an earlier {what}?); dit_engine never writes into an earlier run: choose a new directory"
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        return f"{key}={path} cannot be created ({existing} is not a writable directory); choose a directory you can write"
-    return None
+    return writable_dir_problem(key, path, verb="created")
 
 
 #: What a single run is about to create: its run directory (and whether it existed, empty) and

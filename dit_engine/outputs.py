@@ -62,6 +62,22 @@ def contact_sheet(images: list[Image.Image], labels: list[str], cell: int = 128)
     return sheet
 
 
+def writable_dir_problem(key: str, path: str, verb: str = "written") -> str | None:
+    """Why ``path`` (the value of config key ``key``) cannot be, or become, a writable directory;
+    None when it can. ``verb`` says what would fail (``written``, ``created``)."""
+    if not str(path).strip():
+        return f"{key} is empty; give a directory"
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        return f"{key}={path} is a file, not a directory; choose a directory"
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{key}={path} cannot be {verb} ({existing} is not a writable directory); choose a directory you can write"
+    return None
+
+
 class StagedRunFiles:
     """Collects a run's files in a hidden staging folder; ``commit`` moves them into the run dir.
 

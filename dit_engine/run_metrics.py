@@ -3,7 +3,6 @@ and the value a Hydra sweeper optimises (``report.objective``)."""
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 from dataclasses import asdict
@@ -15,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dit_engine.metrics import compare_images, summarize
 from dit_engine.metrics.clip import clip_scores
+from dit_engine.outputs import writable_dir_problem
 
 OBJECTIVES = ("latency", "speedup", "psnr")
 
@@ -41,21 +41,6 @@ def report_problems(report: DictConfig) -> list[str]:
     elif report.objective in ("speedup", "psnr") and not report.quality:
         problems.append(f"report.objective={report.objective} needs the reference run: use report=quality (or report.quality=true)")
     return problems
-
-
-def writable_dir_problem(key: str, path: str) -> str | None:
-    """Why ``path`` cannot be (or become) a writable directory, or None."""
-    if not str(path).strip():
-        return f"{key} is empty; give a directory"
-    folder = Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        return f"{key}={path} is a file, not a directory; choose a directory"
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        return f"{key}={path} cannot be written ({existing} is not a writable directory); choose a directory you can write"
-    return None
 
 
 def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, summary: dict[str, Any],

@@ -102,7 +102,8 @@ class MagCacheTransform(WholeStepCacheTransform):
     name = "cache.magcache"
     stage = Stage.CACHE
     config_class = MagCacheConfig
-    section, value_key, adapter_fact = "magcache", "mag_ratios", "mag_ratios"
+    section, value_key = "magcache", "mag_ratios"
+    adapter_facts = {"mag_ratios": "mag_ratios"}
 
     @classmethod
     def check(cls, config: MagCacheConfig, context: PlanContext) -> list[str]:

@@ -247,13 +247,7 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
 
     name = "cache.diffusers_magcache"
     config_class = DiffusersMagCacheConfig
-
-    @classmethod
-    def family_defaults(cls, adapter) -> dict[str, Any]:
-        defaults = super().family_defaults(adapter)
-        if adapter.mag_ratios is not None:
-            defaults["mag_ratios"] = list(adapter.mag_ratios)
-        return defaults
+    adapter_facts = {"mag_ratios": "mag_ratios"}
 
     @classmethod
     def check(cls, config: DiffusersMagCacheConfig, context: PlanContext) -> list[str]:

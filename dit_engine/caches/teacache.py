@@ -82,20 +82,10 @@ class WholeStepCacheTransform(ForecastableBlockCache):
     min_front_blocks = 0
     section = ""
     value_key = ""
-    #: the adapter attribute holding the family's published values (``Adapter.teacache_coefficients``)
-    adapter_fact = ""
 
     @classmethod
-    def family_defaults(cls, adapter: Any) -> dict[str, Any]:
-        defaults = super().family_defaults(adapter)
-        published = getattr(adapter, cls.adapter_fact, None)
-        if published is not None:
-            defaults[cls.value_key] = list(published)
-        return defaults
-
-    @classmethod
-    def resolve_config(cls, node: Any, defaults: dict[str, Any]) -> Any:
-        config = super().resolve_config(node, defaults)
+    def resolve_config(cls, node: Any, adapter: Any) -> Any:
+        config = super().resolve_config(node, adapter)
         config.front_blocks = config.back_blocks = 0  # decided before the first block runs
         return config
 
@@ -128,7 +118,8 @@ class TeaCacheTransform(WholeStepCacheTransform):
     name = "cache.teacache"
     stage = Stage.CACHE
     config_class = TeaCacheConfig
-    section, value_key, adapter_fact = "teacache", "coefficients", "teacache_coefficients"
+    section, value_key = "teacache", "coefficients"
+    adapter_facts = {"coefficients": "teacache_coefficients"}
 
     @classmethod
     def check(cls, config: TeaCacheConfig, context: PlanContext) -> list[str]:

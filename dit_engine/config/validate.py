@@ -22,15 +22,14 @@ def _fields(schema: type) -> list[str]:
 
 def _group_schema(group: str, node: Any, registry) -> type | None:
     """The dataclass the group's chosen option must match, or None when unknown (reported elsewhere)."""
-    engine = ENGINE_SCHEMAS.get(group, {})
-    if len(engine) == 1 and group not in ("cache", "calibrator", "parallel", "quant", "compile"):
-        return next(iter(engine.values()))
-    name = node.get("name") if isinstance(node, DictConfig) else None
-    if name in (None, "none"):
-        return NoCacheConfig if group == "cache" else NoneConfig
     from dit_engine.errors import RegistryError
     from dit_engine.plan import GROUP_STAGES, entry_point_prefix
 
+    if group not in GROUP_STAGES:  # model, workload, report: one engine schema each
+        return next(iter(ENGINE_SCHEMAS[group].values()))
+    name = node.get("name") if isinstance(node, DictConfig) else None
+    if name in (None, "none"):
+        return NoCacheConfig if group == "cache" else NoneConfig
     try:
         transform_class, _ = registry.transform_class(f"{entry_point_prefix(GROUP_STAGES[group])}.{name}")
     except (RegistryError, KeyError):

@@ -68,11 +68,21 @@ class Transform:
     def __init__(self, config: Any = None):
         self.config = config
 
+    #: config key -> adapter attribute holding the family's published value for it
+    #: (e.g. ``{"mag_ratios": "mag_ratios"}``: MagCache's curve from ``Adapter.mag_ratios``).
+    adapter_facts: ClassVar[dict[str, str]] = {}
+
     @classmethod
     def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
-        """The model family's values for settings this transform's config leaves ``None``
-        (thresholds from ``adapter.transform_defaults[<name>]``; techniques add calibrated facts)."""
-        return dict(adapter.transform_defaults.get(cls.name, {}))
+        """The model family's values for settings this transform's config leaves ``None``:
+        ``adapter.transform_defaults[<name>]`` (thresholds) and the published facts named in
+        :attr:`adapter_facts`."""
+        defaults = dict(adapter.transform_defaults.get(cls.name, {}))
+        for key, attribute in cls.adapter_facts.items():
+            published = getattr(adapter, attribute, None)
+            if published is not None:
+                defaults[key] = list(published)
+        return defaults
 
     @classmethod
     def resolve_config(cls, node: Any, adapter: Adapter) -> Any:
