@@ -33,6 +33,7 @@ class FluxAdapter(DiffusersAdapter):
         BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
     )
     teacache_probe = staticmethod(flux_modulated_input)
+    transformer_class = "FluxTransformer2DModel"
     block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
     default_info = ModelInfo(
         blocks={"transformer_blocks": 19, "single_transformer_blocks": 38},
@@ -50,6 +51,15 @@ class FluxAdapter(DiffusersAdapter):
         from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
         return [float(r) for r in FLUX_MAG_RATIOS]
+
+    def cfg_calls(self, call_kwargs: dict[str, Any]) -> int:
+        # FLUX.1 is guidance-distilled: a second (negative) call only with true CFG.
+        true_cfg = call_kwargs.get("true_cfg_scale", 1.0) > 1
+        negative = call_kwargs.get("negative_prompt") is not None or call_kwargs.get("negative_prompt_embeds") is not None
+        return 2 if true_cfg and negative else 1
+
+    def cfg_hint(self) -> str:
+        return "set +workload.extra_call_kwargs.true_cfg_scale=4 and a +workload.extra_call_kwargs.negative_prompt"
 
     def workload_defaults(self) -> WorkloadDefaults:
         return WorkloadDefaults(

@@ -18,6 +18,7 @@ class QwenImageAdapter(DiffusersAdapter):
                         "QwenImageEditPipeline", "QwenImageEditPlusPipeline")
     block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),)
     teacache_probe = staticmethod(timestep_embedding_input)
+    transformer_class = "QwenImageTransformer2DModel"
     block_count_keys = {"transformer_blocks": "num_layers"}
     default_info = ModelInfo(blocks={"transformer_blocks": 60}, num_heads=24, source="Qwen-Image defaults (no config.json at hand)")
 
@@ -27,6 +28,13 @@ class QwenImageAdapter(DiffusersAdapter):
             num_inference_steps=50,
             guidance_scale=4.0,
         )
+
+    def cfg_calls(self, call_kwargs) -> int:
+        negative = call_kwargs.get("negative_prompt") is not None or call_kwargs.get("negative_prompt_embeds") is not None
+        return 2 if call_kwargs.get("true_cfg_scale", 4.0) > 1 and negative else 1
+
+    def cfg_hint(self) -> str:
+        return "set workload.guidance_scale (Qwen-Image's true_cfg_scale) above 1"
 
     def call_kwargs(self, prompts, steps, guidance, height, width):
         # Qwen-Image's CFG scale is `true_cfg_scale` (it needs a negative prompt to take effect).

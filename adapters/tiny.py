@@ -35,6 +35,7 @@ class TinyAdapter(Adapter):
         BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
     )
     teacache_probe = staticmethod(flux_modulated_input)
+    transformer_class = "FluxTransformer2DModel"
     #: Thresholds measured on the embedded model at 28 steps (benchmarks/, docs/caches.md).
     transform_defaults = {
         "cache.dbcache": {"threshold": 0.2},
@@ -111,6 +112,10 @@ class TinyAdapter(Adapter):
         from dit_engine.tiny import CLASS_NAMES
 
         return WorkloadDefaults(prompts=list(CLASS_NAMES), num_inference_steps=28, guidance_scale=1.0)
+
+    def cfg_calls(self, call_kwargs: dict[str, Any]) -> int:
+        # Guidance above 1 runs the conditional and the null-class call separately.
+        return 2 if call_kwargs.get("guidance_scale", 1.0) > 1 else 1
 
     def call_kwargs(self, prompts, steps, guidance, height, width) -> dict[str, Any]:
         # The tiny model has one trained size (16x16); height and width are not call arguments.

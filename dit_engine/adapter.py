@@ -137,6 +137,10 @@ class Adapter:
         teacache_probe: how TeaCache reads the timestep-modulated input off the first block.
         teacache_coefficients: the family's published TeaCache rescaling polynomial, or None.
         mag_ratios: the family's published MagCache magnitude-ratio curve, or None.
+        transformer_class: the diffusers class of the transformer (its parallel plans are read
+            off it without loading weights).
+        cross_attention_modules: globs of attention modules that attend the (unsharded) text
+            only; context parallelism leaves them alone.
     """
 
     name: ClassVar[str] = ""
@@ -151,7 +155,36 @@ class Adapter:
     #: Published calibrations of the family (TeaCache polynomial, MagCache curve); None if none.
     teacache_coefficients: ClassVar[list[float] | None] = None
     mag_ratios: ClassVar[list[float] | None] = None
+    #: The transformer's diffusers class name; its ``_cp_plan`` / ``_tp_plan`` are the default
+    #: parallel plans (see :meth:`context_parallel_plan`).
+    transformer_class: ClassVar[str | None] = None
+    cross_attention_modules: ClassVar[tuple[str, ...]] = ()
     provider = None  # set by the registry
+
+    def _transformer_class(self) -> type | None:
+        if self.transformer_class is None:
+            return None
+        import diffusers
+
+        return getattr(diffusers, self.transformer_class, None)
+
+    def context_parallel_plan(self) -> dict[str, Any] | None:
+        """Where the sequence is split and gathered (diffusers' ``_cp_plan`` format), or None
+        when the family has none; the default is the plan diffusers ships on the class."""
+        return getattr(self._transformer_class(), "_cp_plan", None)
+
+    def tensor_parallel_plan(self) -> dict[str, str] | None:
+        """Module glob -> ``colwise`` / ``rowwise`` (diffusers' ``_tp_plan``), or None."""
+        return getattr(self._transformer_class(), "_tp_plan", None)
+
+    def cfg_calls(self, call_kwargs: dict[str, Any]) -> int | None:
+        """Transformer calls per denoising step for these call arguments (2 with separate CFG
+        branches), or None when the adapter cannot tell."""
+        return None
+
+    def cfg_hint(self) -> str:
+        """How a user turns CFG on for this family (named in errors)."""
+        return "set workload.guidance_scale above 1"
 
     def matches(self, pipe: Any) -> bool:
         """Whether this adapter serves ``pipe`` (by pipeline class name, subclasses included)."""

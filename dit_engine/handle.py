@@ -52,6 +52,8 @@ class Handle:
                 transform = step.new_transform()
                 transform.apply(self.pipe, context)
                 self.transforms.append(transform)
+            for transform in self.transforms:
+                transform.apply_outer(self.pipe, context)
         except BaseException:
             self._undo()
             raise

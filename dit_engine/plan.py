@@ -118,7 +118,7 @@ class Plan:
 
     def irreversible_steps(self) -> list[PlanStep]:
         """Steps whose ``remove`` cannot restore the pipeline (quantize, shard, compile)."""
-        return [step for step in self.steps if not step.transform_class.reversible]
+        return [step for step in self.steps if not step.transform_class.is_reversible(step.config)]
 
     def load_kwargs(self) -> dict[str, Any]:
         """``from_pretrained`` arguments of the load-time steps, merged in plan order; two steps
@@ -148,8 +148,23 @@ class Plan:
         ]
 
 
-def _cross_group_problems(cfg: DictConfig, steps: list[PlanStep]) -> list[str]:
+def parallel_world_size(cfg: DictConfig) -> int:
+    """Ranks the ``parallel`` group asks for: the product of its degrees (1 without it)."""
+    node = cfg.get("parallel")
+    world = 1
+    for key in ("ulysses_degree", "ring_degree", "cfg_degree", "tp_degree"):
+        value = node.get(key, 1) if node is not None else 1
+        world *= value if isinstance(value, int) and value > 0 else 1
+    return world
+
+
+def _cross_group_problems(cfg: DictConfig, steps: list[PlanStep], world_size: int) -> list[str]:
     problems = []
+    if world_size > 1:
+        for step in steps:
+            if not step.transform_class.rank_consistent:
+                problems.append(f"{step.group}={cfg[step.group].name} decides on each rank's own shard, so ranks would diverge under "
+                                "parallel=; use one of the engine's caches (dbcache, scm, teacache, ...) or parallel=none")
     if cfg.calibrator.name != "none":
         cache = next((step for step in steps if step.group == "cache"), None)
         if cache is None:
@@ -175,11 +190,12 @@ def _load_time_conflicts(steps: list[PlanStep]) -> list[str]:
     return problems
 
 
-def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_info: ModelInfo, world_size: int = 1) -> Plan:
+def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_info: ModelInfo) -> Plan:
     """Turn a composed config into a validated :class:`Plan`; raise PlanError on any problem.
 
     Only config and model facts are read: no weights are touched, so a dry run is instant.
     """
+    world_size = parallel_world_size(cfg)
     wanted: list[tuple[str, str | None, Any]] = [(name, None, None) for name in ALWAYS]
     for group, stage in GROUP_STAGES.items():
         node = cfg[group]
@@ -199,7 +215,7 @@ def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_in
     context = PlanContext(adapter=adapter, model_info=model_info, world_size=world_size, config=cfg)
     for step in steps:
         problems.extend(step.transform_class.check(step.config, context))
-    problems.extend(_cross_group_problems(cfg, steps))
+    problems.extend(_cross_group_problems(cfg, steps, world_size))
     problems.extend(_load_time_conflicts(steps))
     if problems:
         raise PlanError(problems)

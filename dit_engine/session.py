@@ -120,6 +120,7 @@ class Session:
         """Plan steps whose own settings must agree with the workload (known only in a run)."""
         problems = []
         for step in self.plan.steps:
+            problems.extend(step.transform_class.workload_problems(step.config, self.adapter, self.workload.call_kwargs))
             if not hasattr(step.config, "num_inference_steps"):
                 continue
             steps = step.config.num_inference_steps

@@ -29,10 +29,21 @@ class StepState:
     step_times: list[float] = field(default_factory=list)
     _step_started: float = 0.0
     _request_listeners: list[Callable[[], None]] = field(default_factory=list)
+    _step_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def on_request(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` at the start of every request (caches reset their state there)."""
         self._request_listeners.append(listener)
+
+    def before_step(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` before every ``scheduler.step`` reads the model output (CFG parallel
+        fills a deferred branch there)."""
+        self._step_listeners.append(listener)
+
+    def step_starts(self) -> None:
+        """``scheduler.step`` is about to run."""
+        for listener in self._step_listeners:
+            listener()
 
     def start_request(self, num_steps: int = 0) -> None:
         """A new request of ``num_steps`` denoising steps (0 when unknown) starts."""

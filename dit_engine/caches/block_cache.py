@@ -117,8 +117,21 @@ class DecisionRule(Protocol):
                    front_residual: torch.Tensor | None, entry: tuple | None) -> bool: ...
 
 
-def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean|current - previous| / mean|previous| (inf when previous is zero and current is not)."""
+def relative_l1(current: torch.Tensor, previous: torch.Tensor, group: Any = None) -> float:
+    """mean|current - previous| / mean|previous| (inf when previous is zero and current is not).
+
+    ``group`` (a :class:`~dit_engine.parallel.collectives.SequenceGroup`): the tensors are this
+    rank's shard of a sequence spread over the group; both sums are reduced over it, so every rank
+    gets the value of the whole tensor (for a tensor every rank holds whole, the ratio is the same).
+    """
+    if group is not None and group.size > 1:
+        import torch.distributed as dist
+
+        sums = torch.stack([(current - previous).abs().sum(), previous.abs().sum()]).double()
+        with group.timer.measure(sums.device):
+            dist.all_reduce(sums, group=group.group)
+        change, scale = sums[0], sums[1]
+        return float(change / scale) if scale > 0 else float(change > 0) * float("inf")
     scale = previous.abs().mean()
     change = (current - previous).abs().mean()
     return float(change / scale) if scale > 0 else float(change > 0) * float("inf")
@@ -136,6 +149,8 @@ class BlockCache:
         # (block-list path, blocks in list, front+back blocks in list, i.e. computed on a hit)
         self.lists = lists
         self.forecaster: Forecaster | None = None
+        #: the sequence group of a context-parallel plan: decision statistics are reduced over it
+        self.group: Any = None
         self.branches: dict[int, BranchState] = {}
         self.reset_stats()
         step_state.on_request(self.new_request)
@@ -453,6 +468,7 @@ class BlockCacheTransform(Transform):
                 cache, hooked = install_output_cache(name, transformer, lists, self.config, rule, context.step_state)
             else:
                 cache, hooked = install_block_cache(name, lists, self.config, rule, context.step_state)
+            cache.group = context.sequence_group
             self.caches.append(cache)
             self.hooked.extend(hooked)
 

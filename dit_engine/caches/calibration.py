@@ -204,6 +204,8 @@ class CalibrationRunTransform(Transform):
     """``cache=calibration_run``: compute every step and record TeaCache's and MagCache's signals."""
 
     name = "cache.calibration_run"
+    # It records per-rank statistics of one process; a calibration runs without parallel=.
+    rank_consistent = False
     stage = Stage.CACHE
     config_class = CalibrationRunConfig
 

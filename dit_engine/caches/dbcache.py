@@ -39,7 +39,7 @@ def threshold_hit(cache: BlockCache, state: BranchState, front_residual: torch.T
         and previous is not None
         and previous.shape == front_residual.shape
         and threshold > 0
-        and relative_l1(front_residual, previous) < threshold
+        and relative_l1(front_residual, previous, cache.group) < threshold
     )
 
 

@@ -70,6 +70,7 @@ class DBPruneState:
         self.middle_per_list = middle_per_list
         self.lists = lists
         self.branches: dict[int, PruneBranchState] = {}
+        self.group = None  # the sequence group of a context-parallel plan (statistics reduced over it)
         self.reset_stats()
         step_state.on_request(self.new_request)
 
@@ -109,7 +110,7 @@ class DBPruneState:
             and block.entry.shape == hidden.shape
             and (s.max_cached_steps < 0 or block.pruned < s.max_cached_steps)
             and (s.max_continuous_cached_steps < 0 or block.pruned_in_a_row < s.max_continuous_cached_steps)
-            and relative_l1(hidden, block.entry) < s.threshold
+            and relative_l1(hidden, block.entry, self.group) < s.threshold
         )
 
     def count_computed(self, state: PruneBranchState, path: str) -> None:
@@ -217,6 +218,7 @@ class DBPruneTransform(BlockCacheTransform):
         self.hooked = []
         for name, transformer in context.transformers.items():
             cache, hooked = install_dbprune(name, context.adapter.block_lists(transformer), self.config, context.step_state)
+            cache.group = context.sequence_group
             self.caches.append(cache)
             self.hooked.extend(hooked)
 

@@ -137,6 +137,8 @@ class PeerCacheTransform(Transform):
     """Base of the peers: install the peer's cache, count the block forwards that really run."""
 
     stage = Stage.CACHE
+    #: Third-party caches decide on each rank's own shard: refused under parallel plans.
+    rank_consistent = False
 
     def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
         raise NotImplementedError

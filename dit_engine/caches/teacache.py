@@ -68,7 +68,7 @@ class TeaCacheRule:
         if previous is None or previous.shape != probe.shape or last or not cache.may_cache(state, step):
             signal.accumulated = 0.0
             return False
-        signal.accumulated += float(self.polynomial(relative_l1(probe, previous)))
+        signal.accumulated += float(self.polynomial(relative_l1(probe, previous, cache.group)))
         if signal.accumulated < self.threshold:
             return True
         signal.accumulated = 0.0

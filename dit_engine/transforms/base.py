@@ -40,6 +40,9 @@ class ApplyContext:
     step_state: StepState
     #: The transforms applied before this one, in plan order (a calibrator finds its cache here).
     applied: list["Transform"] = field(default_factory=list)
+    #: The group a context-parallel plan spreads the sequence over (set by ``parallel=``); caches
+    #: reduce their decision statistics over it so every rank decides alike. None: one process.
+    sequence_group: Any = None
 
 
 @runtime_checkable
@@ -64,6 +67,10 @@ class Transform:
     reversible: ClassVar[bool] = True
     #: The transform places the modules on devices itself (offload): the session does not.
     places_pipeline: ClassVar[bool] = False
+    #: Every rank of a parallel plan takes the same decisions (statistics reduced over the
+    #: sequence group). Transforms that decide on a rank's own shard alone (third-party caches)
+    #: set False, and the plan refuses them with ``parallel=``.
+    rank_consistent: ClassVar[bool] = True
 
     def __init__(self, config: Any = None):
         self.config = config
@@ -102,6 +109,16 @@ class Transform:
         return []
 
     @classmethod
+    def workload_problems(cls, config: Any, adapter: Adapter, call_kwargs: dict[str, Any]) -> list[str]:
+        """Problems that show only with the run's pipeline-call arguments (CLI runs), one-line fixes."""
+        return []
+
+    @classmethod
+    def is_reversible(cls, config: Any) -> bool:
+        """Whether ``remove`` restores the pipeline with this config (default :attr:`reversible`)."""
+        return cls.reversible
+
+    @classmethod
     def describe(cls, config: Any, model_info: ModelInfo) -> str:
         """One line for ``Plan.explain()``."""
         return cls.name
@@ -113,6 +130,10 @@ class Transform:
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         raise NotImplementedError
+
+    def apply_outer(self, pipe: Any, context: ApplyContext) -> None:
+        """Called after every step of the plan is applied, in plan order: for wrappers that must
+        enclose the hooks of later stages (CFG parallel around the caches). Undone by ``remove``."""
 
     def remove(self, pipe: Any) -> None:
         raise NotImplementedError

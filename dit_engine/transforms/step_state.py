@@ -53,6 +53,7 @@ class StepStateTransform(Transform):
 
         @functools.wraps(original_step)
         def step(*args, **kwargs):
+            state.step_starts()
             result = original_step(*args, **kwargs)
             state.end_step()
             return result

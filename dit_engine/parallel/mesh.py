@@ -1,0 +1,101 @@
+"""The process group and device mesh a parallel plan runs on.
+
+Ranks come from torch's launcher environment (``torchrun``, or the CLI starting its ranks through
+torch's elastic launch): ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``. When
+the caller has initialised the default process group already, it is used as it is.
+
+The mesh has four named dimensions, outermost first: ``cfg``, ``ring``, ``ulysses``, ``tp``. The
+sequence is split over the flattened ``ring`` x ``ulysses`` ranks (ring-major, so each Ulysses
+group holds one contiguous stretch of the sequence and Ring passes those stretches around).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from dit_engine.errors import DitEngineError
+from dit_engine.parallel.collectives import CollectiveTimer, SequenceGroup
+
+MESH_DIMS = ("cfg", "ring", "ulysses", "tp")
+
+
+@dataclass(frozen=True)
+class Degrees:
+    """How many ranks each kind of parallelism spans; their product is the world size."""
+
+    ulysses: int = 1
+    ring: int = 1
+    cfg: int = 1
+    tp: int = 1
+
+    @property
+    def world(self) -> int:
+        return self.ulysses * self.ring * self.cfg * self.tp
+
+    @property
+    def sequence(self) -> int:
+        return self.ulysses * self.ring
+
+    def describe(self) -> str:
+        named = [f"{name} {value}" for name, value in (("ulysses", self.ulysses), ("ring", self.ring), ("cfg", self.cfg), ("tp", self.tp)) if value > 1]
+        return " x ".join(named) if named else "degree 1 (one rank)"
+
+
+def launched_world() -> int | None:
+    """``WORLD_SIZE`` from torch's launcher, or None outside one."""
+    value = os.environ.get("WORLD_SIZE")
+    return int(value) if value and value.isdigit() else None
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def ensure_process_group(device: torch.device, backend: str | None, timeout_s: float) -> None:
+    """Join the default process group from the launcher's environment unless one exists."""
+    if dist.is_initialized():
+        return
+    if launched_world() is None:
+        raise DitEngineError(
+            "a parallel plan needs its ranks: run under torchrun (torchrun --nproc-per-node N your_script.py), "
+            "or use the CLI, which starts them itself"
+        )
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+
+
+class ParallelMesh:
+    """The groups of one plan: sequence (ring x ulysses), ulysses, ring, cfg, tp."""
+
+    def __init__(self, degrees: Degrees, device: torch.device):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        self.degrees = degrees
+        self.timer = CollectiveTimer()
+        self.device = device
+        if not dist.is_initialized():  # degree 1 without a launcher: every group is this process
+            self.mesh = None
+            self.rank, self.world = 0, 1
+            self.sequence = self.ulysses = self.ring = self.cfg = SequenceGroup(None, self.timer)
+            self.tp_mesh = None
+            return
+        if dist.get_world_size() != degrees.world:
+            raise DitEngineError(
+                f"the parallel degrees multiply to {degrees.world} ranks ({degrees.describe()}) but the process group has "
+                f"{dist.get_world_size()}; start {degrees.world} ranks or change the degrees"
+            )
+        shape = (degrees.cfg, degrees.ring, degrees.ulysses, degrees.tp)
+        self.mesh = init_device_mesh(device.type, shape, mesh_dim_names=MESH_DIMS)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.ulysses = SequenceGroup(self.mesh.get_group("ulysses"), self.timer)
+        self.ring = SequenceGroup(self.mesh.get_group("ring"), self.timer)
+        self.cfg = SequenceGroup(self.mesh.get_group("cfg"), self.timer)
+        self.sequence = SequenceGroup(self.mesh["ring", "ulysses"]._flatten("sequence").get_group(), self.timer)
+        self.tp_mesh = self.mesh["tp"]

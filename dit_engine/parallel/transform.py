@@ -1,0 +1,256 @@
+"""``parallel=``: Ulysses, Ring, USP, CFG and tensor parallelism on torch.distributed, as one
+plan step (stage SHARD) that composes with every cache and calibrator.
+
+What it installs on every transformer, from data on the adapter:
+
+* the context-parallel plan (diffusers' ``_cp_plan`` format; :mod:`.sharding`): where the
+  sequence is split into per-rank chunks and gathered back;
+* :class:`~.attention.ContextParallelAttention` in place of SDPA inside each self-attention
+  module (cross-attention, e.g. Wan's ``attn2``, attends the whole text and needs nothing);
+* with ``cfg_degree=2``, :class:`~.cfg.CfgParallelHook` around the transformer (outermost);
+* with ``tp_degree > 1``, diffusers' ``_tp_plan`` through torch's ``parallelize_module``.
+
+Caches stay consistent across ranks because every statistic they decide on is reduced over the
+sequence group (:func:`dit_engine.caches.block_cache.relative_l1`): every rank takes the same
+decision, and it is the decision of the single-process run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from dit_engine.adapter import ModelInfo
+from dit_engine.errors import DitEngineError
+from dit_engine.plan import PlanContext, Stage
+from dit_engine.transforms.base import ApplyContext, Transform
+
+
+@dataclass
+class ParallelConfig:
+    """``parallel=``: how one request is spread over ranks (presets ``ulysses2``, ``ring2``,
+    ``usp2x2``, ``cfg2``, ``tp2`` ...; the degrees compose freely and multiply to the world size).
+
+    Attributes:
+        name: transform implementation (``torch_distributed``).
+        ulysses_degree: Ulysses sequence parallelism: ranks that all-to-all the heads.
+        ring_degree: Ring attention: ranks that pass key/value chunks around a ring.
+        cfg_degree: 2 puts the conditional and unconditional CFG branches on different ranks.
+        tp_degree: tensor parallelism of the transformer's linear layers (the adapter's TP plan).
+        any_shape: sequence lengths and head counts the degrees do not divide are split unevenly
+            (false: such shapes are refused at plan time, where they can be known).
+        backend: torch.distributed backend; null picks nccl on CUDA, gloo on CPU.
+        timeout_s: how long a collective may wait for the other ranks before failing.
+    """
+
+    name: str = "torch_distributed"
+    ulysses_degree: int = 1
+    ring_degree: int = 1
+    cfg_degree: int = 1
+    tp_degree: int = 1
+    any_shape: bool = True
+    backend: Optional[str] = None
+    timeout_s: float = 600.0
+
+
+def degrees_of(config: ParallelConfig):
+    from dit_engine.parallel.mesh import Degrees
+
+    return Degrees(config.ulysses_degree, config.ring_degree, config.cfg_degree, config.tp_degree)
+
+
+class ParallelTransform(Transform):
+    """Spreads every transformer call over the ranks of the mesh; see the module docstring."""
+
+    name = "shard.torch_distributed"
+    stage = Stage.SHARD
+    config_class = ParallelConfig
+    # Context parallelism is hooks only; tensor parallelism replaces weights by shards.
+    reversible = True
+
+    @classmethod
+    def is_reversible(cls, config: ParallelConfig) -> bool:
+        return config.tp_degree == 1
+
+    @classmethod
+    def check(cls, config: ParallelConfig, context: PlanContext) -> list[str]:
+        from dit_engine.parallel.mesh import launched_world
+
+        problems = []
+        degrees = {k: getattr(config, k) for k in ("ulysses_degree", "ring_degree", "cfg_degree", "tp_degree")}
+        for key, value in degrees.items():
+            if not isinstance(value, int) or value < 1:
+                problems.append(f"parallel.{key}={value} must be a whole number >= 1")
+        if problems:
+            return problems
+        d = degrees_of(config)
+        adapter, info = context.adapter, context.model_info
+        launched = launched_world()
+        if launched is not None and launched != d.world:
+            problems.append(
+                f"torchrun started {launched} ranks but the parallel degrees multiply to {d.world} ({d.describe()}); "
+                f"start {d.world} ranks (torchrun --nproc-per-node {d.world}) or change the degrees"
+            )
+        device = str(context.config.model.device) if context.config is not None else "cpu"
+        if launched is None and d.world > 1 and device != "cpu" and torch.cuda.is_available():
+            gpus = torch.cuda.device_count()
+            if d.world > gpus:
+                problems.append(f"the parallel degrees need {d.world} GPU ranks but this machine has {gpus} GPU(s); "
+                                f"lower the degrees to at most {gpus} in total, or run on several nodes with torchrun")
+        if config.cfg_degree not in (1, 2):
+            problems.append(f"parallel.cfg_degree={config.cfg_degree}: CFG has two branches; use 1 or 2")
+        if d.sequence > 1:
+            if adapter.context_parallel_plan() is None:
+                problems.append(f"model {adapter.name} has no context-parallel plan (where to split the sequence); "
+                                "use parallel.tp_degree or parallel.cfg_degree, or add context_parallel_plan to its adapter")
+            heads = info.num_heads
+            if heads is not None and config.ulysses_degree > heads:
+                problems.append(f"parallel.ulysses_degree={config.ulysses_degree} exceeds the model's {heads} attention heads; "
+                                f"use at most {heads}, or parallel.ring_degree for the rest")
+            elif heads is not None and heads % config.ulysses_degree and not config.any_shape:
+                problems.append(f"parallel.ulysses_degree={config.ulysses_degree} does not divide the model's {heads} attention heads "
+                                "and parallel.any_shape=false; set parallel.any_shape=true, a divisor of the heads, or parallel.ring_degree")
+        if config.tp_degree > 1:
+            plan = adapter.tensor_parallel_plan()
+            if plan is None:
+                problems.append(f"model {adapter.name} has no tensor-parallel plan; use parallel=ulysses2 or ring2 "
+                                "(context parallelism) instead of parallel.tp_degree")
+            elif info.num_heads is not None and info.num_heads % config.tp_degree:
+                problems.append(f"parallel.tp_degree={config.tp_degree} does not divide the model's {info.num_heads} attention heads; "
+                                "use a divisor, or context parallelism (parallel=ulysses2)")
+        if config.backend not in (None, "gloo", "nccl"):
+            problems.append(f"parallel.backend={config.backend}: use gloo, nccl or null (automatic)")
+        if not config.timeout_s > 0:
+            problems.append(f"parallel.timeout_s={config.timeout_s} must be > 0")
+        cache = context.config.get("cache") if context.config is not None else None
+        if config.cfg_degree == 2 and cache is not None and cache.get("separate_cfg") is False:
+            problems.append("parallel.cfg_degree=2 computes each CFG branch on its own ranks, so branches cannot follow branch 0; "
+                            "drop cache.separate_cfg=false")
+        return problems
+
+    @classmethod
+    def workload_problems(cls, config: ParallelConfig, adapter: Any, call_kwargs: dict[str, Any]) -> list[str]:
+        if config.cfg_degree != 2:
+            return []
+        calls = adapter.cfg_calls(call_kwargs)
+        if calls is not None and calls < 2:
+            return [f"parallel.cfg_degree=2 needs two CFG branches, but this {adapter.name} workload makes one transformer call "
+                    f"per step (guidance-distilled or CFG off); {adapter.cfg_hint()} or drop parallel.cfg_degree"]
+        return []
+
+    @classmethod
+    def describe(cls, config: ParallelConfig, model_info: ModelInfo) -> str:
+        d = degrees_of(config)
+        shape = "any shape (uneven splits allowed)" if config.any_shape else "even splits only"
+        return f"torch.distributed over {d.world} rank(s): {d.describe()}; {shape}; backend {config.backend or 'auto'}"
+
+    # -- apply ------------------------------------------------------------------------------
+
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        from dit_engine.parallel.attention import ContextParallelAttention
+        from dit_engine.parallel.mesh import ParallelMesh, ensure_process_group
+        from dit_engine.parallel.sharding import SequenceSharding
+
+        degrees = degrees_of(self.config)
+        device = next(iter(context.transformers.values())).device
+        if degrees.world > 1:
+            ensure_process_group(device, self.config.backend, self.config.timeout_s)
+        self.mesh = mesh = ParallelMesh(degrees, device)
+        self.context = context
+        self.shardings: list = []
+        self.attention_handles: list = []
+        self.cfg_hooks: list = []
+        if degrees.tp > 1:
+            for transformer in context.transformers.values():
+                self._shard_weights(transformer)
+        if degrees.sequence > 1:
+            attention = ContextParallelAttention(mesh.ulysses, mesh.ring)
+            plan = context.adapter.context_parallel_plan()
+            for transformer in context.transformers.values():
+                self.shardings.append(SequenceSharding(transformer, plan, mesh.sequence, on_call=self._new_call(attention)))
+                self._intercept_attention(transformer, attention, context.adapter.cross_attention_modules)
+            context.sequence_group = mesh.sequence
+
+    @staticmethod
+    def _new_call(attention):
+        def forget():
+            attention.forget_lengths()
+        return forget
+
+    def _intercept_attention(self, transformer: torch.nn.Module, attention, cross: tuple[str, ...]) -> None:
+        from diffusers.models.attention import AttentionModuleMixin
+        from diffusers.models.attention_processor import Attention
+
+        from dit_engine.parallel.attention import SdpaInterceptor
+
+        found = 0
+        for name, module in transformer.named_modules():
+            if not isinstance(module, (Attention, AttentionModuleMixin)) or any(fnmatch.fnmatch(name, g) for g in cross):
+                continue
+            found += 1
+            mode = SdpaInterceptor(attention)
+
+            def enter(_module, _args, mode=mode):
+                mode.calls = 0
+                mode.__enter__()
+
+            def leave(_module, _args, _output, mode=mode, name=name):
+                mode.__exit__(None, None, None)
+                if mode.calls == 0:
+                    raise DitEngineError(
+                        f"attention module {name} did not call scaled_dot_product_attention, so its attention cannot be "
+                        "parallelised; use the native attention backend (transformer.set_attention_backend('native'))"
+                    )
+
+            self.attention_handles.append(module.register_forward_pre_hook(enter))
+            self.attention_handles.append(module.register_forward_hook(leave, always_call=True))
+        if not found:
+            raise DitEngineError(f"{type(transformer).__name__} has no diffusers attention module to parallelise; use parallel.tp_degree")
+
+    def apply_outer(self, pipe: Any, context: ApplyContext) -> None:
+        """CFG parallel wraps every other hook (the caches decide inside one branch's call)."""
+        from diffusers.hooks import HookRegistry
+
+        from dit_engine.parallel.cfg import CfgParallelHook
+
+        if self.config.cfg_degree < 2:
+            return
+        for transformer in context.transformers.values():
+            hook = CfgParallelHook(self.mesh.cfg, context.step_state)
+            HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, CFG_HOOK)
+            self.cfg_hooks.append(transformer)
+
+    def _shard_weights(self, transformer: torch.nn.Module) -> None:
+        from dit_engine.parallel.tensor import shard_linear_layers
+
+        shard_linear_layers(transformer, self.context.adapter.tensor_parallel_plan(), self.mesh.tp_mesh)
+
+    def remove(self, pipe: Any) -> None:
+        from dit_engine.hooks import remove_hook
+
+        for sharding in self.shardings:
+            sharding.remove()
+        for handle in self.attention_handles:
+            handle.remove()
+        for transformer in self.cfg_hooks:
+            remove_hook(transformer, CFG_HOOK)
+        self.shardings, self.attention_handles, self.cfg_hooks = [], [], []
+
+    def reset_stats(self) -> None:
+        self.mesh.timer.reset()
+
+    def stats(self) -> dict[str, Any]:
+        d = self.mesh.degrees
+        return {
+            "rank": self.mesh.rank,
+            "world_size": self.mesh.world,
+            "degrees": {"ulysses": d.ulysses, "ring": d.ring, "cfg": d.cfg, "tp": d.tp},
+            "collective_calls": self.mesh.timer.calls,
+            "collective_s": self.mesh.timer.seconds(),
+        }
+
+
+CFG_HOOK = "dit_engine.cfg_parallel"
