@@ -159,6 +159,12 @@ class Adapter:
     #: parallel plans (see :meth:`context_parallel_plan`).
     transformer_class: ClassVar[str | None] = None
     cross_attention_modules: ClassVar[tuple[str, ...]] = ()
+    #: Transformer forward arguments whose first dimension is the batch (CFG parallel splits a
+    #: batched cond + uncond call along them).
+    batch_inputs: ClassVar[tuple[str, ...]] = (
+        "hidden_states", "encoder_hidden_states", "timestep", "pooled_projections", "guidance",
+        "encoder_hidden_states_mask", "encoder_attention_mask", "encoder_hidden_states_image",
+    )
     provider = None  # set by the registry
 
     def _transformer_class(self) -> type | None:

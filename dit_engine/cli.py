@@ -34,6 +34,9 @@ from dit_engine.config.compose import explain_compose_error
 from dit_engine.console import fail, quiet_known_noise
 from dit_engine.outputs import writable_dir_problem
 from dit_engine.errors import ConfigError, DitEngineError
+from dit_engine.parallel.launch import run_on_ranks
+from dit_engine.parallel.mesh import bind_local_device, launched_world, rank_from_env
+from dit_engine.plan import parallel_world_size
 from dit_engine.session import Session
 
 #: A sweep larger than this is checked on its first cells only (a search space, not a grid).
@@ -186,7 +189,13 @@ def run_job(cfg: DictConfig) -> float | None:
         session = Session(cfg, overrides)
         if planned is not None:  # planned by PlanCheckCallback: reuse it, with this job's config
             session.adapter, session.workload, session.plan = planned.adapter, planned.workload, planned.plan
-        metrics = session.run(output_dir, timing_note=_shared_cores_note(hydra_cfg))
+        world = parallel_world_size(cfg)
+        if world > 1 and launched_world() is None and not cfg.dry_run:
+            # Not under torchrun: start the ranks here (torch's elastic launcher); rank 0 writes.
+            metrics = run_on_ranks(cfg, overrides, output_dir, world)
+        else:
+            bind_local_device(cfg.model.device)
+            metrics = session.run(output_dir, timing_note=_shared_cores_note(hydra_cfg))
     except Exception as err:  # noqa: BLE001 - every failure becomes one line (and a log entry)
         bad_input = isinstance(err, DitEngineError)
         reason = one_line(err) if bad_input else f"internal error: {type(err).__name__}: {one_line(err)}"
@@ -223,6 +232,32 @@ def one_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _join_torchrun() -> str | None:
+    """Under torchrun every rank runs this CLI: rank 0 writes the run directory, the others run
+    into a scratch folder (returned, removed at the end). Sweeps are refused there: each sweep
+    cell starts its own ranks when run without torchrun."""
+    if launched_world() is None:
+        return None
+    if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+        fail(DitEngineError("sweeps (-m) do not run under torchrun; run the sweep without torchrun, each cell starts its own ranks"))
+    if rank_from_env() == 0:
+        return None
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix=f"dit_engine_rank{rank_from_env()}_")
+    sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "quiet=true"]
+    return scratch
+
+
+def _leave_torchrun(scratch: str | None) -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     """Console entry point (``python -m dit_engine`` / ``dit-engine``).
 
@@ -234,6 +269,7 @@ def main() -> None:
     """
     register_schemas()
     quiet_known_noise()
+    scratch = _join_torchrun()
     users_value = os.environ.get("HYDRA_FULL_ERROR")
     wants_traceback = users_value == "1"
     os.environ[_USER_FULL_ERROR] = "1" if wants_traceback else ""
@@ -254,3 +290,4 @@ def main() -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = users_value
+        _leave_torchrun(scratch)

@@ -252,6 +252,11 @@ class Session:
 
         metrics = run_metrics(self, run_dir=run_dir, started=started, device=device, summary=summary,
                               step_times=step_times, repeat_seconds=repeat_seconds, image_files=image_files)
+        parallel = summary["transforms"].get("shard.torch_distributed")
+        if parallel is not None:
+            from dit_engine.parallel.report import per_rank_metrics
+
+            metrics["parallel"] = per_rank_metrics(parallel, metrics["latency"])
         if reference is not None:
             metrics["quality"] = quality_metrics(reference, reference_latency, cfg.report.reference_timing, names, images,
                                                  metrics["latency"]["total_s"])

@@ -174,7 +174,9 @@ class ContextParallelAttention:
             query, key, value = (ulysses_to_heads(t.contiguous(), self.ulysses, lengths) for t in (query, key, value))
             if key_mask is not None:
                 key_mask = ulysses_gather_keys(key_mask.contiguous(), self.ulysses, lengths)
-        if self.ring.size > 1:
+        if query.shape[1] == 0:  # more Ulysses ranks than heads: this rank has none (any shape)
+            out = query
+        elif self.ring.size > 1:
             out = ring_attention(query, key, value, key_mask, scale, self.ring)
         else:
             mask = key_mask[:, None, None, :] if key_mask is not None else None

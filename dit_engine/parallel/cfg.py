@@ -1,18 +1,26 @@
-"""CFG parallel for pipelines that call the transformer once per CFG branch (Flux true CFG, Wan,
-Qwen-Image, the embedded model).
+"""CFG parallel: the two CFG branches of every step on different ranks of the ``cfg`` group.
 
-The branches come as two calls in a row, so rank 0 of the ``cfg`` group cannot start the
-conditional branch while rank 1 computes the unconditional one unless the first call waits: call
-0 of a step returns a placeholder of last step's output shape and keeps its inputs; at call 1 each
-rank computes its own branch (rank 0 the kept inputs, rank 1 the new ones), the two outputs are
-exchanged, and the placeholder is filled in place before the pipeline reads it (pipelines only
-combine the branches after the second call). The first step runs both branches on every rank (it
-learns the output shape), and a kept call that no second call follows is computed before the
-scheduler step reads it, so a step with one call stays correct.
+Pipelines run CFG in one of two ways, and the hook learns which from the first step (computed
+whole on every rank):
+
+* **one batched call** (cond and uncond stacked in the batch): each rank computes its half of the
+  batch and the halves are gathered back. Which arguments carry the batch is adapter data
+  (:attr:`dit_engine.adapter.Adapter.batch_inputs`).
+* **two calls in a row** (Flux true CFG, Wan, Qwen-Image): rank 0 cannot start the conditional
+  branch while rank 1 computes the unconditional one unless the first call waits, so call 0
+  returns a placeholder of last step's output shape and keeps its inputs; at call 1 each rank
+  computes its branch (rank 0 the kept inputs, rank 1 the new ones), the outputs are exchanged and
+  the placeholder is filled in place before the pipeline combines the branches (pipelines combine
+  them only after the second call). A kept call that no second call follows is computed before
+  ``scheduler.step`` reads it.
+
+While a rank computes a kept branch-0 call, the step state says branch 0, so every cache below
+keeps that branch's own state, as in the single-process run.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -35,58 +43,92 @@ def _as_output(sample: torch.Tensor, kwargs: dict) -> Any:
 
 
 class CfgParallelHook(ModelHook):
-    """Defers CFG branch 0 to the second call of the step and computes one branch per rank."""
+    """One CFG branch (or half the batch) per rank of ``group``; see the module docstring."""
 
-    def __init__(self, group: SequenceGroup, step_state: StepState):
+    def __init__(self, group: SequenceGroup, step_state: StepState, batch_inputs: tuple[str, ...]):
         super().__init__()
         self.group = group
         self.step_state = step_state
+        self.batch_inputs = batch_inputs
         self.pending: tuple | None = None
-        self.shape: tuple | None = None
-        step_state.before_step(self.flush)
+        step_state.before_step(self.end_of_step)
         step_state.on_request(self.new_request)
+        self.new_request()
+
+    def initialize_hook(self, module):
+        self.argument_names = list(inspect.signature(type(module).forward).parameters)[1:]
+        return module
 
     def new_request(self) -> None:
         self.pending = None
         self.shape = None
+        self.calls_per_step: int | None = None  # learned at the end of the first step
+        self.calls_this_step = 0
+
+    def end_of_step(self) -> None:
+        self.flush()
+        if self.calls_per_step is None and self.calls_this_step:
+            self.calls_per_step = self.calls_this_step
+        self.calls_this_step = 0
 
     def flush(self) -> None:
         """Compute a kept branch-0 call that no branch-1 call followed, into its placeholder."""
         if self.pending is None:
             return
-        module, args, kwargs, placeholder = self.pending
+        args, kwargs, placeholder = self.pending
         self.pending = None
-        placeholder.copy_(_sample(self._run_as_branch(0, module, args, kwargs)))
+        placeholder.copy_(_sample(self._run_as_branch(0, args, kwargs)))
 
-    def _run_as_branch(self, branch: int, module, args, kwargs) -> Any:
+    def _run_as_branch(self, branch: int, args, kwargs) -> Any:
         actual = self.step_state.branch
-        self.step_state.branch = branch  # the caches below keep this branch's state
+        self.step_state.branch = branch
         try:
             return self.fn_ref.original_forward(*args, **kwargs)
         finally:
             self.step_state.branch = actual
 
     def new_forward(self, module, *args, **kwargs):
+        self.calls_this_step += 1
         branch = self.step_state.branch
-        if branch == 0:
-            self.flush()
-            if self.shape is None:
-                output = self.fn_ref.original_forward(*args, **kwargs)
+        if self.calls_per_step == 1:
+            return self._split_batch(args, kwargs)
+        if self.calls_per_step != 2 or branch > 1:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            if branch == 0:
                 sample = _sample(output)
                 self.shape = (tuple(sample.shape), sample.dtype, sample.device)
-                return output
+            return output
+        if branch == 0:
+            self.flush()
             shape, dtype, device = self.shape
             placeholder = torch.empty(shape, dtype=dtype, device=device)
-            self.pending = (module, args, kwargs, placeholder)
+            self.pending = (args, kwargs, placeholder)
             return _as_output(placeholder, kwargs)
-        if branch == 1 and self.pending is not None:
-            _, args0, kwargs0, placeholder = self.pending
-            self.pending = None
-            if self.group.rank == 0:
-                mine = _sample(self._run_as_branch(0, module, args0, kwargs0))
-            else:
-                mine = _sample(self.fn_ref.original_forward(*args, **kwargs))
-            both = self.group.gather(mine.unsqueeze(0).contiguous(), 0)
-            placeholder.copy_(both[0])
-            return _as_output(both[1].clone(), kwargs)
-        return self.fn_ref.original_forward(*args, **kwargs)
+        if self.pending is None:  # a second call without a kept first one
+            return self.fn_ref.original_forward(*args, **kwargs)
+        args0, kwargs0, placeholder = self.pending
+        self.pending = None
+        if self.group.rank == 0:
+            mine = _sample(self._run_as_branch(0, args0, kwargs0))
+        else:
+            mine = _sample(self.fn_ref.original_forward(*args, **kwargs))
+        both = self.group.gather(mine.unsqueeze(0).contiguous(), 0)
+        placeholder.copy_(both[0])
+        return _as_output(both[1].clone(), kwargs)
+
+    def _split_batch(self, args, kwargs):
+        """One call per step: this rank computes its part of the batch; the parts are gathered."""
+        named = dict(zip(self.argument_names, args))
+        batch = (kwargs.get("hidden_states") if "hidden_states" in kwargs else named.get("hidden_states"))
+        if not isinstance(batch, torch.Tensor) or batch.shape[0] < self.group.size:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        size = batch.shape[0]
+
+        def part(name, value):
+            if name in self.batch_inputs and isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:
+                return self.group.shard(value, 0)
+            return value
+
+        args = tuple(part(name, value) for name, value in zip(self.argument_names, args))
+        kwargs = {name: part(name, value) for name, value in kwargs.items()}
+        return _as_output(self.group.gather(_sample(self.fn_ref.original_forward(*args, **kwargs)).contiguous(), 0), kwargs)

@@ -56,6 +56,18 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def rank_from_env() -> int:
+    """This process's global rank under torch's launcher (0 outside one)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def bind_local_device(device_name: str) -> None:
+    """Under a launcher on a CUDA machine, make ``cuda`` mean this rank's GPU (``LOCAL_RANK``)
+    before anything is loaded, so each rank places its pipeline on its own GPU."""
+    if launched_world() is not None and device_name in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+
+
 def ensure_process_group(device: torch.device, backend: str | None, timeout_s: float) -> None:
     """Join the default process group from the launcher's environment unless one exists."""
     if dist.is_initialized():

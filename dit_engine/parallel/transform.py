@@ -107,12 +107,10 @@ class ParallelTransform(Transform):
                 problems.append(f"model {adapter.name} has no context-parallel plan (where to split the sequence); "
                                 "use parallel.tp_degree or parallel.cfg_degree, or add context_parallel_plan to its adapter")
             heads = info.num_heads
-            if heads is not None and config.ulysses_degree > heads:
-                problems.append(f"parallel.ulysses_degree={config.ulysses_degree} exceeds the model's {heads} attention heads; "
-                                f"use at most {heads}, or parallel.ring_degree for the rest")
-            elif heads is not None and heads % config.ulysses_degree and not config.any_shape:
+            if heads is not None and heads % config.ulysses_degree and not config.any_shape:
                 problems.append(f"parallel.ulysses_degree={config.ulysses_degree} does not divide the model's {heads} attention heads "
-                                "and parallel.any_shape=false; set parallel.any_shape=true, a divisor of the heads, or parallel.ring_degree")
+                                "and parallel.any_shape=false; set parallel.any_shape=true (uneven head groups), a divisor of the "
+                                "heads, or parallel.ring_degree")
         if config.tp_degree > 1:
             plan = adapter.tensor_parallel_plan()
             if plan is None:
@@ -219,7 +217,7 @@ class ParallelTransform(Transform):
         if self.config.cfg_degree < 2:
             return
         for transformer in context.transformers.values():
-            hook = CfgParallelHook(self.mesh.cfg, context.step_state)
+            hook = CfgParallelHook(self.mesh.cfg, context.step_state, context.adapter.batch_inputs)
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, CFG_HOOK)
             self.cfg_hooks.append(transformer)
 

@@ -41,7 +41,7 @@ def masks(summary: dict) -> dict:
     found = {}
     for name, stats in summary["transforms"].items():
         for branch, info in stats.get("branches", {}).items():
-            found[f"{name}:{branch}"] = info["masks"]
+            found[f"{name}:{branch}"] = info.get("masks", info)
     return found
 
 
