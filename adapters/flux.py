@@ -59,7 +59,7 @@ class FluxAdapter(DiffusersAdapter):
         return 2 if true_cfg and negative else 1
 
     def cfg_hint(self) -> str:
-        return "set +workload.extra_call_kwargs.true_cfg_scale=4 and a +workload.extra_call_kwargs.negative_prompt"
+        return "add +workload.call_kwargs.true_cfg_scale=4 and +workload.call_kwargs.negative_prompt='...'"
 
     def workload_defaults(self) -> WorkloadDefaults:
         return WorkloadDefaults(

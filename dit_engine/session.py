@@ -119,8 +119,11 @@ class Session:
     def _workload_plan_problems(self) -> list[str]:
         """Plan steps whose own settings must agree with the workload (known only in a run)."""
         problems = []
+        w = self.workload
+        call_kwargs = {**self.adapter.call_kwargs(w.prompts[:1], w.num_inference_steps, w.guidance_scale, w.height, w.width),
+                       **w.call_kwargs}
         for step in self.plan.steps:
-            problems.extend(step.transform_class.workload_problems(step.config, self.adapter, self.workload.call_kwargs))
+            problems.extend(step.transform_class.workload_problems(step.config, self.adapter, call_kwargs))
             if not hasattr(step.config, "num_inference_steps"):
                 continue
             steps = step.config.num_inference_steps

@@ -188,6 +188,15 @@ CLI_CASES = [
     (["+workload.call_kwargs.foo=1"], "workload.call_kwargs.foo: TinyDiTPipeline.__call__ takes no such argument"),
     (["workload.prompts=zero"], "workload.prompts takes a list: write workload.prompts=[a,b]"),
     (["report=quality", "report.reference_dir="], "report.reference_dir is empty"),
+    (["parallel=cfg2"], "parallel.cfg_degree=2 needs two CFG branches"),
+    (["parallel=ulysses2", "parallel.ulysses_degree=3", "parallel.any_shape=false"], "does not divide the model's 4 attention heads"),
+    (["parallel=ulysses2", "parallel.ulysses_degree=0"], "parallel.ulysses_degree=0 must be a whole number >= 1"),
+    (["parallel=ulysses2", "cache=diffusers_fbc"], "decides on each rank's own shard"),
+    (["parallel=ring2", "cache=calibration_run"], "decides on each rank's own shard"),
+    (["parallel=cfg2", "workload.guidance_scale=3", "cache=dbcache", "cache.separate_cfg=false"], "drop cache.separate_cfg=false"),
+    (["parallel=ulysses2", "parallel.backend=mpi"], "use gloo, nccl or null"),
+    (["parallel=ulysses2", "parallel.timeout_s=0"], "parallel.timeout_s=0.0 must be > 0"),
+    (["parallel=ulysses2", "parallel.cfg_degree=3"], "CFG has two branches"),
 ]
 
 
@@ -223,6 +232,8 @@ API_CASES = [
     (("cache=teacache", "cache.coefficients=[]"), "PlanError", "non-empty list"),
     (("cache=diffusers_magcache",), "PlanError", "needs the step count up front"),
     (("cache=dbcache", "cache.front_blocks=12"), "PlanError", "leaves no middle block"),
+    (("parallel=ulysses2", "parallel.ulysses_degree=3", "parallel.any_shape=false"), "PlanError", "does not divide"),
+    (("parallel=ulysses2", "cache=diffusers_fbc"), "PlanError", "decides on each rank's own shard"),
 ]
 
 

@@ -45,7 +45,8 @@ def record_failure(err: BaseException, bad_input: bool) -> None:
 
 
 def launch_ranks(world: int, module: str, args: list[str], threads_per_rank: int | None = None) -> None:
-    """Run ``python -m module *args`` on ``world`` local ranks with torch's elastic launcher.
+    """Run ``python -m module *args`` (or ``python module *args`` for a ``.py`` path) on ``world``
+    local ranks with torch's elastic launcher.
 
     Raises DitEngineError (bad input on a rank) or RankFailedError with the first failed rank's
     reason once every rank has ended.
@@ -63,7 +64,8 @@ def launch_ranks(world: int, module: str, args: list[str], threads_per_rank: int
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
     )
     try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", module, *args)
+        target = [module] if module.endswith(".py") else ["-m", module]
+        elastic_launch(config, entrypoint=sys.executable)(*target, *args)
     except ChildFailedError as err:
         recorded = sorted((json.loads(p.read_text()) for p in errors.glob("rank*.json")), key=lambda r: r["rank"])
         if recorded:

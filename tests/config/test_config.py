@@ -18,12 +18,14 @@ def _cell(*choices: tuple[str, str]) -> list[str]:
     """Overrides for a dry run of the given (group, option) pairs.
 
     A calibrator needs a cache to bind to: when a calibrator is chosen and the cache group is not,
-    the cell adds cache=dbcache.
+    the cell adds cache=dbcache. CFG parallel needs CFG on: the cell turns guidance on for it.
     """
     overrides = [f"{group}={option}" for group, option in choices]
     groups = {group: option for group, option in choices}
     if groups.get("calibrator", "none") != "none" and "cache" not in groups:
         overrides.append("cache=dbcache")
+    if groups.get("parallel", "none").startswith("cfg"):
+        overrides.append("workload.guidance_scale=3")
     return overrides + ["dry_run=true"]
 
 
@@ -36,7 +38,9 @@ def test_every_group_has_options():
 def test_each_option_composes_and_compiles(group, option):
     prepared = prepare(compose_config(_cell((group, option))))
     names = [step.name for step in prepared.plan.steps]
-    assert names[0] == "adapt.step_state"
+    assert "adapt.step_state" in names
+    if group == "parallel" and option != "none":
+        assert names[0] == "shard.torch_distributed"  # SHARD runs before ADAPT
     if group in ("cache", "calibrator") and option != "none":
         assert any(name.endswith(f".{prepared.cfg[group].name}") for name in names)
     assert prepared.plan.explain().count("\n") >= 5
@@ -71,7 +75,19 @@ def expected_refusal(pair: dict[str, str]) -> str | None:
         return "needs a magnitude-ratio curve"
     if pair.get("model") == "wan" and pair.get("cache") == "cachedit_dbcache":
         return "wired for one transformer per pipeline"  # Wan 2.2 has two experts
+    parallel = pair.get("parallel", "none")
+    if parallel != "none" and pair.get("cache") in RANK_INCONSISTENT_CACHES:
+        return "decides on each rank's own shard"
+    if parallel.startswith("tp") and pair.get("model") == "wan":
+        return "has no tensor-parallel plan"
+    if parallel == "cfg2" and pair.get("model") == "flux":
+        return "needs two CFG branches"  # FLUX.1 is guidance-distilled: no negative call by default
     return None
+
+
+#: caches that decide on one rank's shard alone (peers) or record one process (calibration)
+RANK_INCONSISTENT_CACHES = {"diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache", "cachedit_dbcache",
+                            "calibration_run", "calibrate"}
 
 
 def test_pairwise_combinations_compile():

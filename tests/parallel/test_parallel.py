@@ -1,0 +1,218 @@
+"""parallel= on gloo CPU ranks: every mode against the single-process run, for any shape, composed
+with the caches, through the Python API (ranks started by torch's launcher), the CLI and the
+launcher's failure path.
+
+The multi-rank runs are few and each covers many cases (start-up dominates on 2 cores): the
+worker (``worker.py``) runs every case of a world size in one launch and every test below reads
+its part of the results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dit_engine.errors import DitEngineError
+from dit_engine.parallel.launch import RankFailedError, launch_ranks
+
+HERE = Path(__file__).parent
+TOLERANCE = 1e-4  # max abs difference to the single-process output, fp32
+
+CACHES = {
+    "dbcache": ["cache=dbcache", "cache.threshold=0.3"],
+    "teacache": ["cache=teacache"],
+    "scm_taylorseer": ["cache=scm_static", "calibrator=taylorseer"],
+    "dbprune": ["cache=dbprune", "cache.threshold=0.3"],
+    "magcache": ["cache=magcache"],
+}
+
+
+def case(model, parallel, cache=None, call=None):
+    name = "-".join([model, *(p.split("=")[-1] for p in parallel), cache or "nocache"] + (["cfg"] if call else []))
+    return {"id": name, "model": model, "parallel": parallel, "cache": CACHES.get(cache, []), "call": call or {}}
+
+
+ULYSSES2, RING2 = ["parallel=ulysses2"], ["parallel=ring2"]
+FLUX_TRUE_CFG = {"true_cfg_scale": 3.0, "negative_prompt": "blurry"}
+TWO_RANKS = [
+    *(case(m, mode) for m in ("flux", "wan", "qwen_image", "tiny") for mode in (ULYSSES2, RING2)),
+    *(case(m, ["parallel=tp2"]) for m in ("flux", "qwen_image")),
+    case("flux", ["parallel=cfg2"], call=FLUX_TRUE_CFG),
+    case("wan", ["parallel=cfg2"]),
+    case("qwen_image", ["parallel=cfg2"]),
+    case("tiny", ["parallel=cfg2"], call={"guidance_scale": 3.0}),  # batched CFG: half the batch per rank
+    case("tiny", ["parallel=cfg2"], call={"guidance_scale": 3.0, "separate_cfg": True}),
+    *(case("flux", mode, cache) for mode in (ULYSSES2, RING2) for cache in ("dbcache", "teacache", "scm_taylorseer")),
+    *(case(m, mode, cache) for m in ("wan", "qwen_image") for mode in (ULYSSES2, RING2) for cache in ("dbcache", "scm_taylorseer")),
+    case("flux", ULYSSES2, "dbprune"),
+    case("flux", ULYSSES2, "magcache"),
+    case("tiny", ULYSSES2, "teacache"),
+    case("wan", ["parallel=cfg2"], "dbcache"),
+]
+THREE_RANKS = [  # any shape: 3 ranks over 2 heads and sequences 3 does not divide
+    *(case(m, ["parallel=ulysses2", "parallel.ulysses_degree=3"]) for m in ("flux", "wan", "qwen_image")),
+    *(case(m, ["parallel=ring2", "parallel.ring_degree=3"]) for m in ("flux", "wan", "qwen_image")),
+    case("tiny", ["parallel=ulysses2", "parallel.ulysses_degree=3"], "dbcache"),
+]
+FOUR_RANKS = [
+    case("flux", ["parallel=usp2x2"]),
+    case("qwen_image", ["parallel=usp2x2"], "dbcache"),
+    case("wan", ["parallel=ulysses2", "parallel.cfg_degree=2"]),
+]
+
+
+def launch(world: int, cases: list[dict], tmp_path_factory) -> dict[str, list[dict]]:
+    """Run ``cases`` on ``world`` gloo ranks; per case id, every rank's result."""
+    folder = tmp_path_factory.mktemp(f"ranks{world}")
+    (folder / "cases.json").write_text(json.dumps(cases))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
+               str(HERE / "worker.py"), str(folder / "cases.json"), str(folder / "results.json")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    per_rank = json.loads((folder / "results.json").read_text())
+    return {c["id"]: [rank[c["id"]] for rank in per_rank] for c in cases}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    found = {}
+    for world, cases in ((2, TWO_RANKS), (3, THREE_RANKS), (4, FOUR_RANKS)):
+        found.update(launch(world, cases, tmp_path_factory))
+    return found
+
+
+ALL = TWO_RANKS + THREE_RANKS + FOUR_RANKS
+
+
+@pytest.mark.parametrize("spec", ALL, ids=[c["id"] for c in ALL])
+def test_every_rank_returns_the_single_process_output(results, spec):
+    ranks = results[spec["id"]]
+    for result in ranks:
+        assert "error" not in result, result["error"]
+        assert result["max_abs"] <= TOLERANCE, result["max_abs"]
+    assert len({r["hash"] for r in ranks}) == 1, "ranks returned different outputs"
+    parallel = ranks[0]["parallel"]
+    assert parallel["world_size"] == len(ranks)
+    assert parallel["collective_calls"] > 0  # the work really was spread
+
+
+CACHED = [c for c in ALL if c["cache"] and "parallel=cfg2" not in c["parallel"] and "parallel.cfg_degree=2" not in c["parallel"]]
+
+
+@pytest.mark.parametrize("spec", CACHED, ids=[c["id"] for c in CACHED])
+def test_caches_decide_alike_on_every_rank_and_as_one_process_does(results, spec):
+    ranks = results[spec["id"]]
+    reference = ranks[0]["reference_masks"]
+    assert reference, "the cache recorded no decisions"
+    for result in ranks:
+        assert result["masks"] == reference
+
+
+def test_the_caches_really_skipped_work_in_the_compared_runs(results):
+    """The decision checks would be weak if nothing were ever cached: most cached cases skip."""
+    skipped = [c["id"] for c in CACHED if "0" in json.dumps(results[c["id"]][0]["masks"]).replace("cfg0", "")]
+    assert len(skipped) >= len(CACHED) // 2, skipped
+
+
+@pytest.mark.parametrize("spec", [c for c in ALL if not c["cache"]], ids=[c["id"] for c in ALL if not c["cache"]])
+def test_remove_restores_the_plain_model_or_says_why_not(results, spec):
+    for result in results[spec["id"]]:
+        if "parallel=tp2" in spec["parallel"]:
+            assert "cannot be removed" in result["removed"]
+        else:
+            assert result["removed"] is True
+            assert result["after_remove_max_abs"] == 0.0
+
+
+def test_cfg_parallel_splits_the_branches_between_ranks(results):
+    """Under cfg2 with two CFG calls per step, each rank computes one branch after the first step."""
+    rank0, rank1 = results["wan-cfg2-dbcache"]
+    assert rank0["masks"]["cache.dbcache:transformer/cfg1"] == ["1"]  # only the first, whole step
+    assert rank1["masks"]["cache.dbcache:transformer/cfg0"] == ["1"]
+    assert len(rank0["masks"]["cache.dbcache:transformer/cfg0"][0]) == 8
+
+
+def test_a_failing_rank_ends_every_rank_with_its_message():
+    started = time.monotonic()
+    with pytest.raises(RankFailedError, match="rank 1 of 2 failed: RuntimeError: boom on rank 1"):
+        launch_ranks(2, str(HERE / "failing_rank.py"), [])
+    assert time.monotonic() - started < 60
+
+
+def test_the_cli_starts_its_ranks_and_writes_the_single_process_images(tmp_path):
+    common = ["cache=dbcache", "workload=smoke", "report.quality=false", "quiet=true"]
+
+    def cli(*args, out):
+        command = [sys.executable, "-m", "dit_engine", *common, *args, f"hydra.run.dir={out}"]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return out
+
+    single = cli(out=tmp_path / "single")
+    parallel = cli("parallel=ulysses2", out=tmp_path / "parallel")
+    images = sorted(p.name for p in (single / "images").iterdir())
+    assert images == sorted(p.name for p in (parallel / "images").iterdir()) and images
+    for name in images:
+        assert (single / "images" / name).read_bytes() == (parallel / "images" / name).read_bytes(), name
+    metrics = json.loads((parallel / "metrics.json").read_text())
+    assert [r["rank"] for r in metrics["parallel"]["ranks"]] == [0, 1]
+    assert all(r["collective_s"] > 0 and r["latency_total_s"] > 0 for r in metrics["parallel"]["ranks"])
+    assert metrics["compute"] == json.loads((single / "metrics.json").read_text())["compute"]
+    assert not list(tmp_path.glob("outputs")), "a rank other than 0 wrote outputs"
+
+
+# -- bad input found before any weight loads ----------------------------------------------------
+
+
+def _plan_problems(*overrides: str) -> str:
+    from dit_engine.session import Session
+
+    with pytest.raises(DitEngineError) as info:
+        Session.from_overrides(list(overrides)).prepare()
+    return str(info.value)
+
+
+def test_degrees_that_do_not_match_torchruns_world_are_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert "torchrun started 4 ranks but the parallel degrees multiply to 2" in _plan_problems("parallel=ulysses2")
+
+
+def test_more_gpu_ranks_than_gpus_are_refused(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert "need 4 GPU ranks but this machine has 2 GPU(s)" in _plan_problems("parallel=ulysses4", "model.device=cuda")
+
+
+def test_tensor_parallel_needs_the_adapters_plan():
+    import dit_engine
+    from dit_engine.testing.pipelines import build_tiny_wan_pipeline
+
+    with pytest.raises(DitEngineError, match="model wan has no tensor-parallel plan"):
+        dit_engine.apply(build_tiny_wan_pipeline(), "parallel=tp2")
+
+
+def test_cfg_parallel_needs_a_second_branch_on_a_guidance_distilled_model(tmp_path):
+    from dit_engine.testing.pipelines import save_tiny_flux_pipeline
+
+    folder = save_tiny_flux_pipeline(tmp_path / "flux")
+    problems = _plan_problems("model=flux", f"model.pretrained={folder}", "parallel=cfg2")
+    assert "needs two CFG branches" in problems and "true_cfg_scale" in problems
+
+
+def test_a_parallel_plan_without_ranks_says_how_to_start_them(monkeypatch):
+    import dit_engine
+    from dit_engine.testing.pipelines import build_tiny_flux_pipeline
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(DitEngineError, match="run under torchrun"):
+        dit_engine.apply(build_tiny_flux_pipeline(), "parallel=ulysses2")
