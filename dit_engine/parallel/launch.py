@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def record_failure(err: BaseException, bad_input: bool) -> None:
     reason = text.splitlines()[0] if text else type(err).__name__
     if not bad_input:
         reason = f"{type(err).__name__}: {reason}"
-    Path(folder, f"rank{rank}.json").write_text(json.dumps({"rank": rank, "reason": reason, "bad_input": bad_input}))
+    record = {"rank": rank, "reason": reason, "bad_input": bad_input, "time": time.time()}
+    Path(folder, f"rank{rank}.json").write_text(json.dumps(record))
 
 
 def launch_ranks(world: int, module: str, args: list[str], threads_per_rank: int | None = None) -> None:
@@ -67,7 +69,8 @@ def launch_ranks(world: int, module: str, args: list[str], threads_per_rank: int
         target = [module] if module.endswith(".py") else ["-m", module]
         elastic_launch(config, entrypoint=sys.executable)(*target, *args)
     except ChildFailedError as err:
-        recorded = sorted((json.loads(p.read_text()) for p in errors.glob("rank*.json")), key=lambda r: r["rank"])
+        # The root cause is the first failure: the other ranks then fail on the closed connection.
+        recorded = sorted((json.loads(p.read_text()) for p in errors.glob("rank*.json")), key=lambda r: r["time"])
         if recorded:
             first = recorded[0]
             message = f"rank {first['rank']} of {world} failed: {first['reason']}"

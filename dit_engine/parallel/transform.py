@@ -161,6 +161,7 @@ class ParallelTransform(Transform):
         self.shardings: list = []
         self.attention_handles: list = []
         self.cfg_hooks: list = []
+        self.sharded_parameters = 0
         if degrees.tp > 1:
             for transformer in context.transformers.values():
                 self._shard_weights(transformer)
@@ -225,6 +226,9 @@ class ParallelTransform(Transform):
         from dit_engine.parallel.tensor import shard_linear_layers
 
         shard_linear_layers(transformer, self.context.adapter.tensor_parallel_plan(), self.mesh.tp_mesh)
+        from torch.distributed.tensor import DTensor
+
+        self.sharded_parameters += sum(isinstance(p, DTensor) for p in transformer.parameters())
 
     def remove(self, pipe: Any) -> None:
         from dit_engine.hooks import remove_hook
@@ -248,6 +252,8 @@ class ParallelTransform(Transform):
             "degrees": {"ulysses": d.ulysses, "ring": d.ring, "cfg": d.cfg, "tp": d.tp},
             "collective_calls": self.mesh.timer.calls,
             "collective_s": self.mesh.timer.seconds(),
+            # tensor parallel: parameters held as shards (its collectives run inside DTensor, uncounted)
+            "sharded_parameters": self.sharded_parameters,
         }
 
 
