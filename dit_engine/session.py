@@ -111,19 +111,21 @@ class Session:
         except PlanError as err:
             problems.extend(err.problems)
         else:
-            problems.extend(self._workload_plan_problems())
+            problems.extend(self._workload_plan_problems(workload_is_valid=not problems))
         if problems:
             raise PlanError(problems)
         return self
 
-    def _workload_plan_problems(self) -> list[str]:
+    def _workload_plan_problems(self, workload_is_valid: bool) -> list[str]:
         """Plan steps whose own settings must agree with the workload (known only in a run)."""
         problems = []
-        w = self.workload
-        call_kwargs = {**self.adapter.call_kwargs(w.prompts[:1], w.num_inference_steps, w.guidance_scale, w.height, w.width),
-                       **w.call_kwargs}
+        if workload_is_valid:  # only then can the pipeline-call arguments be built from it
+            w = self.workload
+            call_kwargs = {**self.adapter.call_kwargs(w.prompts[:1], w.num_inference_steps, w.guidance_scale, w.height, w.width),
+                           **w.call_kwargs}
+            for step in self.plan.steps:
+                problems.extend(step.transform_class.workload_problems(step.config, self.adapter, call_kwargs))
         for step in self.plan.steps:
-            problems.extend(step.transform_class.workload_problems(step.config, self.adapter, call_kwargs))
             if not hasattr(step.config, "num_inference_steps"):
                 continue
             steps = step.config.num_inference_steps

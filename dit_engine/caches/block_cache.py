@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec
 from dit_engine.hooks import StatefulHook, remove_hook
@@ -128,7 +128,7 @@ def relative_l1(current: torch.Tensor, previous: torch.Tensor, group: Any = None
         import torch.distributed as dist
 
         sums = torch.stack([(current - previous).abs().sum(), previous.abs().sum()]).double()
-        with group.timer.measure(sums.device):
+        with group.stats.measure(sums.device, sums.numel() * sums.element_size() * (group.size - 1)):
             dist.all_reduce(sums, group=group.group)
         change, scale = sums[0], sums[1]
         return float(change / scale) if scale > 0 else float(change > 0) * float("inf")

@@ -10,13 +10,12 @@ blocks are reused (so slow drift accumulates until it forces a compute). See
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from dit_engine.adapter import ModelInfo
 from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, relative_l1
-from dit_engine.plan import PlanContext, Stage
+from dit_engine.plan import Stage
 from dit_engine.transforms.base import ApplyContext
 
 

@@ -125,7 +125,7 @@ def ring_attention(q, k, v, key_mask, scale, ring: SequenceGroup) -> torch.Tenso
             incoming = (me - step - 1) % size
             n_in = lengths[incoming]
             buffer = current.new_empty(batch * heads * n_in * dim * 2 + (batch * n_in if key_mask is not None else 0))
-            with ring.timer.measure(current.device):
+            with ring.stats.measure(current.device, current.numel() * current.element_size()):
                 pending = dist.batch_isend_irecv([
                     dist.P2POp(dist.isend, current, send_to, group=ring.group),
                     dist.P2POp(dist.irecv, buffer, receive_from, group=ring.group),
@@ -139,7 +139,7 @@ def ring_attention(q, k, v, key_mask, scale, ring: SequenceGroup) -> torch.Tenso
             out = out * torch.exp(lse - merged)[..., None] + part_out.float() * torch.exp(part_lse - merged)[..., None]
             lse = merged
         if pending is not None:
-            with ring.timer.measure(current.device):
+            with ring.stats.measure(current.device):
                 for request in pending:
                     request.wait()
             current = buffer

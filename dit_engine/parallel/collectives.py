@@ -2,7 +2,8 @@
 and for every backend (gloo on CPU has no uneven ``all_gather``; uneven ``all_to_all_single`` on
 flat tensors works on gloo and NCCL alike).
 
-Every call goes through :class:`CollectiveTimer` so a run can report the time spent communicating.
+Every call goes through :class:`CollectiveStats`, so a run reports the time spent communicating
+and the bytes each rank sent to the others (what docs/parallel.md's volume model predicts).
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ def split_sizes(total: int, parts: int) -> list[int]:
 
 
 @dataclass
-class CollectiveTimer:
-    """Seconds and calls spent in collectives. On CUDA the time is read from events at
-    :meth:`seconds` (host time would only measure the enqueue)."""
+class CollectiveStats:
+    """Calls, seconds and bytes sent to other ranks in collectives. On CUDA the time is read from
+    events at :meth:`seconds` (host time would only measure the enqueue)."""
 
     calls: int = 0
+    bytes_sent: int = 0
     _host_seconds: float = 0.0
     _events: list = field(default_factory=list)
 
     @contextmanager
-    def measure(self, device: torch.device):
+    def measure(self, device: torch.device, bytes_sent: int = 0):
         self.calls += 1
+        self.bytes_sent += bytes_sent
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -54,6 +57,7 @@ class CollectiveTimer:
     def reset(self) -> None:
         self.seconds()
         self.calls = 0
+        self.bytes_sent = 0
         self._host_seconds = 0.0
 
 
@@ -61,11 +65,11 @@ class SequenceGroup:
     """One process group that a sequence (or the heads of it) is spread over, with its rank,
     size and a per-call memo of every rank's local length."""
 
-    def __init__(self, group: dist.ProcessGroup | None, timer: CollectiveTimer):
+    def __init__(self, group: dist.ProcessGroup | None, stats: CollectiveStats):
         self.group = group
         self.size = dist.get_world_size(group) if group is not None else 1
         self.rank = dist.get_rank(group) if group is not None else 0
-        self.timer = timer
+        self.stats = stats
         self._lengths: dict[int, list[int]] = {}
 
     def forget_lengths(self) -> None:
@@ -80,7 +84,7 @@ class SequenceGroup:
         if known is None:
             mine = torch.tensor([local], dtype=torch.int64, device=device)
             everyone = [torch.empty_like(mine) for _ in range(self.size)]
-            with self.timer.measure(device):
+            with self.stats.measure(device, mine.numel() * mine.element_size() * (self.size - 1)):
                 dist.all_gather(everyone, mine, group=self.group)
             known = self._lengths[local] = [int(t.item()) for t in everyone]
         return known
@@ -89,7 +93,8 @@ class SequenceGroup:
         """Send ``pieces[j]`` to rank j; return the flat piece received from each rank."""
         send = torch.cat([p.reshape(-1) for p in pieces])
         receive = send.new_empty(sum(receive_numels))
-        with self.timer.measure(send.device):
+        leaving = (send.numel() - pieces[self.rank].numel()) * send.element_size()  # my own piece stays here
+        with self.stats.measure(send.device, leaving):
             dist.all_to_all_single(receive, send, receive_numels, [p.numel() for p in pieces], group=self.group)
         return list(receive.split(receive_numels))
 
@@ -106,7 +111,7 @@ class SequenceGroup:
             padded = torch.cat([x, x.new_zeros(pad_shape)], dim=dim)
         padded = padded.contiguous()
         parts = [torch.empty_like(padded) for _ in range(self.size)]
-        with self.timer.measure(x.device):
+        with self.stats.measure(x.device, padded.numel() * padded.element_size() * (self.size - 1)):
             dist.all_gather(parts, padded, group=self.group)
         return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, lengths)], dim=dim)
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from dit_engine.errors import DitEngineError
-from dit_engine.parallel.collectives import CollectiveTimer, SequenceGroup
+from dit_engine.parallel.collectives import CollectiveStats, SequenceGroup
 
 MESH_DIMS = ("cfg", "ring", "ulysses", "tp")
 
@@ -90,12 +90,12 @@ class ParallelMesh:
         from torch.distributed.device_mesh import init_device_mesh
 
         self.degrees = degrees
-        self.timer = CollectiveTimer()
+        self.stats = CollectiveStats()
         self.device = device
         if not dist.is_initialized():  # degree 1 without a launcher: every group is this process
             self.mesh = None
             self.rank, self.world = 0, 1
-            self.sequence = self.ulysses = self.ring = self.cfg = SequenceGroup(None, self.timer)
+            self.sequence = self.ulysses = self.ring = self.cfg = SequenceGroup(None, self.stats)
             self.tp_mesh = None
             return
         if dist.get_world_size() != degrees.world:
@@ -106,8 +106,8 @@ class ParallelMesh:
         shape = (degrees.cfg, degrees.ring, degrees.ulysses, degrees.tp)
         self.mesh = init_device_mesh(device.type, shape, mesh_dim_names=MESH_DIMS)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.ulysses = SequenceGroup(self.mesh.get_group("ulysses"), self.timer)
-        self.ring = SequenceGroup(self.mesh.get_group("ring"), self.timer)
-        self.cfg = SequenceGroup(self.mesh.get_group("cfg"), self.timer)
-        self.sequence = SequenceGroup(self.mesh["ring", "ulysses"]._flatten("sequence").get_group(), self.timer)
+        self.ulysses = SequenceGroup(self.mesh.get_group("ulysses"), self.stats)
+        self.ring = SequenceGroup(self.mesh.get_group("ring"), self.stats)
+        self.cfg = SequenceGroup(self.mesh.get_group("cfg"), self.stats)
+        self.sequence = SequenceGroup(self.mesh["ring", "ulysses"]._flatten("sequence").get_group(), self.stats)
         self.tp_mesh = self.mesh["tp"]

@@ -14,6 +14,7 @@ def per_rank_metrics(stats: dict[str, Any], latency: dict[str, Any]) -> dict[str
         "latency_total_s": latency.get("total_s"),
         "collective_s": stats["collective_s"],
         "collective_calls": stats["collective_calls"],
+        "bytes_sent": stats["bytes_sent"],
     }
     everyone = [mine]
     if dist.is_initialized() and stats["world_size"] > 1:

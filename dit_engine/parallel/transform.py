@@ -242,7 +242,7 @@ class ParallelTransform(Transform):
         self.shardings, self.attention_handles, self.cfg_hooks = [], [], []
 
     def reset_stats(self) -> None:
-        self.mesh.timer.reset()
+        self.mesh.stats.reset()
 
     def stats(self) -> dict[str, Any]:
         d = self.mesh.degrees
@@ -250,8 +250,9 @@ class ParallelTransform(Transform):
             "rank": self.mesh.rank,
             "world_size": self.mesh.world,
             "degrees": {"ulysses": d.ulysses, "ring": d.ring, "cfg": d.cfg, "tp": d.tp},
-            "collective_calls": self.mesh.timer.calls,
-            "collective_s": self.mesh.timer.seconds(),
+            "collective_calls": self.mesh.stats.calls,
+            "collective_s": self.mesh.stats.seconds(),
+            "bytes_sent": self.mesh.stats.bytes_sent,
             # tensor parallel: parameters held as shards (its collectives run inside DTensor, uncounted)
             "sharded_parameters": self.sharded_parameters,
         }
