@@ -11,6 +11,7 @@ group holds one contiguous stretch of the sequence and Ring passes those stretch
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -81,6 +82,14 @@ def ensure_process_group(device: torch.device, backend: str | None, timeout_s: f
     if device.type == "cuda":
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    # A process group still alive at interpreter exit aborts the process (gloo's threads): the
+    # group dit_engine created is destroyed at exit, unless the caller destroyed it already.
+    atexit.register(_destroy_if_alive)
+
+
+def _destroy_if_alive() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class ParallelMesh:

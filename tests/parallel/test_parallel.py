@@ -247,3 +247,10 @@ def test_the_volume_model_predicts_the_bytes_sent(results, case_id, ulysses, rin
     # the per-call exchange of chunk lengths (8 bytes per peer).
     mean = sum(sent) / len(sent)
     assert abs(mean - predicted) / predicted < 0.02, (sent, predicted)
+
+
+def test_a_users_torchrun_script_needs_no_process_group_code():
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(HERE / "api_rank.py")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("rank output (1, 3, 32, 32) world 2") == 2
