@@ -39,3 +39,10 @@ def quiet_known_noise() -> None:
     image processors fall back to PIL without torchvision (dit_engine never needs torchvision),
     printed on every run that loads a diffusers pipeline."""
     logging.getLogger("transformers.utils.import_utils").addFilter(_DropMessage("requires torchvision (not installed)"))
+    # Importing diffusers imports torchao when it is installed (dit_engine's quant= uses it):
+    # torchao then reports CUDA kernels it cannot load on this machine and a missing Triton, torch
+    # warns about torchao's enum registrations, and diffusers about torchao's old tensor types.
+    # None of it concerns a run; errors still raise.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("diffusers.quantizers.torchao.torchao_quantizer").addFilter(_DropMessage("Unable to import `torchao` Tensor objects"))

@@ -48,11 +48,13 @@ class Handle:
             applied=self.transforms,
         )
         try:
-            for step in self.plan.steps:
-                transform = step.new_transform()
+            pending = [step.new_transform() for step in self.plan.steps]
+            for transform in pending:  # beneath every hook (regional compile)
+                transform.apply_inner(self.pipe, context)
+            for transform in pending:
                 transform.apply(self.pipe, context)
                 self.transforms.append(transform)
-            for transform in self.transforms:
+            for transform in self.transforms:  # around every hook (CFG parallel)
                 transform.apply_outer(self.pipe, context)
         except BaseException:
             self._undo()

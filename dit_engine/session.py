@@ -243,7 +243,8 @@ class Session:
             if cfg.report.profile:
                 run_loop.profile_first_batch(pipe, adapter, workload, device, files.path("trace.json"), quiet)
         finally:
-            handle.remove()
+            if not self.plan.irreversible_steps():  # a quantized or compiled pipeline is dropped instead
+                handle.remove()
 
         names = [f"{index:03d}_{slug(prompt)}.png" for index, prompt in enumerate(workload.prompts)]
         image_files = []

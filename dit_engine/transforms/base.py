@@ -131,6 +131,10 @@ class Transform:
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         raise NotImplementedError
 
+    def apply_inner(self, pipe: Any, context: ApplyContext) -> None:
+        """Called before any step of the plan is applied, in plan order: for changes that must sit
+        beneath the hooks of earlier stages (regional compile of each block's forward)."""
+
     def apply_outer(self, pipe: Any, context: ApplyContext) -> None:
         """Called after every step of the plan is applied, in plan order: for wrappers that must
         enclose the hooks of later stages (CFG parallel around the caches). Undone by ``remove``."""

@@ -30,6 +30,9 @@ CACHES = {
     "scm_taylorseer": ["cache=scm_static", "calibrator=taylorseer"],
     "dbprune": ["cache=dbprune", "cache.threshold=0.3"],
     "magcache": ["cache=magcache"],
+    # the whole stack: int8 weights, blocks compiled beneath the cache's hooks, the cache
+    "quant_compile_dbcache": ["quant=int8_weight_only", "compile=regional", "compile.backend=aot_eager",
+                              "cache=dbcache", "cache.threshold=0.3"],
 }
 
 
@@ -57,6 +60,7 @@ TWO_RANKS = [
     case("wan", ["parallel=cfg2"], "dbcache"),
     case("qwen_image", ["parallel=tp2"], "dbcache"),
     case("flux", RING2, "dbprune"),
+    case("flux", ULYSSES2, "quant_compile_dbcache"),
 ]
 THREE_RANKS = [  # any shape: 3 ranks over 2 heads and sequences 3 does not divide
     *(case(m, ["parallel=ulysses2", "parallel.ulysses_degree=3"], label="ulysses3") for m in ("flux", "wan", "qwen_image")),

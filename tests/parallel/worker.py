@@ -45,14 +45,14 @@ def masks(summary: dict) -> dict:
 
 
 def run_case(case: dict) -> dict:
-    pipe, call = build(case["model"])
     extra = case.get("call", {})
-    cache = case.get("cache", [])
+    cache = case.get("cache", [])  # the same stack single-process (caches, and quant / compile)
+    pipe, call = build(case["model"])
     if cache:
         handle = dit_engine.apply(pipe, *cache)
         reference = conformance.run(pipe, call(**extra))
         reference_masks = masks(handle.summary())
-        handle.remove()
+        pipe, call = build(case["model"])  # a fresh pipeline: quant and compile cannot be removed
     else:
         reference = conformance.run(pipe, call(**extra))
         reference_masks = {}
@@ -65,6 +65,7 @@ def run_case(case: dict) -> dict:
         "masks": masks(summary),
         "reference_masks": reference_masks,
         "parallel": summary["transforms"].get("shard.torch_distributed", {}),
+        "compile": summary["transforms"].get("compile.torch_compile"),
     }
     try:
         handle.remove()

@@ -1,0 +1,1 @@
+"""torch.compile as the plan's COMPILE stage (``compile=regional`` / ``compile=full``)."""

@@ -1,0 +1,133 @@
+"""``compile=``: torch.compile of the transformer, regional (each block) or whole.
+
+**regional** (the default preset, as diffusers' ``compile_repeated_blocks``): every block of the
+adapter's block lists gets its ``forward`` compiled. It is installed *beneath* every hook (through
+:meth:`Transform.apply_inner`, before any plan step is applied), so the caches' decisions, the
+step state and the context-parallel split hooks run in Python around the compiled blocks: a block
+compiles to one graph with any cache installed (``compile.fullgraph=true`` proves it), and since
+blocks of one list share their code, one compilation serves all of them.
+
+**full**: the transformer's ``forward`` is compiled, with everything the other stages hook inside
+it; block caches then cut the graph at their decisions (dynamo graph breaks), so ``fullgraph`` is
+refused with them.
+
+Compiled modules stay compiled: ``remove()`` refuses and says to reload. Recompilation is bounded:
+one graph per block code and input shape (``dynamic=null`` lets torch mark a dimension dynamic
+after it first changes, e.g. a batch doubled by CFG); the counters are in the run's stats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from dit_engine.adapter import ModelInfo
+from dit_engine.plan import PlanContext, Stage
+from dit_engine.transforms.base import ApplyContext, Transform
+
+SCOPES = ("regional", "full")
+
+
+def known_modes() -> list[str]:
+    from torch._inductor import list_mode_options
+
+    return ["default", *list_mode_options()]
+
+
+def known_backends() -> list[str]:
+    import torch._dynamo
+
+    return sorted(set(torch._dynamo.list_backends()) | {"eager", "aot_eager", "inductor"})
+
+
+@dataclass
+class CompileConfig:
+    """``compile=``: what torch.compile compiles, and how.
+
+    Attributes:
+        name: transform implementation (``torch_compile``).
+        scope: ``regional`` (each transformer block, beneath the caches' hooks) or ``full``.
+        mode: torch.compile mode (null / default, reduce-overhead, max-autotune, ...).
+        dynamic: torch.compile's ``dynamic`` (null: dynamic after a shape first changes).
+        fullgraph: fail on any graph break inside a compiled region (regional: a block).
+        backend: torch.compile backend (inductor; eager or aot_eager to debug).
+    """
+
+    name: str = "torch_compile"
+    scope: str = "regional"
+    mode: Optional[str] = None
+    dynamic: Optional[bool] = None
+    fullgraph: bool = False
+    backend: str = "inductor"
+
+
+def _graph_counters() -> dict[str, int]:
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values()))}
+
+
+class CompileTransform(Transform):
+    """Compiles each transformer block (regional) or each transformer (full)."""
+
+    name = "compile.torch_compile"
+    stage = Stage.COMPILE
+    config_class = CompileConfig
+    reversible = False
+
+    @classmethod
+    def check(cls, config: CompileConfig, context: PlanContext) -> list[str]:
+        problems = []
+        if config.scope not in SCOPES:
+            problems.append(f"compile.scope={config.scope}: use regional or full")
+        if config.mode not in (None, *known_modes()):
+            problems.append(f"compile.mode={config.mode} is not a torch.compile mode; use one of {', '.join(known_modes())}")
+        if config.backend not in known_backends():
+            problems.append(f"compile.backend={config.backend} is not a torch.compile backend; use inductor, aot_eager or eager")
+        cfg = context.config
+        hooked_groups = [g for g in ("cache", "calibrator") if cfg is not None and cfg[g].name != "none"]
+        if config.scope == "full" and config.fullgraph and hooked_groups:
+            problems.append(f"compile=full with compile.fullgraph=true cannot hold the {', '.join(hooked_groups)} decisions made in "
+                            "Python inside the model; use compile=regional (blocks compiled whole, decisions around them)")
+        return problems
+
+    @classmethod
+    def describe(cls, config: CompileConfig, model_info: ModelInfo) -> str:
+        what = f"each of the {model_info.total_blocks} blocks" if config.scope == "regional" else "the whole transformer"
+        options = f"mode={config.mode or 'default'}, dynamic={config.dynamic}, fullgraph={config.fullgraph}, backend={config.backend}"
+        return f"torch.compile of {what} ({options}); irreversible"
+
+    def _compiled(self, forward):
+        c = self.config
+        return torch.compile(forward, mode=c.mode if c.mode != "default" else None, dynamic=c.dynamic,
+                             fullgraph=c.fullgraph, backend=c.backend)
+
+    def apply_inner(self, pipe: Any, context: ApplyContext) -> None:
+        self.before = _graph_counters()
+        self.compiled = 0
+        for transformer in context.transformers.values():
+            if self.config.scope == "full":
+                transformer.forward = self._compiled(transformer.forward)
+                self.compiled += 1
+                continue
+            for _spec, blocks in context.adapter.block_lists(transformer):
+                for block in blocks:
+                    block.forward = self._compiled(block.forward)
+                    self.compiled += 1
+
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        pass  # all done beneath the hooks, in apply_inner
+
+    def remove(self, pipe: Any) -> None:
+        pass  # irreversible: Handle.remove() refuses before it gets here
+
+    def reset_stats(self) -> None:
+        self.before = _graph_counters()
+
+    def stats(self) -> dict[str, Any]:
+        now = _graph_counters()
+        return {"scope": self.config.scope, "compiled_modules": self.compiled,
+                **{key: now[key] - self.before[key] for key in now}}

@@ -1,0 +1,1 @@
+"""Quantization (``quant=``): low-bit weights through torchao, as the plan's QUANTIZE stage."""

@@ -1,0 +1,198 @@
+"""``quant=``: torchao weight (and activation) quantization of the transformer's linear layers.
+
+Applied to the loaded pipeline with torchao's ``quantize_`` (the library made for it), before
+every other stage: caches, calibrators and context parallelism then run on the quantized model
+unchanged. Which layers: by default the linear layers inside the adapter's block lists except
+the modulation layers of their norms (so not the embeddings, norms or the final projection, which
+hold little compute and much of the quality); ``quant.targets`` / ``quant.exclude`` are globs over module names in the transformer
+(``transformer_blocks.*.attn.to_q``). ``quant.text_encoder=true`` quantizes the text encoders'
+linear layers too. Quantized weights cannot be put back: ``remove()`` refuses and says to reload.
+
+Schemes and where they run (torchao 0.18, torch 2.13):
+
+=================== ============================================== ===========================
+scheme              torchao config                                 devices
+=================== ============================================== ===========================
+int8_weight_only    Int8WeightOnlyConfig                           CPU, CUDA
+int8_dynamic        Int8DynamicActivationInt8WeightConfig          CPU, CUDA
+fp8_weight_only     Float8WeightOnlyConfig                         CPU, CUDA
+fp8_dynamic         Float8DynamicActivationFloat8WeightConfig      CUDA, compute capability >= 8.9
+                    (``quant.granularity``: per_row or per_tensor)
+int4_weight_only    Int4WeightOnlyConfig                           CUDA (needs the mslk package)
+intx_weight_only    IntxWeightOnlyConfig (``quant.bits``: 1-8)     CPU, CUDA
+=================== ============================================== ===========================
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from dit_engine.adapter import ModelInfo
+from dit_engine.devices import resolve_device
+from dit_engine.errors import DitEngineError
+from dit_engine.plan import PlanContext, Stage
+from dit_engine.transforms.base import ApplyContext, Transform
+
+SCHEMES = ("int8_weight_only", "int8_dynamic", "fp8_weight_only", "fp8_dynamic", "int4_weight_only", "intx_weight_only")
+CPU_SCHEMES = ("int8_weight_only", "int8_dynamic", "fp8_weight_only", "intx_weight_only")
+
+
+@dataclass
+class QuantConfig:
+    """``quant=``: which scheme, on which layers.
+
+    Attributes:
+        name: transform implementation (``torchao``).
+        scheme: one of int8_weight_only, int8_dynamic, fp8_weight_only, fp8_dynamic,
+            int4_weight_only, intx_weight_only (see the module docstring for devices).
+        granularity: fp8_dynamic's activation/weight scales: per_row (default) or per_tensor.
+        bits: intx_weight_only's weight bits (1-8; 4 by default).
+        targets: globs of transformer module names to quantize; null: every linear layer in the
+            adapter's block lists.
+        exclude: globs of module names left in full precision (applied after ``targets``); by
+            default the AdaLN modulation layers inside norms (``*norm*``).
+        text_encoder: also quantize the text encoders' linear layers.
+    """
+
+    name: str = "torchao"
+    scheme: str = "int8_weight_only"
+    granularity: str = "per_row"
+    bits: int = 4
+    targets: Optional[list[str]] = None
+    exclude: list[str] = field(default_factory=lambda: ["*norm*"])
+    text_encoder: bool = False
+
+
+def scheme_problem(config: QuantConfig, device: torch.device) -> str | None:
+    """Why ``config.scheme`` cannot run on ``device`` (None when it can)."""
+    runnable = list(CPU_SCHEMES)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        runnable = list(CPU_SCHEMES) + (["fp8_dynamic"] if (major, minor) >= (8, 9) else [])
+        if importlib.util.find_spec("mslk") is not None:
+            runnable.append("int4_weight_only")
+    if config.scheme in runnable:
+        return None
+    why = {
+        "fp8_dynamic": "needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)",
+        "int4_weight_only": "needs a CUDA GPU and the mslk package (no CPU layout)",
+    }.get(config.scheme, "does not run here")
+    return f"quant.scheme={config.scheme} {why}; on this {device.type} device use one of {', '.join(runnable)}"
+
+
+def torchao_config(config: QuantConfig) -> Any:
+    from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig,
+                                      Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
+                                      Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerRow, PerTensor)
+
+    if config.scheme == "fp8_dynamic":
+        return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if config.granularity == "per_row" else PerTensor())
+    if config.scheme == "intx_weight_only":
+        return IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{config.bits}"))
+    return {
+        "int8_weight_only": Int8WeightOnlyConfig,
+        "int8_dynamic": Int8DynamicActivationInt8WeightConfig,
+        "fp8_weight_only": Float8WeightOnlyConfig,
+        "int4_weight_only": Int4WeightOnlyConfig,
+    }[config.scheme]()
+
+
+def _weight_bytes(module: torch.nn.Module) -> int:
+    total = 0
+    for parameter in module.parameters():
+        data = parameter.data if not hasattr(parameter, "__tensor_flatten__") else parameter
+        names, _ = data.__tensor_flatten__() if hasattr(data, "__tensor_flatten__") else ([], None)
+        parts = [getattr(data, n) for n in names] if names else [data]
+        total += sum(p.numel() * p.element_size() for p in parts if isinstance(p, torch.Tensor))
+    return total
+
+
+class QuantTransform(Transform):
+    """Quantizes the chosen linear layers of every transformer (and text encoder) in place."""
+
+    name = "quantize.torchao"
+    stage = Stage.QUANTIZE
+    config_class = QuantConfig
+    reversible = False
+
+    @classmethod
+    def check(cls, config: QuantConfig, context: PlanContext) -> list[str]:
+        problems = []
+        if config.scheme not in SCHEMES:
+            return [f"quant.scheme={config.scheme} is not a scheme; use one of {', '.join(SCHEMES)}"]
+        if importlib.util.find_spec("torchao") is None:
+            return ["quant= needs torchao: pip install torchao==0.18.0"]
+        if config.granularity not in ("per_row", "per_tensor"):
+            problems.append(f"quant.granularity={config.granularity}: use per_row or per_tensor")
+        if not 1 <= config.bits <= 8:
+            problems.append(f"quant.bits={config.bits}: intx_weight_only takes 1 to 8 bits")
+        try:
+            device = resolve_device(str(context.config.model.device)) if context.config is not None else torch.device("cpu")
+        except DitEngineError:
+            device = None  # the session reports the device itself
+        if device is not None:
+            problem = scheme_problem(config, device)
+            if problem:
+                problems.append(problem)
+        parallel = context.config.get("parallel") if context.config is not None else None
+        if parallel is not None and parallel.get("tp_degree", 1) not in (1, None):
+            problems.append("quant= with tensor parallelism is not supported (torchao tensors inside DTensor shards); "
+                            "use context parallelism (parallel=ulysses2) with quant=, or drop one")
+        return problems
+
+    @classmethod
+    def describe(cls, config: QuantConfig, model_info: ModelInfo) -> str:
+        detail = {"fp8_dynamic": f" ({config.granularity})", "intx_weight_only": f" ({config.bits} bits)"}.get(config.scheme, "")
+        where = ", ".join(config.targets) if config.targets else "linear layers of the block lists"
+        extra = f", except {', '.join(config.exclude)}" if config.exclude else ""
+        text = "; text encoders too" if config.text_encoder else ""
+        return f"torchao {config.scheme}{detail} on {where}{extra}{text}; irreversible"
+
+    def _selected(self, transformer: torch.nn.Module, adapter: Any) -> list[str]:
+        targets = self.config.targets or [f"{spec.path}.*" for spec in adapter.block_specs]
+        chosen = []
+        for name, module in transformer.named_modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            if any(fnmatch.fnmatch(name, g) for g in targets) and not any(fnmatch.fnmatch(name, g) for g in self.config.exclude):
+                chosen.append(name)
+        return chosen
+
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        from torchao.quantization import quantize_
+
+        scheme = torchao_config(self.config)
+        self.layers = 0
+        self.bytes_before = self.bytes_after = 0
+        modules = []
+        for name, transformer in context.transformers.items():
+            chosen = set(self._selected(transformer, context.adapter))
+            if not chosen:
+                linear = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)][:3]
+                raise DitEngineError(f"quant.targets={self.config.targets} and quant.exclude={self.config.exclude} match no linear "
+                                     f"layer of {name}; its layers are named like {', '.join(linear)}")
+            modules.append((transformer, chosen))
+        if self.config.text_encoder:
+            for attr in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+                encoder = getattr(pipe, attr, None)
+                if isinstance(encoder, torch.nn.Module):
+                    modules.append((encoder, {n for n, m in encoder.named_modules() if isinstance(m, torch.nn.Linear)}))
+        for module, chosen in modules:
+            layers = [m for n, m in module.named_modules() if n in chosen]
+            self.bytes_before += sum(_weight_bytes(m) for m in layers)
+            quantize_(module, scheme, filter_fn=lambda _m, fqn, chosen=chosen: fqn in chosen)
+            self.layers += len(chosen)
+            self.bytes_after += sum(_weight_bytes(m) for m in layers)
+
+    def remove(self, pipe: Any) -> None:
+        pass  # irreversible: Handle.remove() refuses before it gets here
+
+    def stats(self) -> dict[str, Any]:
+        # bytes of the quantized layers' parameters (weights, scales, biases) before and after
+        return {"scheme": self.config.scheme, "layers": self.layers,
+                "weight_bytes_before": self.bytes_before, "weight_bytes_after": self.bytes_after}
