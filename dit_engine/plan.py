@@ -45,6 +45,8 @@ GROUP_STAGES: dict[str, Stage] = {
     "cache": Stage.CACHE,
     "calibrator": Stage.CALIBRATE,
     "compile": Stage.COMPILE,
+    "attention": Stage.ADAPT,
+    "offload": Stage.OFFLOAD,
 }
 
 def entry_point_prefix(stage: Stage) -> str:

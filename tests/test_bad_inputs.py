@@ -197,6 +197,14 @@ CLI_CASES = [
     (["parallel=ulysses2", "parallel.backend=mpi"], "use gloo, nccl or null"),
     (["parallel=ulysses2", "parallel.timeout_s=0"], "parallel.timeout_s=0.0 must be > 0"),
     (["parallel=ulysses2", "parallel.cfg_degree=3"], "CFG has two branches"),
+    (["quant=int8_weight_only", "quant.scheme=int3"], "quant.scheme=int3 is not a scheme; use one of"),
+    (["quant=fp8_dynamic"], "quant.scheme=fp8_dynamic needs a CUDA GPU of compute capability 8.9"),
+    (["quant=int8_weight_only", "quant.targets=[nothing.*]"], "match no linear layer of transformer"),
+    (["compile=regional", "compile.mode=fastest"], "compile.mode=fastest is not a torch.compile mode"),
+    (["attention=flash"], "attention.backend=flash is not available here"),
+    (["attention=_native_cudnn"], "needs a CUDA GPU; on the CPU use one of native"),
+    (["offload=model"], "this run has no GPU"),
+    (["offload=group", "parallel=ulysses2"], "offload= with parallel=: every rank must hold its weights"),
 ]
 
 

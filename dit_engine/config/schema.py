@@ -150,6 +150,8 @@ class EngineConfig:
     parallel: Any = MISSING
     quant: Any = MISSING
     compile: Any = MISSING
+    attention: Any = MISSING
+    offload: Any = MISSING
     workload: Any = MISSING
     report: Any = MISSING
     dry_run: bool = False
@@ -165,6 +167,8 @@ ENGINE_SCHEMAS: dict[str, dict[str, type]] = {
     "parallel": {"schema_none": NoneConfig},
     "quant": {"schema_none": NoneConfig},
     "compile": {"schema_none": NoneConfig},
+    "attention": {"schema_none": NoneConfig},
+    "offload": {"schema_none": NoneConfig},
     "workload": {"schema_workload": WorkloadConfig},
     "report": {"schema_report": ReportConfig},
 }

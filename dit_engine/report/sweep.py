@@ -26,7 +26,7 @@ from dit_engine.report.cells import Cell, sweep_name
 #: selects ``none`` in every other group is the sweep's no-acceleration (reference) cell.
 NEUTRAL_GROUPS = frozenset({"model", "workload", "report"})
 #: Acceleration groups assumed when the installed config tree cannot be listed.
-FALLBACK_GROUPS = frozenset({"cache", "calibrator", "parallel", "quant", "compile"})
+FALLBACK_GROUPS = frozenset({"cache", "calibrator", "parallel", "quant", "compile", "attention", "offload"})
 #: Columns of ``summary.csv``, in order (``pareto`` is 1 for cells on the Pareto front).
 CSV_COLUMNS = (
     "name", "dir", "overrides", "status", "latency_s", "speedup", "compute_fraction",

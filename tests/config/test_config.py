@@ -85,6 +85,10 @@ def expected_refusal(pair: dict[str, str]) -> str | None:
         return "decides on each rank's own shard"
     if parallel.startswith("tp") and pair.get("model") == "wan":
         return "has no tensor-parallel plan"
+    if pair.get("offload", "none") != "none":
+        return "this run has no GPU"  # the tests run on a CPU
+    if pair.get("attention", "none") not in ("none", "native", "_native_math", "flex"):
+        return "is not available here|needs a CUDA GPU"
     if pair.get("quant") in ("fp8_dynamic", "fp8_dynamic_per_tensor", "int4_weight_only"):
         return "needs a CUDA GPU"  # the tests run on a CPU
     if pair.get("quant", "none") != "none" and parallel.startswith("tp"):
@@ -101,7 +105,9 @@ RANK_INCONSISTENT_CACHES = {"diffusers_fbc", "diffusers_taylorseer", "diffusers_
 
 #: options that only scale a degree or swap a kernel of one already paired are left out of the
 #: pairs (each is still compiled alone above): the pairs stay affordable on 2 cores
-SAME_AS_PAIRED = {"ulysses4", "ulysses8", "ring4", "tp4", "int8_dynamic", "fp8_weight_only", "fp8_dynamic_per_tensor"}
+SAME_AS_PAIRED = {"ulysses4", "ulysses8", "ring4", "tp4", "int8_dynamic", "fp8_weight_only", "fp8_dynamic_per_tensor",
+                  "flash_hub", "_flash_3", "_flash_3_hub", "sage", "sage_hub", "_native_flash", "_native_efficient",
+                  "_native_math", "flex", "xformers", "sequential", "group"}
 
 
 def pair_options(group: str) -> list[str]:

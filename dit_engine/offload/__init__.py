@@ -1,0 +1,1 @@
+"""Offloading (``offload=``): diffusers' CPU offload strategies as the plan's OFFLOAD stage."""

@@ -1,0 +1,96 @@
+"""``offload=``: keep weights in CPU memory and bring them to the GPU when they run, through
+diffusers' own strategies (the library made for it):
+
+* ``model``: whole components move to the GPU in turn (``enable_model_cpu_offload``);
+* ``sequential``: every submodule moves when it runs (``enable_sequential_cpu_offload``): the
+  least GPU memory, the slowest;
+* ``group``: groups of ``offload.num_blocks_per_group`` blocks move together
+  (``enable_group_offload``), overlapped with compute on CUDA streams (``offload.use_stream``).
+
+The stage places the modules itself, so the session does not move the pipeline to the device.
+On a machine or run without a GPU there is nothing to offload to: ``offload=`` is refused at plan
+time there (a plain CPU run already keeps every weight in CPU memory). With ``parallel=`` it is
+refused too: every rank must hold its weights on its own GPU for the collectives. Offloading is
+not undone by ``remove()`` (reload the pipeline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dit_engine.adapter import ModelInfo
+from dit_engine.devices import resolve_device
+from dit_engine.errors import DitEngineError
+from dit_engine.plan import PlanContext, Stage, parallel_world_size
+from dit_engine.transforms.base import ApplyContext, Transform
+
+MODES = ("model", "sequential", "group")
+
+
+@dataclass
+class OffloadConfig:
+    """``offload=``: which diffusers offload strategy.
+
+    Attributes:
+        name: transform implementation (``diffusers_offload``).
+        mode: model, sequential or group (see the module docstring).
+        num_blocks_per_group: group mode: blocks moved to the GPU together.
+        use_stream: group mode: prefetch the next group on a CUDA stream while one computes.
+    """
+
+    name: str = "diffusers_offload"
+    mode: str = "model"
+    num_blocks_per_group: int = 1
+    use_stream: bool = True
+
+
+class OffloadTransform(Transform):
+    """Installs diffusers' offload hooks on the whole pipeline (on a GPU run)."""
+
+    name = "offload.diffusers_offload"
+    stage = Stage.OFFLOAD
+    config_class = OffloadConfig
+    reversible = False
+    places_pipeline = True
+
+    @classmethod
+    def check(cls, config: OffloadConfig, context: PlanContext) -> list[str]:
+        problems = []
+        if config.mode not in MODES:
+            problems.append(f"offload.mode={config.mode}: use model, sequential or group")
+        if config.num_blocks_per_group < 1:
+            problems.append(f"offload.num_blocks_per_group={config.num_blocks_per_group} must be 1 or more")
+        cfg = context.config
+        try:
+            device = resolve_device(str(cfg.model.device)) if cfg is not None else torch.device("cpu")
+        except DitEngineError:
+            device = None  # the session reports the device itself
+        if device is not None and device.type != "cuda":
+            problems.append(f"offload= moves weights between CPU memory and a GPU, and this run has no GPU (model.device={cfg.model.device}); "
+                            "a CPU run already keeps every weight in CPU memory: drop offload=")
+        if cfg is not None and parallel_world_size(cfg) > 1:
+            problems.append("offload= with parallel=: every rank must hold its weights on its own GPU for the collectives; drop one of them")
+        return problems
+
+    @classmethod
+    def describe(cls, config: OffloadConfig, model_info: ModelInfo) -> str:
+        detail = f", {config.num_blocks_per_group} block(s) per group, streams {config.use_stream}" if config.mode == "group" else ""
+        return f"diffusers {config.mode} CPU offload{detail}; places the modules; irreversible"
+
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        device = next(iter(context.transformers.values())).device
+        if device.type != "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+        if self.config.mode == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif self.config.mode == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        else:
+            pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
+                                      num_blocks_per_group=self.config.num_blocks_per_group, use_stream=self.config.use_stream)
+
+    def remove(self, pipe: Any) -> None:
+        pass  # irreversible: Handle.remove() refuses before it gets here
