@@ -126,7 +126,7 @@ class QuantTransform(Transform):
         if config.scheme not in SCHEMES:
             return [f"quant.scheme={config.scheme} is not a scheme; use one of {', '.join(SCHEMES)}"]
         if importlib.util.find_spec("torchao") is None:
-            return ["quant= needs torchao: pip install torchao==0.18.0"]
+            return ["quant= needs torchao: pip install 'dit_engine[quant]' (torchao==0.18.0)"]
         if config.granularity not in ("per_row", "per_tensor"):
             problems.append(f"quant.granularity={config.granularity}: use per_row or per_tensor")
         if not 1 <= config.bits <= 8:
