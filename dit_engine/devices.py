@@ -26,3 +26,15 @@ def dtype_problem(name: str) -> str | None:
     if name not in DTYPES:
         return f"model.dtype={name} is not supported; use one of {', '.join(DTYPES)}"
     return None
+
+
+def planned_device(config) -> torch.device | None:
+    """The device a composed run config asks for (``model.device``), for plan-time checks; None
+    when the config has no model or names no usable device (the session reports that itself)."""
+    if config is None:
+        return None
+    try:
+        return resolve_device(str(config.model.device))
+    except DitEngineError:
+        return None
+

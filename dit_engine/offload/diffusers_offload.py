@@ -22,8 +22,7 @@ from typing import Any
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.devices import resolve_device
-from dit_engine.errors import DitEngineError
+from dit_engine.devices import planned_device
 from dit_engine.plan import PlanContext, Stage, parallel_world_size
 from dit_engine.transforms.base import ApplyContext, Transform
 
@@ -64,10 +63,7 @@ class OffloadTransform(Transform):
         if config.num_blocks_per_group < 1:
             problems.append(f"offload.num_blocks_per_group={config.num_blocks_per_group} must be 1 or more")
         cfg = context.config
-        try:
-            device = resolve_device(str(cfg.model.device)) if cfg is not None else torch.device("cpu")
-        except DitEngineError:
-            device = None  # the session reports the device itself
+        device = planned_device(cfg)
         if device is not None and device.type != "cuda":
             problems.append(f"offload= moves weights between CPU memory and a GPU, and this run has no GPU (model.device={cfg.model.device}); "
                             "a CPU run already keeps every weight in CPU memory: drop offload=")

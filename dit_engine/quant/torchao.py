@@ -33,7 +33,7 @@ from typing import Any, Optional
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.devices import resolve_device
+from dit_engine.devices import planned_device
 from dit_engine.errors import DitEngineError
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
@@ -131,10 +131,7 @@ class QuantTransform(Transform):
             problems.append(f"quant.granularity={config.granularity}: use per_row or per_tensor")
         if not 1 <= config.bits <= 8:
             problems.append(f"quant.bits={config.bits}: intx_weight_only takes 1 to 8 bits")
-        try:
-            device = resolve_device(str(context.config.model.device)) if context.config is not None else torch.device("cpu")
-        except DitEngineError:
-            device = None  # the session reports the device itself
+        device = planned_device(context.config)
         if device is not None:
             problem = scheme_problem(config, device)
             if problem:

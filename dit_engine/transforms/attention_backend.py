@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.devices import resolve_device
+from dit_engine.devices import planned_device
 from dit_engine.errors import DitEngineError
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
@@ -71,10 +71,7 @@ class AttentionBackendTransform(Transform):
         except (RuntimeError, ImportError) as err:
             return [f"attention.backend={config.backend} is not available here: {str(err).splitlines()[0]}"]
         problems = []
-        try:
-            device = resolve_device(str(context.config.model.device)) if context.config is not None else None
-        except DitEngineError:
-            device = None  # the session reports the device itself
+        device = planned_device(context.config)
         if device is not None and device.type == "cpu" and config.backend not in CPU_BACKENDS:
             problems.append(f"attention.backend={config.backend} needs a CUDA GPU; on the CPU use one of {', '.join(CPU_BACKENDS)}")
         parallel = context.config.get("parallel") if context.config is not None else None
