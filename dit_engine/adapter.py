@@ -124,6 +124,17 @@ class WorkloadDefaults:
     extra_call_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def attention_modules(transformer: torch.nn.Module):
+    """``(name, module)`` of every diffusers attention module in ``transformer`` (the legacy
+    ``Attention`` class and the ``AttentionModuleMixin`` ones)."""
+    from diffusers.models.attention import AttentionModuleMixin
+    from diffusers.models.attention_processor import Attention
+
+    for name, module in transformer.named_modules():
+        if isinstance(module, (Attention, AttentionModuleMixin)):
+            yield name, module
+
+
 class Adapter:
     """Base class of model adapters. Subclasses mostly set class attributes.
 

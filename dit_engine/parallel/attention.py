@@ -153,10 +153,6 @@ class ContextParallelAttention:
         self.ulysses = ulysses
         self.ring = ring
 
-    def forget_lengths(self) -> None:
-        self.ulysses.forget_lengths()
-        self.ring.forget_lengths()
-
     def __call__(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if dropout_p or is_causal or query.dim() != 4 or key.shape[1] != query.shape[1]:
             raise DitEngineError(

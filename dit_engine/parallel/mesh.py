@@ -120,3 +120,8 @@ class ParallelMesh:
         self.cfg = SequenceGroup(self.mesh.get_group("cfg"), self.stats)
         self.sequence = SequenceGroup(self.mesh["ring", "ulysses"]._flatten("sequence").get_group(), self.stats)
         self.tp_mesh = self.mesh["tp"]
+
+    def forget_lengths(self) -> None:
+        """A transformer call starts: the chunk lengths every group memoized may have changed."""
+        for group in {id(g): g for g in (self.sequence, self.ulysses, self.ring, self.cfg)}.values():
+            group.forget_lengths()

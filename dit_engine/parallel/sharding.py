@@ -50,14 +50,12 @@ def _signature_index(module: torch.nn.Module) -> dict[str, int]:
 class SequenceSharding:
     """The hooks of one plan on one transformer; :meth:`remove` takes them all away."""
 
-    def __init__(self, transformer: torch.nn.Module, plan: dict[str, Any], group: SequenceGroup, on_call=None):
+    def __init__(self, transformer: torch.nn.Module, plan: dict[str, Any], group: SequenceGroup):
         from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 
         self.group = group
         self.handles = []
         self._input_class, self._output_class = ContextParallelInput, ContextParallelOutput
-        if on_call is not None:
-            self.handles.append(transformer.register_forward_pre_hook(lambda _m, _a: on_call()))
         for path, entry in plan.items():
             modules = modules_at(transformer, path)
             if not modules:

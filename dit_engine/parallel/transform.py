@@ -23,7 +23,8 @@ from typing import Any, Optional
 
 import torch
 
-from dit_engine.adapter import ModelInfo
+from dit_engine.adapter import ModelInfo, attention_modules
+from dit_engine.devices import planned_device
 from dit_engine.errors import DitEngineError
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext, Transform
@@ -94,8 +95,8 @@ class ParallelTransform(Transform):
                 f"torchrun started {launched} ranks but the parallel degrees multiply to {d.world} ({d.describe()}); "
                 f"start {d.world} ranks (torchrun --nproc-per-node {d.world}) or change the degrees"
             )
-        device = str(context.config.model.device) if context.config is not None else "cpu"
-        if launched is None and d.world > 1 and device != "cpu" and torch.cuda.is_available():
+        device = planned_device(context.config)
+        if launched is None and d.world > 1 and device is not None and device.type == "cuda":
             gpus = torch.cuda.device_count()
             if d.world > gpus:
                 problems.append(f"the parallel degrees need {d.world} GPU ranks but this machine has {gpus} GPU(s); "
@@ -162,6 +163,10 @@ class ParallelTransform(Transform):
         self.attention_handles: list = []
         self.cfg_hooks: list = []
         self.sharded_parameters = 0
+        # Every group memoizes its ranks' chunk lengths within one call (sequence length and batch
+        # may change between calls): forget them when a transformer call starts.
+        self.call_hooks = [t.register_forward_pre_hook(lambda _m, _a: mesh.forget_lengths())
+                           for t in context.transformers.values()]
         if degrees.tp > 1:
             for transformer in context.transformers.values():
                 self._shard_weights(transformer)
@@ -169,25 +174,16 @@ class ParallelTransform(Transform):
             attention = ContextParallelAttention(mesh.ulysses, mesh.ring)
             plan = context.adapter.context_parallel_plan()
             for transformer in context.transformers.values():
-                self.shardings.append(SequenceSharding(transformer, plan, mesh.sequence, on_call=self._new_call(attention)))
+                self.shardings.append(SequenceSharding(transformer, plan, mesh.sequence))
                 self._intercept_attention(transformer, attention, context.adapter.cross_attention_modules)
             context.sequence_group = mesh.sequence
 
-    @staticmethod
-    def _new_call(attention):
-        def forget():
-            attention.forget_lengths()
-        return forget
-
     def _intercept_attention(self, transformer: torch.nn.Module, attention, cross: tuple[str, ...]) -> None:
-        from diffusers.models.attention import AttentionModuleMixin
-        from diffusers.models.attention_processor import Attention
-
         from dit_engine.parallel.attention import SdpaInterceptor
 
         found = 0
-        for name, module in transformer.named_modules():
-            if not isinstance(module, (Attention, AttentionModuleMixin)) or any(fnmatch.fnmatch(name, g) for g in cross):
+        for name, module in attention_modules(transformer):
+            if any(fnmatch.fnmatch(name, g) for g in cross):
                 continue
             found += 1
             mode = SdpaInterceptor(attention)
@@ -235,11 +231,11 @@ class ParallelTransform(Transform):
 
         for sharding in self.shardings:
             sharding.remove()
-        for handle in self.attention_handles:
+        for handle in self.attention_handles + self.call_hooks:
             handle.remove()
         for transformer in self.cfg_hooks:
             remove_hook(transformer, CFG_HOOK)
-        self.shardings, self.attention_handles, self.cfg_hooks = [], [], []
+        self.shardings, self.attention_handles, self.cfg_hooks, self.call_hooks = [], [], [], []
 
     def reset_stats(self) -> None:
         self.mesh.stats.reset()

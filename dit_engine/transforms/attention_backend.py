@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dit_engine.adapter import ModelInfo
+from dit_engine.adapter import ModelInfo, attention_modules
 from dit_engine.devices import planned_device
 from dit_engine.errors import DitEngineError
 from dit_engine.plan import PlanContext, Stage
@@ -41,15 +41,6 @@ def known_backends() -> list[str]:
     from diffusers.models.attention_dispatch import AttentionBackendName
 
     return [b.value for b in AttentionBackendName]
-
-
-def _attention_modules(transformer):
-    from diffusers.models.attention import AttentionModuleMixin
-    from diffusers.models.attention_processor import Attention
-
-    for module in transformer.modules():
-        if isinstance(module, (Attention, AttentionModuleMixin)) and hasattr(getattr(module, "processor", None), "_attention_backend"):
-            yield module
 
 
 class AttentionBackendTransform(Transform):
@@ -91,7 +82,9 @@ class AttentionBackendTransform(Transform):
         backend = AttentionBackendName(self.config.backend)
         self.previous = []
         for transformer in context.transformers.values():
-            for module in _attention_modules(transformer):
+            for _name, module in attention_modules(transformer):
+                if not hasattr(getattr(module, "processor", None), "_attention_backend"):
+                    continue  # a processor outside diffusers' attention dispatch
                 self.previous.append((module.processor, module.processor._attention_backend))
                 module.processor._attention_backend = backend
         if not self.previous:
