@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
 from dit_engine.diffusers_adapter import LARGE_DIT_CACHE_DEFAULTS, DiffusersAdapter
 
@@ -34,6 +32,8 @@ class FluxAdapter(DiffusersAdapter):
     )
     teacache_probe = staticmethod(flux_modulated_input)
     transformer_class = "FluxTransformer2DModel"
+    #: FLUX.1 is guidance-distilled; a second (negative) call only with true CFG.
+    cfg_mode = "true_cfg"
     block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
     default_info = ModelInfo(
         blocks={"transformer_blocks": 19, "single_transformer_blocks": 38},
@@ -51,12 +51,6 @@ class FluxAdapter(DiffusersAdapter):
         from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
         return [float(r) for r in FLUX_MAG_RATIOS]
-
-    def cfg_calls(self, call_kwargs: dict[str, Any]) -> int:
-        # FLUX.1 is guidance-distilled: a second (negative) call only with true CFG.
-        true_cfg = call_kwargs.get("true_cfg_scale", 1.0) > 1
-        negative = call_kwargs.get("negative_prompt") is not None or call_kwargs.get("negative_prompt_embeds") is not None
-        return 2 if true_cfg and negative else 1
 
     def cfg_hint(self) -> str:
         return "add +workload.call_kwargs.true_cfg_scale=4 and +workload.call_kwargs.negative_prompt='...'"

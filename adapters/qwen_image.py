@@ -19,6 +19,7 @@ class QwenImageAdapter(DiffusersAdapter):
     block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),)
     teacache_probe = staticmethod(timestep_embedding_input)
     transformer_class = "QwenImageTransformer2DModel"
+    cfg_mode = "true_cfg"
     block_count_keys = {"transformer_blocks": "num_layers"}
     default_info = ModelInfo(blocks={"transformer_blocks": 60}, num_heads=24, source="Qwen-Image defaults (no config.json at hand)")
 

@@ -23,13 +23,11 @@ class WanAdapter(DiffusersAdapter):
     block_specs = (BlockSpec("blocks", WAN_BLOCK),)
     teacache_probe = staticmethod(timestep_embedding_input)
     transformer_class = "WanTransformer3DModel"
+    cfg_mode = "separate"
     #: attn2 attends the text (and image) embeddings, which every rank holds whole.
     cross_attention_modules = ("blocks.*.attn2",)
     block_count_keys = {"blocks": "num_layers"}
     default_info = ModelInfo(blocks={"blocks": 40}, num_heads=40, source="Wan 2.1 14B defaults (no config.json at hand)")
-
-    def cfg_calls(self, call_kwargs) -> int:
-        return 2 if call_kwargs.get("guidance_scale", 5.0) > 1 else 1
 
     def workload_defaults(self) -> WorkloadDefaults:
         return WorkloadDefaults(

@@ -64,8 +64,20 @@ class BlockPattern:
 
 
 #: FLUX lineage (pattern A/B in tiny-zoo.md): keywords in, ``(encoder, hidden)`` out. FLUX's
-#: single-stream blocks in diffusers 0.42 take and return both streams too.
+#: single-stream blocks in diffusers 0.42 take and return both streams too; so do SD3, AuraFlow's
+#: joint blocks, Qwen-Image, Chroma, Bria, Ovis, LongCat and FLUX.2's dual blocks.
 DUAL_STREAM_ENCODER_FIRST = BlockPattern(name="dual(encoder,hidden)")
+
+#: CogVideoX / CogView / Hunyuan / Mochi / HiDream lineage (pattern D): ``(hidden, encoder)`` out.
+DUAL_STREAM_HIDDEN_FIRST = BlockPattern(name="dual(hidden,encoder)", returns=("hidden", "encoder"))
+
+#: Cross-attention DiTs (pattern E: Wan, LTX, PixArt, Cosmos...): the text is read-only context,
+#: the block returns the image stream alone.
+CROSS_ATTENTION = BlockPattern(name="cross-attn(hidden)", returns=("hidden",))
+
+#: One stream in, one out (pattern C: a joint sequence the parent concatenated, or a DiT without
+#: text): FLUX.2 / Chroma / AuraFlow single blocks, Lumina2, Z-Image, OmniGen, DiT.
+SINGLE_STREAM = BlockPattern(name="single(hidden)", encoder=None, returns=("hidden",))
 
 
 #: ``probe(first_block, args, kwargs) -> tensor``: the timestep-modulated input TeaCache watches.
@@ -83,6 +95,30 @@ def timestep_embedding_input(block: torch.nn.Module, args: tuple, kwargs: dict) 
     """TeaCache's probe when the modulated input is not exposed: the timestep embedding the block
     is modulated with (``temb``, keyword or third positional), as TeaCache4Wan2.1 does."""
     return kwargs["temb"] if "temb" in kwargs else args[2]
+
+
+@dataclass(frozen=True)
+class BlockInput:
+    """TeaCache's probe for blocks whose timestep embedding has another name or place: the block
+    argument ``name`` (keyword), else positional argument ``position``. A tuple or list value
+    (e.g. FLUX.2's per-stream modulation) is probed through its first tensor.
+
+    Example: ``teacache_probe = BlockInput("emb", 2)`` for CogView3-Plus blocks.
+    """
+
+    name: str
+    position: int | None = None
+
+    def __call__(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+        if self.name in kwargs:
+            value = kwargs[self.name]
+        elif self.position is not None and len(args) > self.position:
+            value = args[self.position]
+        else:
+            raise KeyError(f"the block was called without {self.name!r}; fix the adapter's teacache_probe")
+        while isinstance(value, (tuple, list)):
+            value = next(v for v in value if v is not None)
+        return value
 
 
 @dataclass(frozen=True)
@@ -176,6 +212,12 @@ class Adapter:
         "hidden_states", "encoder_hidden_states", "timestep", "pooled_projections", "guidance",
         "encoder_hidden_states_mask", "encoder_attention_mask", "encoder_hidden_states_image",
     )
+    #: How the family's pipelines run classifier-free guidance (docs/models.md and
+    #: :meth:`cfg_calls`): ``batched`` (cond and uncond in one transformer call), ``separate``
+    #: (two calls per step when ``guidance_scale > 1``), ``true_cfg`` (two calls when
+    #: ``true_cfg_scale > 1`` and a negative prompt is given), ``distilled`` (guidance is an
+    #: input of the transformer: one call), ``none`` (no guidance), ``unknown``.
+    cfg_mode: ClassVar[str] = "unknown"
     provider = None  # set by the registry
 
     def _transformer_class(self) -> type | None:
@@ -196,7 +238,14 @@ class Adapter:
 
     def cfg_calls(self, call_kwargs: dict[str, Any]) -> int | None:
         """Transformer calls per denoising step for these call arguments (2 with separate CFG
-        branches), or None when the adapter cannot tell."""
+        branches), or None when the adapter cannot tell (read off :attr:`cfg_mode`)."""
+        if self.cfg_mode in ("batched", "distilled", "none"):
+            return 1
+        if self.cfg_mode == "separate":
+            return 2 if call_kwargs.get("guidance_scale", self.workload_defaults().guidance_scale) > 1 else 1
+        if self.cfg_mode == "true_cfg":
+            negative = call_kwargs.get("negative_prompt") is not None or call_kwargs.get("negative_prompt_embeds") is not None
+            return 2 if call_kwargs.get("true_cfg_scale", 1.0) > 1 and negative else 1
         return None
 
     def cfg_hint(self) -> str:

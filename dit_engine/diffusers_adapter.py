@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -10,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dit_engine.adapter import Adapter, ModelInfo
+from dit_engine.adapter import Adapter, ModelInfo, WorkloadDefaults
 from dit_engine.errors import DitEngineError
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -107,13 +108,21 @@ class DiffusersAdapter(Adapter):
         heads_key: ``config.json`` key of the attention head count.
         size_multiple: height and width must be multiples of this (VAE factor x patch size);
             diffusers would otherwise round them silently.
+        default_workload: the family's usual prompts, steps and guidance (``workload_defaults``).
     """
 
     default_info: ClassVar[ModelInfo]
+    #: The family's usual workload (prompts, steps, guidance, extra call arguments).
+    default_workload: ClassVar[WorkloadDefaults | None] = None
     block_count_keys: ClassVar[dict[str, str]] = {}
     transform_defaults = LARGE_DIT_CACHE_DEFAULTS
     heads_key: ClassVar[str] = "num_attention_heads"
     size_multiple: ClassVar[int] = 16
+
+    def workload_defaults(self) -> WorkloadDefaults:
+        if self.default_workload is None:
+            raise NotImplementedError(f"adapter '{self.name}' sets no default_workload")
+        return copy.deepcopy(self.default_workload)
 
     def model_info(self, model_cfg: Any) -> ModelInfo:
         found = read_transformer_config(model_cfg.pretrained)

@@ -54,11 +54,14 @@ class PipelineCase:
             ``output_type="pt"``; one transformer call per step is fine.
         cfg_call: call kwargs that make two transformer calls per step (cond and uncond), or
             None when the pipeline cannot (guidance-distilled models).
+        adapter: the adapter expected to serve the pipeline (overrides the suite's
+            ``adapter_name``; the tiny zoo sets it per variant).
     """
 
     pipe: Any
     call: Callable[[], dict]
     cfg_call: Callable[[], dict] | None = None
+    adapter: str | None = None
 
 
 def tiny_model_case(steps: int = 6) -> PipelineCase:
@@ -79,7 +82,14 @@ def tiny_model_case(steps: int = 6) -> PipelineCase:
 def run(pipe: Any, kwargs: dict) -> torch.Tensor:
     """One pipeline call; its images (or video frames) as one float tensor."""
     output = pipe(**kwargs)
-    result = output.images if getattr(output, "images", None) is not None else output.frames
+    for field in ("images", "frames", "videos", "latents"):
+        result = getattr(output, field, None)
+        if result is not None:
+            break
+    else:
+        result = output[0]
+    if isinstance(result, (list, tuple)):  # a list of per-sample tensors or arrays
+        result = torch.stack([torch.as_tensor(r) for r in result])
     return torch.as_tensor(result).float()
 
 
@@ -217,8 +227,14 @@ class AdapterConformance(_Suite):
     )
     exact_overrides: ClassVar[tuple[str, ...]] = ("cache=dbcache", "cache.threshold=0")
 
+    #: step forecasting that must run on this model (whole steps forecast by TaylorSeer)
+    forecasting_overrides: ClassVar[tuple[str, ...]] = ("cache=scm_static", "calibrator=taylorseer")
+    #: TeaCache with an identity rescaling (families without published coefficients) and a
+    #: threshold high enough that every step after the warm-up but the last is skipped
+    teacache_overrides: ClassVar[tuple[str, ...]] = ("cache=teacache", "cache.coefficients=[1.0,0.0]", "cache.threshold=1000")
+
     def test_adapter_is_found_by_pipeline_class(self, case):
-        assert _adapter_for(case.pipe).name == self.adapter_name
+        assert _adapter_for(case.pipe).name == (case.adapter or self.adapter_name)
 
     def test_block_lists_match_the_model_facts(self, case):
         adapter = _adapter_for(case.pipe)
@@ -237,6 +253,29 @@ class AdapterConformance(_Suite):
         plain_forwards, forwards, summary = self.count_block_forwards(case, self.caching_overrides)
         assert 0 < forwards < plain_forwards
         assert summary["blocks_computed"] == forwards  # the cache's own count is the real one
+
+    def check_runs_and_skips(self, case, plain, overrides: tuple[str, ...]) -> None:
+        output, summary = _with_plan(case.pipe, overrides, case.call())
+        assert output.shape == plain.shape and torch.isfinite(output).all()
+        assert summary["steps_cached"] > 0, f"{' '.join(overrides)} cached no step"
+
+    def test_step_forecasting_runs(self, case, plain):
+        self.check_runs_and_skips(case, plain, self.forecasting_overrides)
+
+    def test_teacache_runs(self, case, plain):
+        self.check_runs_and_skips(case, plain, self.teacache_overrides)
+
+    def test_transformers_keep_separate_state(self, case):
+        """Every DiT of the pipeline (Wan 2.2's two experts...) caches on its own state."""
+        transformers = _adapter_for(case.pipe).transformers(case.pipe)
+        if len(transformers) < 2:
+            pytest.skip("this pipeline has one transformer")
+        _, summary = _with_plan(case.pipe, self.caching_overrides, case.call())
+        ran = [name for name, calls in summary["transformer_calls"].items() if calls]
+        branches = next(s["branches"] for name, s in summary["transforms"].items() if name.startswith("cache."))
+        assert len(ran) >= 2, f"only {ran} ran; give the case a call that reaches every transformer"
+        for name in ran:
+            assert any(key.startswith(f"{name}/") for key in branches), f"{name} kept no cache state of its own"
 
     def test_cfg_branches_keep_separate_state(self, case):
         if case.cfg_call is None:

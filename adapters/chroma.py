@@ -1,0 +1,26 @@
+"""Chroma adapter (diffusers ``ChromaPipeline`` and its variants)."""
+
+from __future__ import annotations
+
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, SINGLE_STREAM, BlockInput, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.diffusers_adapter import DiffusersAdapter
+
+
+class ChromaAdapter(DiffusersAdapter):
+    """Chroma: 19 dual-stream blocks returning ``(encoder, hidden)``, then 38 single-stream blocks over the joint [text, image] sequence returning one tensor; separate cond / uncond calls."""
+
+    name = "chroma"
+    pipeline_classes = (
+        "ChromaPipeline",
+        "ChromaImg2ImgPipeline",
+    )
+    block_specs = (
+        BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
+        BlockSpec("single_transformer_blocks", SINGLE_STREAM),
+    )
+    teacache_probe = BlockInput("temb", 2)
+    transformer_class = "ChromaTransformer2DModel"
+    cfg_mode = "separate"
+    block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
+    default_info = ModelInfo(blocks={"transformer_blocks": 19, "single_transformer_blocks": 38}, num_heads=24, source="ChromaTransformer2DModel defaults (no config.json at hand)")
+    default_workload = WorkloadDefaults(prompts=['A high-fashion close-up portrait of a blonde woman in clear sunglasses'], num_inference_steps=40, guidance_scale=3.0)

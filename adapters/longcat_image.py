@@ -1,0 +1,26 @@
+"""LongCat-Image adapter (diffusers ``LongCatImagePipeline`` and its variants)."""
+
+from __future__ import annotations
+
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockInput, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.diffusers_adapter import DiffusersAdapter
+
+
+class LongCatImageAdapter(DiffusersAdapter):
+    """LongCat-Image: FLUX-style: dual-stream and single-stream blocks, both taking and returning ``(encoder, hidden)``; separate cond / uncond calls."""
+
+    name = "longcat_image"
+    pipeline_classes = (
+        "LongCatImagePipeline",
+        "LongCatImageEditPipeline",
+    )
+    block_specs = (
+        BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
+        BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
+    )
+    teacache_probe = BlockInput("temb", 2)
+    transformer_class = "LongCatImageTransformer2DModel"
+    cfg_mode = "separate"
+    block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
+    default_info = ModelInfo(blocks={"transformer_blocks": 19, "single_transformer_blocks": 38}, num_heads=24, source="LongCatImageTransformer2DModel defaults (no config.json at hand)")
+    default_workload = WorkloadDefaults(prompts=['A cat sitting on a windowsill at sunset'], num_inference_steps=50, guidance_scale=4.5)

@@ -1,0 +1,27 @@
+"""LTX-Video adapter (diffusers ``LTXPipeline`` and its variants)."""
+
+from __future__ import annotations
+
+from dit_engine.adapter import CROSS_ATTENTION, BlockInput, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.diffusers_adapter import DiffusersAdapter
+
+
+class LTXVideoAdapter(DiffusersAdapter):
+    """LTX-Video: Cross-attention blocks (keywords), one tensor back; batched CFG."""
+
+    name = "ltx_video"
+    pipeline_classes = (
+        "LTXPipeline",
+        "LTXImageToVideoPipeline",
+        "LTXConditionPipeline",
+    )
+    block_specs = (
+        BlockSpec("transformer_blocks", CROSS_ATTENTION),
+    )
+    teacache_probe = BlockInput("temb")
+    transformer_class = "LTXVideoTransformer3DModel"
+    cfg_mode = "batched"
+    block_count_keys = {"transformer_blocks": "num_layers"}
+    size_multiple = 32
+    default_info = ModelInfo(blocks={"transformer_blocks": 28}, num_heads=32, source="LTXVideoTransformer3DModel defaults (no config.json at hand)")
+    default_workload = WorkloadDefaults(prompts=['A woman with long brown hair walks along a beach at sunset'], num_inference_steps=50, guidance_scale=3.0, extra_call_kwargs={'num_frames': 161})

@@ -1,0 +1,26 @@
+"""PRX adapter (diffusers ``PRXPipeline``)."""
+
+from __future__ import annotations
+
+from dit_engine.adapter import CROSS_ATTENTION, BlockInput, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.diffusers_adapter import DiffusersAdapter
+
+
+class PRXAdapter(DiffusersAdapter):
+    """PRX: Cross-attention DiT blocks (keywords), one tensor back; batched CFG."""
+
+    name = "prx"
+    pipeline_classes = (
+        "PRXPipeline",
+    )
+    block_specs = (
+        BlockSpec("blocks", CROSS_ATTENTION),
+    )
+    teacache_probe = BlockInput("temb")
+    transformer_class = "PRXTransformer2DModel"
+    cfg_mode = "batched"
+    block_count_keys = {"blocks": "depth"}
+    heads_key = "num_heads"
+    size_multiple = 32
+    default_info = ModelInfo(blocks={"blocks": 16}, num_heads=28, source="PRXTransformer2DModel defaults (no config.json at hand)")
+    default_workload = WorkloadDefaults(prompts=['A front-facing portrait of a lion in the golden savanna at sunset'], num_inference_steps=28, guidance_scale=5.0)
