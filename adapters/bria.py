@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockInput, BlockSpec, ModelInfo, WorkloadDefaults
+from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
 from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
@@ -17,7 +17,7 @@ class BriaAdapter(DiffusersAdapter):
         BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
         BlockSpec("single_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
     )
-    teacache_probe = BlockInput("temb", 2)
+    teacache_probe = staticmethod(flux_modulated_input)
     transformer_class = "BriaTransformer2DModel"
     cfg_mode = "batched"
     block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}

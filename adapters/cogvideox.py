@@ -7,7 +7,9 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class CogVideoXAdapter(DiffusersAdapter):
-    """CogVideoX (1.0, 1.5): Expert-adaLN blocks over text and video tokens (keywords) returning ``(hidden, encoder)``; batched CFG."""
+    """CogVideoX (1.0, 1.5): Expert-adaLN blocks over text and video tokens (keywords ``hidden_states``,
+    ``encoder_hidden_states``, ``temb``, ``image_rotary_emb``) returning ``(hidden, encoder)``;
+    batched CFG (cond and uncond in one transformer call)."""
 
     name = "cogvideox"
     pipeline_classes = (
@@ -16,12 +18,13 @@ class CogVideoXAdapter(DiffusersAdapter):
         "CogVideoXVideoToVideoPipeline",
         "CogVideoXFunControlPipeline",
     )
-    block_specs = (
-        BlockSpec("transformer_blocks", DUAL_STREAM_HIDDEN_FIRST),
-    )
+    block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_HIDDEN_FIRST),)
     teacache_probe = BlockInput("temb", 2)
     transformer_class = "CogVideoXTransformer3DModel"
     cfg_mode = "batched"
     block_count_keys = {"transformer_blocks": "num_layers"}
-    default_info = ModelInfo(blocks={"transformer_blocks": 30}, num_heads=30, source="CogVideoXTransformer3DModel defaults (no config.json at hand)")
-    default_workload = WorkloadDefaults(prompts=['A panda playing a guitar in a bamboo forest'], num_inference_steps=50, guidance_scale=6.0, extra_call_kwargs={'num_frames': 49})
+    default_info = ModelInfo(blocks={"transformer_blocks": 30}, num_heads=30, source="CogVideoX-2b defaults (no config.json at hand)")
+    #: VAE 8x spatial x patch 2
+    size_multiple = 16
+    default_workload = WorkloadDefaults(prompts=["A panda playing a guitar in a bamboo forest"], num_inference_steps=50,
+                                        guidance_scale=6.0, height=480, width=720, extra_call_kwargs={"num_frames": 49})

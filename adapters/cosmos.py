@@ -1,4 +1,4 @@
-"""Cosmos (Predict 1 / 2) adapter (diffusers ``Cosmos2TextToImagePipeline`` and its variants)."""
+"""Cosmos (Predict 1 / 2 / 2.5) adapter (diffusers ``Cosmos2TextToImagePipeline`` and its variants)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class CosmosAdapter(DiffusersAdapter):
-    """Cosmos (Predict 1 / 2): Cross-attention blocks called with eight positional arguments, one tensor back; separate cond / uncond calls."""
+    """Cosmos (Predict 1 / 2 / 2.5): cross-attention blocks called with eight positional arguments
+    ``(hidden, encoder, embedded_timestep, temb, rotary, extra_pos_emb, attention_mask,
+    controlnet_residual)``, returning the image stream alone; separate cond / uncond calls.
+
+    The pipelines refuse to run without ``cosmos_guardrail``'s safety checker, and the transformer
+    needs torchvision for its padding mask (``concat_padding_mask``, on in the released models).
+    """
 
     name = "cosmos"
     pipeline_classes = (
@@ -15,6 +21,7 @@ class CosmosAdapter(DiffusersAdapter):
         "Cosmos2VideoToWorldPipeline",
         "CosmosTextToWorldPipeline",
         "CosmosVideoToWorldPipeline",
+        "Cosmos2_5_PredictBasePipeline",
     )
     block_specs = (
         BlockSpec("transformer_blocks", CROSS_ATTENTION),
@@ -23,5 +30,8 @@ class CosmosAdapter(DiffusersAdapter):
     transformer_class = "CosmosTransformer3DModel"
     cfg_mode = "separate"
     block_count_keys = {"transformer_blocks": "num_layers"}
-    default_info = ModelInfo(blocks={"transformer_blocks": 28}, num_heads=32, source="CosmosTransformer3DModel defaults (no config.json at hand)")
-    default_workload = WorkloadDefaults(prompts=['A close-up shot of a ceramic vase with flowers on a wooden table'], num_inference_steps=35, guidance_scale=7.0)
+    default_info = ModelInfo(blocks={"transformer_blocks": 28}, num_heads=16,
+                             source="Cosmos-Predict2 2B defaults (no config.json at hand)")
+    # the pipeline's defaults (768x1360, 35 steps, guidance 7; its own default negative prompt)
+    default_workload = WorkloadDefaults(prompts=["A close-up shot of a ceramic vase with flowers on a wooden table"],
+                                        num_inference_steps=35, guidance_scale=7.0)

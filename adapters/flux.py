@@ -10,10 +10,12 @@ FLUX_TEACACHE_COEFFICIENTS = [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.8
 
 
 class FluxAdapter(DiffusersAdapter):
-    """FLUX.1 dev/schnell/Krea/Kontext/Fill: 19 dual-stream + 38 single-stream blocks.
+    """FLUX.1 dev/schnell/Krea/Kontext/Fill and VisualCloze: 19 dual-stream + 38 single-stream blocks.
 
-    Both block lists take and return ``(encoder_hidden_states, hidden_states)`` in diffusers 0.42,
-    so caches treat them as one sequence.
+    Both block lists take and return ``(encoder_hidden_states, hidden_states)`` in diffusers 0.42
+    (the single blocks concatenate and split the streams inside), so caches treat them as one
+    sequence. FLUX.1 is guidance-distilled (one call per step); ``FluxPipeline`` and
+    ``FluxKontextPipeline`` add a negative call with ``true_cfg_scale > 1`` and a negative prompt.
     """
 
     name = "flux"
@@ -25,6 +27,13 @@ class FluxAdapter(DiffusersAdapter):
         "FluxKontextPipeline",
         "FluxKontextInpaintPipeline",
         "FluxControlPipeline",
+        "FluxControlImg2ImgPipeline",
+        "FluxControlInpaintPipeline",
+        "FluxControlNetPipeline",
+        "FluxControlNetImg2ImgPipeline",
+        "FluxControlNetInpaintPipeline",
+        "VisualClozePipeline",
+        "VisualClozeGenerationPipeline",
     )
     block_specs = (
         BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),
@@ -55,9 +64,8 @@ class FluxAdapter(DiffusersAdapter):
     def cfg_hint(self) -> str:
         return "add +workload.call_kwargs.true_cfg_scale=4 and +workload.call_kwargs.negative_prompt='...'"
 
-    def workload_defaults(self) -> WorkloadDefaults:
-        return WorkloadDefaults(
-            prompts=["A cat holding a sign that says hello world", "An astronaut riding a horse on the moon, photo"],
-            num_inference_steps=28,
-            guidance_scale=3.5,
-        )
+    default_workload = WorkloadDefaults(
+        prompts=["A cat holding a sign that says hello world", "An astronaut riding a horse on the moon, photo"],
+        num_inference_steps=28,
+        guidance_scale=3.5,
+    )

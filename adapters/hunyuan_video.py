@@ -7,7 +7,12 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class HunyuanVideoAdapter(DiffusersAdapter):
-    """HunyuanVideo: Dual-stream then single-stream blocks, both positional and returning ``(hidden, encoder)``; guidance-distilled (true CFG with ``true_cfg_scale`` and a negative prompt)."""
+    """HunyuanVideo: 20 dual-stream then 40 single-stream blocks, both called positionally as
+    ``(hidden, encoder, temb, attention_mask, rotary)`` and returning ``(hidden, encoder)``.
+
+    Guidance-distilled (``guidance_scale`` is an input of the transformer); a second, negative
+    call per step only with ``true_cfg_scale > 1`` and a negative prompt.
+    """
 
     name = "hunyuan_video"
     pipeline_classes = (
@@ -23,5 +28,11 @@ class HunyuanVideoAdapter(DiffusersAdapter):
     transformer_class = "HunyuanVideoTransformer3DModel"
     cfg_mode = "true_cfg"
     block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
-    default_info = ModelInfo(blocks={"transformer_blocks": 20, "single_transformer_blocks": 40}, num_heads=24, source="HunyuanVideoTransformer3DModel defaults (no config.json at hand)")
-    default_workload = WorkloadDefaults(prompts=['A cat walks on the grass, realistic'], num_inference_steps=50, guidance_scale=6.0, extra_call_kwargs={'num_frames': 61})
+    default_info = ModelInfo(blocks={"transformer_blocks": 20, "single_transformer_blocks": 40}, num_heads=24,
+                             source="HunyuanVideo defaults (no config.json at hand)")
+    # diffusers' HunyuanVideo example: 320x512, 61 frames, 30 steps, embedded guidance 6
+    default_workload = WorkloadDefaults(prompts=["A cat walks on the grass, realistic"], num_inference_steps=30,
+                                        guidance_scale=6.0, height=320, width=512, extra_call_kwargs={"num_frames": 61})
+
+    def cfg_hint(self) -> str:
+        return "add +workload.call_kwargs.true_cfg_scale=6 and +workload.call_kwargs.negative_prompt='...'"

@@ -7,13 +7,15 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class LTXVideoAdapter(DiffusersAdapter):
-    """LTX-Video: Cross-attention blocks (keywords), one tensor back; batched CFG."""
+    """LTX-Video: 28 cross-attention blocks called with keywords, returning the image stream alone;
+    batched CFG. The VAE compresses 32x in space (patch size 1), hence sizes in multiples of 32."""
 
     name = "ltx_video"
     pipeline_classes = (
         "LTXPipeline",
         "LTXImageToVideoPipeline",
         "LTXConditionPipeline",
+        "LTXI2VLongMultiPromptPipeline",
     )
     block_specs = (
         BlockSpec("transformer_blocks", CROSS_ATTENTION),
@@ -23,5 +25,9 @@ class LTXVideoAdapter(DiffusersAdapter):
     cfg_mode = "batched"
     block_count_keys = {"transformer_blocks": "num_layers"}
     size_multiple = 32
-    default_info = ModelInfo(blocks={"transformer_blocks": 28}, num_heads=32, source="LTXVideoTransformer3DModel defaults (no config.json at hand)")
-    default_workload = WorkloadDefaults(prompts=['A woman with long brown hair walks along a beach at sunset'], num_inference_steps=50, guidance_scale=3.0, extra_call_kwargs={'num_frames': 161})
+    default_info = ModelInfo(blocks={"transformer_blocks": 28}, num_heads=32,
+                             source="LTX-Video 2B defaults (no config.json at hand)")
+    # diffusers' LTX-Video example: 480x704, 161 frames, 50 steps, guidance 3
+    default_workload = WorkloadDefaults(prompts=["A woman with long brown hair walks along a beach at sunset"],
+                                        num_inference_steps=50, guidance_scale=3.0, height=480, width=704,
+                                        extra_call_kwargs={"num_frames": 161})

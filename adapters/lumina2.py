@@ -1,4 +1,4 @@
-"""Lumina-Image 2.0 adapter (diffusers ``Lumina2Pipeline`` and its variants)."""
+"""Lumina-Image 2.0 adapter (diffusers ``Lumina2Pipeline``)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,24 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class Lumina2Adapter(DiffusersAdapter):
-    """Lumina-Image 2.0: A single-stream DiT: ``layers`` over the joint [caption, image] sequence (positional, one tensor back). ``noise_refiner`` / ``context_refiner`` run before it on one stream each and are left alone; separate cond / uncond calls."""
+    """Lumina-Image 2.0: a single-stream DiT. ``layers`` run over the joint [caption, image]
+    sequence (positional: hidden, mask, rotary, temb; one tensor back). ``context_refiner`` and
+    ``noise_refiner`` run before them on one stream each and are left alone.
+
+    The pipeline makes separate cond and uncond calls while ``guidance_scale > 1`` (and the step is
+    before ``cfg_trunc_ratio``).
+    """
 
     name = "lumina2"
-    pipeline_classes = (
-        "Lumina2Pipeline",
-    )
-    block_specs = (
-        BlockSpec("layers", SINGLE_STREAM),
-    )
+    pipeline_classes = ("Lumina2Pipeline",)
+    block_specs = (BlockSpec("layers", SINGLE_STREAM),)
     teacache_probe = BlockInput("temb", 3)
     transformer_class = "Lumina2Transformer2DModel"
     cfg_mode = "separate"
     block_count_keys = {"layers": "num_layers"}
-    default_info = ModelInfo(blocks={"layers": 26}, num_heads=24, source="Lumina2Transformer2DModel defaults (no config.json at hand)")
-    default_workload = WorkloadDefaults(prompts=['A serene photograph of a mountain lake at dawn'], num_inference_steps=50, guidance_scale=4.0)
+    #: VAE 8x spatial x patch 2
+    size_multiple = 16
+    default_info = ModelInfo(blocks={"layers": 26}, num_heads=24,
+                             source="Lumina-Image 2.0 defaults (no config.json at hand)")
+    default_workload = WorkloadDefaults(prompts=["A serene photograph of a mountain lake at dawn"],
+                                        num_inference_steps=50, guidance_scale=4.0)

@@ -1,4 +1,4 @@
-"""Qwen-Image adapter (diffusers ``QwenImagePipeline`` and its edit variants)."""
+"""Qwen-Image adapter (diffusers ``QwenImagePipeline`` and its edit, controlnet and layered variants)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,40 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class QwenImageAdapter(DiffusersAdapter):
-    """Qwen-Image: 60 dual-stream MMDiT blocks returning ``(encoder, hidden)``.
+    """Qwen-Image: 60 dual-stream MMDiT blocks (keywords in) returning ``(encoder, hidden)``.
 
-    With ``true_cfg_scale > 1`` and a negative prompt the pipeline makes separate cond and uncond
-    calls (two CFG branches per step).
+    The edit, edit-plus and layered pipelines append the reference image's latents to the image
+    stream; the controlnet pipelines add a ``controlnet`` whose residuals the transformer adds after
+    each block (the controlnet itself is not cached). With ``true_cfg_scale > 1`` and a negative
+    prompt every pipeline makes separate cond and uncond calls (two CFG branches per step).
     """
 
     name = "qwen_image"
-    pipeline_classes = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline",
-                        "QwenImageEditPipeline", "QwenImageEditPlusPipeline")
+    pipeline_classes = (
+        "QwenImagePipeline",
+        "QwenImageImg2ImgPipeline",
+        "QwenImageInpaintPipeline",
+        "QwenImageEditPipeline",
+        "QwenImageEditInpaintPipeline",
+        "QwenImageEditPlusPipeline",
+        "QwenImageControlNetPipeline",
+        "QwenImageControlNetInpaintPipeline",
+        "QwenImageLayeredPipeline",
+    )
     block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_ENCODER_FIRST),)
     teacache_probe = staticmethod(timestep_embedding_input)
     transformer_class = "QwenImageTransformer2DModel"
     cfg_mode = "true_cfg"
     block_count_keys = {"transformer_blocks": "num_layers"}
     default_info = ModelInfo(blocks={"transformer_blocks": 60}, num_heads=24, source="Qwen-Image defaults (no config.json at hand)")
-
-    def workload_defaults(self) -> WorkloadDefaults:
-        return WorkloadDefaults(
-            prompts=["A coffee shop entrance with a chalkboard sign reading 'Qwen Coffee 2 dollars'"],
-            num_inference_steps=50,
-            guidance_scale=4.0,
-        )
+    default_workload = WorkloadDefaults(
+        prompts=["A coffee shop entrance with a chalkboard sign reading 'Qwen Coffee 2 dollars'"],
+        num_inference_steps=50,
+        guidance_scale=4.0,  # passed as true_cfg_scale (see call_kwargs)
+    )
 
     def cfg_calls(self, call_kwargs) -> int:
+        # the pipelines' true_cfg_scale defaults to 4.0 (the base class assumes 1.0)
         negative = call_kwargs.get("negative_prompt") is not None or call_kwargs.get("negative_prompt_embeds") is not None
         return 2 if call_kwargs.get("true_cfg_scale", 4.0) > 1 and negative else 1
 

@@ -8,7 +8,8 @@ from dit_engine_adapters.wan import WAN_BLOCK
 
 
 class SkyReelsV2Adapter(DiffusersAdapter):
-    """SkyReels-V2: Wan-style cross-attention blocks (positional, with an attention mask), one tensor back; separate cond / uncond calls."""
+    """SkyReels-V2: Wan-style cross-attention blocks (positional hidden, encoder, temb, rotary and an
+    attention mask), one tensor back; separate cond / uncond calls when ``guidance_scale > 1``."""
 
     name = "skyreels_v2"
     pipeline_classes = (
@@ -18,12 +19,13 @@ class SkyReelsV2Adapter(DiffusersAdapter):
         "SkyReelsV2DiffusionForcingImageToVideoPipeline",
         "SkyReelsV2DiffusionForcingVideoToVideoPipeline",
     )
-    block_specs = (
-        BlockSpec("blocks", WAN_BLOCK),
-    )
+    block_specs = (BlockSpec("blocks", WAN_BLOCK),)
     teacache_probe = staticmethod(timestep_embedding_input)
     transformer_class = "SkyReelsV2Transformer3DModel"
     cfg_mode = "separate"
+    cross_attention_modules = ("blocks.*.attn2",)
     block_count_keys = {"blocks": "num_layers"}
-    default_info = ModelInfo(blocks={"blocks": 32}, num_heads=16, source="SkyReelsV2Transformer3DModel defaults (no config.json at hand)")
-    default_workload = WorkloadDefaults(prompts=['A cat walks on the grass, realistic'], num_inference_steps=50, guidance_scale=6.0, extra_call_kwargs={'num_frames': 97})
+    default_info = ModelInfo(blocks={"blocks": 40}, num_heads=40, source="SkyReels-V2 14B defaults (no config.json at hand)")
+    size_multiple = 16
+    default_workload = WorkloadDefaults(prompts=["A cat walks on the grass, realistic"], num_inference_steps=50,
+                                        guidance_scale=6.0, height=544, width=960, extra_call_kwargs={"num_frames": 97})

@@ -1,20 +1,22 @@
-"""Wan 2.1 / 2.2 adapter (diffusers ``WanPipeline``, image-to-video and VACE share the blocks)."""
+"""Wan 2.1 / 2.2 adapter (diffusers ``WanPipeline``, image-to-video and video-to-video share the blocks)."""
 
 from __future__ import annotations
 
-from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo, WorkloadDefaults, timestep_embedding_input
+from dit_engine.adapter import CROSS_ATTENTION, BlockSpec, ModelInfo, WorkloadDefaults, timestep_embedding_input
 from dit_engine.diffusers_adapter import DiffusersAdapter
 
 #: WanTransformerBlock: positional (hidden, encoder, temb, rotary), returns hidden only (pattern E).
-WAN_BLOCK = BlockPattern(name="cross-attn(hidden)", returns=("hidden",))
+#: Shared by the Wan-derived families (VACE, SkyReels-V2, ChronoEdit).
+WAN_BLOCK = CROSS_ATTENTION
 
 
 class WanAdapter(DiffusersAdapter):
     """Wan 2.1/2.2 text/image-to-video: one list of cross-attention blocks.
 
-    The pipeline runs cond and uncond as separate transformer calls (two CFG branches per step);
-    Wan 2.2 A14B alternates two experts, ``transformer`` and ``transformer_2``, by timestep: each
-    gets its own cache state.
+    The pipelines run cond and uncond as separate transformer calls when ``guidance_scale > 1``
+    (two CFG branches per step); Wan 2.2 A14B alternates two experts, ``transformer`` (high noise)
+    and ``transformer_2`` (low noise), at ``boundary_ratio``: each gets its own cache state.
+    I2V / FLF2V feed CLIP image tokens through the same blocks (``encoder_hidden_states_image``).
     """
 
     name = "wan"
@@ -28,11 +30,11 @@ class WanAdapter(DiffusersAdapter):
     cross_attention_modules = ("blocks.*.attn2",)
     block_count_keys = {"blocks": "num_layers"}
     default_info = ModelInfo(blocks={"blocks": 40}, num_heads=40, source="Wan 2.1 14B defaults (no config.json at hand)")
-
-    def workload_defaults(self) -> WorkloadDefaults:
-        return WorkloadDefaults(
-            prompts=["A cat walks on the grass, realistic"],
-            num_inference_steps=50,
-            guidance_scale=5.0,
-            extra_call_kwargs={"num_frames": 81},
-        )
+    #: VAE 8x spatial x patch 2
+    size_multiple = 16
+    default_workload = WorkloadDefaults(
+        prompts=["A cat walks on the grass, realistic"],
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        extra_call_kwargs={"num_frames": 81},
+    )

@@ -248,6 +248,10 @@ class Adapter:
             return 2 if call_kwargs.get("true_cfg_scale", 1.0) > 1 and negative else 1
         return None
 
+    def describe(self) -> list[str]:
+        """Extra lines for plan.txt (the automatic adapter lists what it inferred)."""
+        return []
+
     def cfg_hint(self) -> str:
         """How a user turns CFG on for this family (named in errors)."""
         return "set workload.guidance_scale above 1"

@@ -10,7 +10,7 @@ from dit_engine.handle import Handle
 from dit_engine.session import Session
 
 
-def apply(pipe: Any, *overrides: str) -> Handle:
+def apply(pipe: Any, *overrides: str, example_call: dict[str, Any] | None = None) -> Handle:
     """Apply the plan composed from ``overrides`` to a loaded diffusers pipeline.
 
     Example::
@@ -20,7 +20,10 @@ def apply(pipe: Any, *overrides: str) -> Handle:
         print(handle.summary())
         handle.remove()
 
-    The adapter is found by the pipeline's class (``model=<name>`` forces one). Raises
+    The adapter is found by the pipeline's class (``model=<name>`` forces one). A pipeline no
+    adapter claims gets the automatic adapter, which infers the block lists from one traced call
+    of two steps: ``example_call`` (the arguments of a working call, e.g. with ``prompt_embeds``)
+    or, without it, the workload's first prompt. Raises
     :class:`ConfigError`, :class:`PlanError`, :class:`UnsupportedPipelineError` or
     :class:`AlreadyAppliedError` with a one-line message naming the fix.
     """
@@ -31,4 +34,4 @@ def apply(pipe: Any, *overrides: str) -> Handle:
         raise ConfigError(f"apply() takes override strings like 'cache=dbcache', got {type(bad).__name__} {bad!r}{hint}")
     session = Session.from_overrides(overrides)
     named = session.cfg.model.adapter if overrides_touch_group(overrides, "model") else None
-    return session.prepare_for(pipe, named).apply(pipe)
+    return session.prepare_for(pipe, named, example_call).apply(pipe)

@@ -102,6 +102,7 @@ class Plan:
             f"dit_engine plan: adapter '{self.adapter.name}'"
             + (f" ({provider.distribution} {provider.version})" if provider else ""),
             f"  model: {info.total_blocks} blocks ({blocks}), {info.num_heads} heads; facts from {info.source}",
+            *(f"  {line}" for line in self.adapter.describe()),
             f"  world size: {self.world_size}",
             "  steps, in application order:",
         ]

@@ -16,6 +16,10 @@ from importlib.metadata import EntryPoint, entry_points
 from dit_engine.errors import RegistryError, UnsupportedPipelineError
 
 ADAPTER_GROUP = "dit_engine.adapters"
+#: The adapter that infers block lists itself: the fallback when no family adapter matches.
+AUTO_ADAPTER = "auto"
+#: The distribution whose adapters are first-party (a plugin serving the same class wins).
+FIRST_PARTY = "dit_engine"
 TRANSFORM_GROUP = "dit_engine.transforms"
 
 
@@ -107,21 +111,39 @@ class Registry:
                 yield self.adapter(name)
 
     def adapter_for_pipeline(self, pipe, name: str | None = None):
-        """The adapter for a loaded pipeline: the named one (checked to match) or the first
-        installed, non-blocked adapter that serves the pipeline's class."""
+        """The adapter for a loaded pipeline: the named one (checked to match), else the installed,
+        non-blocked adapter that serves the pipeline's class, else the automatic adapter ``auto``.
+
+        A third-party adapter serving the class wins over the first-party one (installing a plugin
+        is how a user replaces it); two third-party adapters serving it is an error naming both.
+        """
         if name is not None:
             adapter = self.adapter(name)
             if not adapter.matches(pipe):
+                serves = ", ".join(adapter.pipeline_classes) or "pipelines with a transformer component"
                 raise UnsupportedPipelineError(
-                    f"adapter '{name}' does not serve {type(pipe).__name__} (it serves {', '.join(adapter.pipeline_classes)}); "
+                    f"adapter '{name}' does not serve {type(pipe).__name__} (it serves {serves}); "
                     "drop the model= override to pick the adapter automatically"
                 )
             return adapter
-        for adapter in self.adapters():
-            if adapter.matches(pipe):
-                return adapter
+        matching = [a for a in self.adapters() if a.name != AUTO_ADAPTER and a.matches(pipe)]
+        plugins = [a for a in matching if a.provider is None or a.provider.distribution.replace("-", "_").lower() != FIRST_PARTY]
+        if len(plugins) > 1:
+            raise UnsupportedPipelineError(
+                f"adapters {' and '.join(repr(a.name) for a in plugins)} both serve {type(pipe).__name__}; "
+                f"pick one with model=<name> or add the other to blocked")
+        if plugins or matching:
+            return (plugins or matching)[0]
+        transformers = {n: type(m).__name__ for n, m in (getattr(pipe, "components", None) or {}).items()
+                        if n.startswith("transformer") and m is not None}
+        if AUTO_ADAPTER not in self.blocked and AUTO_ADAPTER in self.names(ADAPTER_GROUP):
+            auto = self.adapter(AUTO_ADAPTER)
+            if auto.matches(pipe):
+                return auto
+        found = ", ".join(f"{n}: {c}" for n, c in transformers.items()) or "no transformer component"
         raise UnsupportedPipelineError(
-            f"no installed adapter serves {type(pipe).__name__}; installed adapters: "
-            f"{', '.join(a.name for a in self.adapters())}. Install a package that provides one "
-            "(entry-point group dit_engine.adapters) or write your own"
+            f"no installed adapter serves {type(pipe).__name__} ({found}); installed adapters: "
+            f"{', '.join(a.name for a in self.adapters() if a.name != AUTO_ADAPTER)}. The automatic adapter serves pipelines "
+            "with a transformer component; otherwise install a package that provides an adapter (entry-point group "
+            "dit_engine.adapters) or write your own (docs/plugins.md)"
         )

@@ -62,6 +62,7 @@ def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, s
             "device": str(device),
             "dtype": cfg.model.dtype,
             "blocks": plan.model_info.blocks,
+            **({"inferred": adapter.inferred()} if hasattr(adapter, "inferred") else {}),
         },
         "workload": asdict(workload),
         "latency": {

@@ -136,13 +136,23 @@ class Session:
                                 f"steps; set {step.group}.num_inference_steps={self.workload.num_inference_steps}")
         return problems
 
-    def prepare_for(self, pipe: Any, adapter_name: str | None = None) -> "Session":
+    def prepare_for(self, pipe: Any, adapter_name: str | None = None, example_call: dict[str, Any] | None = None) -> "Session":
         """Plan for a pipeline the caller loaded (the Python API): the adapter is found by the
-        pipeline's class (``adapter_name`` forces one) and the model facts are read off it."""
+        pipeline's class (``adapter_name`` forces one) and the model facts are read off it.
+
+        The automatic adapter first traces one call: ``example_call`` (pipeline arguments) or,
+        without it, the workload's first prompt.
+        """
         problems = config_problems(self.cfg, self.registry)
         if problems:
             raise PlanError(problems)
         self.adapter = self.registry.adapter_for_pipeline(pipe, adapter_name)
+        if getattr(self.adapter, "needs_trace", False):
+            if example_call is not None:
+                call = {**example_call, "num_inference_steps": min(example_call.get("num_inference_steps", 2), 2)}
+            else:
+                call = self.adapter.trace_kwargs(resolve_workload(self.cfg.workload, self.adapter))
+            self.adapter.trace(pipe, call)
         self.plan = compile_plan(self.cfg, self.registry, self.adapter, self.adapter.model_info_from_pipeline(pipe))
         return self
 
@@ -165,6 +175,10 @@ class Session:
             pipe = pipe.to(device)
         if self.quiet:
             pipe.set_progress_bar_config(disable=True)
+        if getattr(adapter, "needs_trace", False):
+            # model=auto: the block lists are inferred from one traced call, then planned against.
+            adapter.trace(pipe, adapter.trace_kwargs(self.workload))
+            self.plan = compile_plan(cfg, self.registry, adapter, adapter.model_info_from_pipeline(pipe))
         return pipe
 
     def apply(self, pipe: Any) -> Handle:
@@ -215,6 +229,7 @@ class Session:
         device = resolve_device(cfg.model.device)
         started = datetime.datetime.now().isoformat(timespec="seconds")
         pipe = self.load()
+        files.write_text("plan.txt", self.plan.explain())  # model=auto: now with what the trace inferred
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 

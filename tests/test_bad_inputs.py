@@ -136,7 +136,7 @@ CLI_CASES = [
     # passes every check, fails when diffusers loads it: still one line, and the new run dir is removed
     (["model=flux", "model.pretrained={root}/models/empty_components", "workload=smoke"], "could not load model=flux"),
     (["model=flux", "model.pretrained={root}/a_file"], "has no model_index.json"),
-    (["model=flux"], "model=flux needs weights: set model.pretrained"),
+    (["model=flux", "model.pretrained=null"], "model=flux needs weights: set model.pretrained"),
     (["model=flux", "model.pretrained=black-forest-labs/FLUX.1-dev"], "is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"),
     (["model.pretrained={root}/a_file"], "tiny_dit.json"),
     (["model.dtype=float8"], "model.dtype=float8 is not supported"),

@@ -73,8 +73,11 @@ def test_calibrator_comes_after_the_cache_it_binds_to():
 
 def test_flux_dry_run_needs_no_weights_but_a_real_run_does():
     assert _plan("model=flux", "dry_run=true").model_info.total_blocks == 57
-    with pytest.raises(PlanError, match="model=flux needs weights: set model.pretrained="):
+    # the default is FLUX.1-dev's hub id: offline and not cached, the plan says so up front
+    with pytest.raises(PlanError, match="model.pretrained=black-forest-labs/FLUX.1-dev is not in the local Hugging Face cache"):
         _plan("model=flux")
+    with pytest.raises(PlanError, match="model=flux needs weights: set model.pretrained="):
+        _plan("model=flux", "model.pretrained=null")
     with pytest.raises(PlanError, match="model.pretrained=/no/such/dir does not exist"):
         _plan("model=flux", "model.pretrained=/no/such/dir")
 
