@@ -7,7 +7,9 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class BriaAdapter(DiffusersAdapter):
-    """Bria 3.2: FLUX-style: dual-stream and single-stream blocks, both taking and returning ``(encoder, hidden)``."""
+    """Bria 3.2: FLUX-style dual-stream and single-stream blocks, both taking and returning
+    ``(encoder, hidden)``; no pooled text, no guidance embedding; CFG is batched (cond and uncond
+    in one transformer call)."""
 
     name = "bria"
     pipeline_classes = (

@@ -7,7 +7,8 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class LongCatImageAdapter(DiffusersAdapter):
-    """LongCat-Image: FLUX-style: dual-stream and single-stream blocks, both taking and returning ``(encoder, hidden)``; separate cond / uncond calls."""
+    """LongCat-Image (6B): FLUX-style, 10 dual-stream and 20 single-stream blocks, both taking and
+    returning ``(encoder, hidden)``; separate cond / uncond calls when ``guidance_scale > 1``."""
 
     name = "longcat_image"
     pipeline_classes = (
@@ -22,5 +23,6 @@ class LongCatImageAdapter(DiffusersAdapter):
     transformer_class = "LongCatImageTransformer2DModel"
     cfg_mode = "separate"
     block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
-    default_info = ModelInfo(blocks={"transformer_blocks": 19, "single_transformer_blocks": 38}, num_heads=24, source="LongCatImageTransformer2DModel defaults (no config.json at hand)")
+    default_info = ModelInfo(blocks={"transformer_blocks": 10, "single_transformer_blocks": 20}, num_heads=24,
+                             source="LongCat-Image defaults (no config.json at hand)")
     default_workload = WorkloadDefaults(prompts=['A cat sitting on a windowsill at sunset'], num_inference_steps=50, guidance_scale=4.5)

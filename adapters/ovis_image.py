@@ -7,7 +7,8 @@ from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class OvisImageAdapter(DiffusersAdapter):
-    """Ovis-Image: FLUX-style: dual-stream and single-stream blocks, both taking and returning ``(encoder, hidden)``; separate cond / uncond calls."""
+    """Ovis-Image: FLUX-style, 6 dual-stream and 27 single-stream blocks, both taking and returning
+    ``(encoder, hidden)``; separate cond / uncond calls when ``guidance_scale > 1``."""
 
     name = "ovis_image"
     pipeline_classes = (
@@ -21,5 +22,5 @@ class OvisImageAdapter(DiffusersAdapter):
     transformer_class = "OvisImageTransformer2DModel"
     cfg_mode = "separate"
     block_count_keys = {"transformer_blocks": "num_layers", "single_transformer_blocks": "num_single_layers"}
-    default_info = ModelInfo(blocks={"transformer_blocks": 6, "single_transformer_blocks": 27}, num_heads=24, source="OvisImageTransformer2DModel defaults (no config.json at hand)")
+    default_info = ModelInfo(blocks={"transformer_blocks": 6, "single_transformer_blocks": 27}, num_heads=24, source="Ovis-Image-7B defaults (no config.json at hand)")
     default_workload = WorkloadDefaults(prompts=["A creative poster that reads 'Ovis Image' in bold letters"], num_inference_steps=50, guidance_scale=5.0)

@@ -114,8 +114,9 @@ class Registry:
         """The adapter for a loaded pipeline: the named one (checked to match), else the installed,
         non-blocked adapter that serves the pipeline's class, else the automatic adapter ``auto``.
 
-        A third-party adapter serving the class wins over the first-party one (installing a plugin
-        is how a user replaces it); two third-party adapters serving it is an error naming both.
+        The adapter naming the most specific class of the pipeline wins; at equal specificity a
+        third-party adapter wins over the first-party one (installing a plugin is how a user
+        replaces it), and two third-party adapters are an error naming both.
         """
         if name is not None:
             adapter = self.adapter(name)
@@ -126,13 +127,21 @@ class Registry:
                     "drop the model= override to pick the adapter automatically"
                 )
             return adapter
+        mro = [cls.__name__ for cls in type(pipe).__mro__]
         matching = [a for a in self.adapters() if a.name != AUTO_ADAPTER and a.matches(pipe)]
-        plugins = [a for a in matching if a.provider is None or a.provider.distribution.replace("-", "_").lower() != FIRST_PARTY]
-        if len(plugins) > 1:
-            raise UnsupportedPipelineError(
-                f"adapters {' and '.join(repr(a.name) for a in plugins)} both serve {type(pipe).__name__}; "
-                f"pick one with model=<name> or add the other to blocked")
-        if plugins or matching:
+        if matching:
+            # the adapter of the most specific class wins (a plugin's pipeline subclass over its
+            # diffusers base); at equal specificity a plugin over the first-party adapter
+            def specificity(adapter) -> int:
+                return min(mro.index(name) for name in adapter.pipeline_classes if name in mro)
+
+            best = min(specificity(a) for a in matching)
+            matching = [a for a in matching if specificity(a) == best]
+            plugins = [a for a in matching if a.provider is None or a.provider.distribution.replace("-", "_").lower() != FIRST_PARTY]
+            if len(plugins) > 1:
+                raise UnsupportedPipelineError(
+                    f"adapters {' and '.join(repr(a.name) for a in plugins)} both serve {type(pipe).__name__}; "
+                    f"pick one with model=<name> or add the other to blocked")
             return (plugins or matching)[0]
         transformers = {n: type(m).__name__ for n, m in (getattr(pipe, "components", None) or {}).items()
                         if n.startswith("transformer") and m is not None}

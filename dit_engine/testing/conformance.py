@@ -263,6 +263,8 @@ class AdapterConformance(_Suite):
         self.check_runs_and_skips(case, plain, self.forecasting_overrides)
 
     def test_teacache_runs(self, case, plain):
+        if _adapter_for(case.pipe).teacache_probe is None:
+            pytest.skip("the adapter names no timestep-modulated input (teacache_probe): TeaCache is refused for it")
         self.check_runs_and_skips(case, plain, self.teacache_overrides)
 
     def test_transformers_keep_separate_state(self, case):

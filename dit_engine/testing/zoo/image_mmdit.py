@@ -110,6 +110,17 @@ def _cap_qwen_image_area(*module_names: str) -> None:
         module.calculate_dimensions = capped
 
 
+def _tiny_vae_kl(latent_channels: int, levels: int = 2):
+    """A tiny ``AutoencoderKL`` (vae_scale_factor ``2 ** (levels - 1)``) for pipelines that encode a
+    control / input image or read VAE attributes."""
+    from diffusers import AutoencoderKL
+
+    return seeded_module(AutoencoderKL, component=1, in_channels=3, out_channels=3, latent_channels=latent_channels,
+                         block_out_channels=(8,) * (levels - 1) + (16,), layers_per_block=1, norm_num_groups=4,
+                         shift_factor=0.0, down_block_types=("DownEncoderBlock2D",) * levels,
+                         up_block_types=("UpDecoderBlock2D",) * levels)
+
+
 def _rgb_image(channels: str = "RGB", size: int = 32):
     import numpy as np
     from PIL import Image
@@ -227,11 +238,9 @@ def z_image() -> PipelineCase:
 @zoo_entry("z_image_controlnet", adapter="z_image", pipeline="ZImageControlNetPipeline",
            note="prompt embeddings, tiny VAE (control image), latents out")
 def z_image_controlnet() -> PipelineCase:
-    from diffusers import AutoencoderKL, ZImageControlNetModel, ZImageControlNetPipeline
+    from diffusers import ZImageControlNetModel, ZImageControlNetPipeline
 
-    vae = seeded_module(AutoencoderKL, component=1, in_channels=3, out_channels=3, latent_channels=_Z_CHANNELS,
-                        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, shift_factor=0.0,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    vae = _tiny_vae_kl(_Z_CHANNELS)
     controlnet = seeded_module(ZImageControlNetModel, component=2, control_layers_places=[0, 2],
                                control_refiner_layers_places=[0], add_control_noise_refiner="control_noise_refiner",
                                control_in_dim=_Z_CHANNELS + 2, dim=32, n_refiner_layers=1, n_heads=2, n_kv_heads=2)
@@ -311,6 +320,82 @@ def prx() -> PipelineCase:
         return dict(prompt_embeds=embeds(1, _TEXT, 16), prompt_attention_mask=mask,
                     negative_prompt_embeds=embeds(1, _TEXT, 16, seed=3), negative_prompt_attention_mask=mask.clone(),
                     height=64, width=64, num_inference_steps=6, guidance_scale=5.0, use_resolution_binning=False,
+                    output_type="latent", generator=generator(0))
+
+    return PipelineCase(pipe, call)
+
+
+# --- OmniGen --------------------------------------------------------------------------------------
+
+
+def _torchvision_transforms_stand_in():
+    """Test-only shim: diffusers' OmniGen processor builds a ``torchvision.transforms`` pipeline in
+    its constructor, and the pipeline module imports the processor only when torchvision is
+    installed (it is not here). This stand-in has the four transforms the processor uses (Compose,
+    Lambda, ToTensor, Normalize); the text-to-image call never runs them. The zoo injects it and the
+    processor class into those diffusers modules (module globals, for the rest of the process)."""
+    import types
+
+    import numpy as np
+
+    def compose(steps):
+        def apply(value):
+            for step in steps:
+                value = step(value)
+            return value
+
+        return apply
+
+    def to_tensor():
+        return lambda image: torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    def normalize(mean, std, inplace=False):
+        return lambda x: (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+
+    return types.SimpleNamespace(Compose=compose, Lambda=lambda fn: fn, ToTensor=to_tensor, Normalize=normalize)
+
+
+def _omnigen_tokenizer():
+    """A word-level tokenizer built in memory: the words of OmniGen's instruction template and of the
+    test prompt, its chat markers as special tokens, ``<pad>`` at id 2 (OmniGen's collator pads with
+    2), every other word ``<unk>``. The pipeline tokenizes inside (it has no embeddings input)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "<pad>", "<|user|>", "<|end|>", "<|assistant|>", "<|diffusion|>"]
+    words = "Generate an image according to the following instructions a red cube low quality".split()
+    vocab = {token: i for i, token in enumerate(specials + sorted(set(words)))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                   additional_special_tokens=specials[3:], model_max_length=512)
+
+
+@zoo_entry("omnigen", adapter="omnigen", pipeline="OmniGenPipeline",
+           note="word-level in-memory tokenizer, torchvision.transforms stand-in (patch), tiny VAE, latents out")
+def omnigen() -> PipelineCase:
+    from diffusers import OmniGenPipeline, OmniGenTransformer2DModel
+    from diffusers.pipelines.omnigen import pipeline_omnigen, processor_omnigen
+
+    if not hasattr(processor_omnigen, "transforms"):  # torchvision missing: see the stand-in's docstring
+        processor_omnigen.transforms = _torchvision_transforms_stand_in()
+    if not hasattr(pipeline_omnigen, "OmniGenMultiModalProcessor"):  # imported there only with torchvision
+        pipeline_omnigen.OmniGenMultiModalProcessor = processor_omnigen.OmniGenMultiModalProcessor
+    tokenizer = _omnigen_tokenizer()
+    head_dim = 8
+    transformer = seeded_module(OmniGenTransformer2DModel, in_channels=4, patch_size=2, hidden_size=16,
+                                num_attention_heads=2, num_key_value_heads=2, intermediate_size=32, num_layers=3,
+                                pad_token_id=2, vocab_size=len(tokenizer), pos_embed_max_size=16,
+                                rope_scaling={"short_factor": [1.0] * (head_dim // 2), "long_factor": [1.0] * (head_dim // 2)})
+    # The pipeline reads vae.dtype even without input images, and its collator sizes the sequence for
+    # a VAE factor of 8: a tiny 4-level VAE (never run: no input image, latents out) is present.
+    pipe = OmniGenPipeline(transformer=transformer, scheduler=flow_match_scheduler(), vae=_tiny_vae_kl(4, levels=4),
+                           tokenizer=tokenizer)
+
+    def call():
+        # 64 px, vae factor 8 -> 8x8 latents -> 16 image tokens; the prompt and OmniGen's built-in negative
+        # prompt are tokenized inside and batched (CFG in one call per step, guidance 2.5)
+        return dict(prompt="a red cube", height=64, width=64, num_inference_steps=6, guidance_scale=2.5,
                     output_type="latent", generator=generator(0))
 
     return PipelineCase(pipe, call)

@@ -1,4 +1,4 @@
-"""A tiny, offline, deterministic ``DiTPipeline`` for tests (random weights, 8x8 images)."""
+"""A tiny, offline, deterministic ``ClassLabelDiTPipeline`` for tests (random weights, 8x8 images)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import torch
 
 
 def build_tiny_dit_pipeline(seed: int = 0, num_layers: int = 4):
-    """A working ``DiTPipeline``: a 4-block DiT transformer, a 2-level KL VAE, DDIM."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+    """A working ``ClassLabelDiTPipeline``: a 4-block DiT transformer, a 2-level KL VAE, DDIM."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+
+    from dit_engine_example.pipeline import ClassLabelDiTPipeline
 
     torch.manual_seed(seed)
     transformer = DiTTransformer2DModel(
@@ -23,7 +25,7 @@ def build_tiny_dit_pipeline(seed: int = 0, num_layers: int = 4):
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 8), latent_channels=4,
         norm_num_groups=8, sample_size=8,
     ).eval()
-    pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
+    pipe = ClassLabelDiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

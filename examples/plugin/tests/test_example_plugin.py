@@ -17,7 +17,7 @@ STEPS = 6
 
 def dit_case() -> PipelineCase:
     def call(guidance_scale: float = 1.0):
-        return dict(class_labels=[1, 7], num_inference_steps=STEPS, guidance_scale=guidance_scale,
+        return dict(prompt=["1", "7"], num_inference_steps=STEPS, guidance_scale=guidance_scale,
                     generator=torch.Generator().manual_seed(0), output_type="np")
 
     return PipelineCase(build_tiny_dit_pipeline(seed=0), call)

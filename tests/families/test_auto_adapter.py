@@ -1,0 +1,106 @@
+"""The automatic adapter: block lists and call patterns inferred from one traced call.
+
+With each family's own adapter switched off (``blocked=[<family>]``), FLUX, Wan, SD3, CogVideoX
+and HunyuanVideo run through the automatic adapter alone and give the same outputs, under a block
+cache and under step forecasting, as through their hand-written adapters. Pipelines it cannot
+serve are refused with one line naming the pipeline and transformer classes and what it could not
+infer.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DiffusionPipeline, ModelMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+
+import dit_engine
+from dit_engine import UnsupportedPipelineError
+from dit_engine.testing.conformance import run
+from dit_engine.testing.zoo import build_case
+
+#: (zoo variant, its hand-written adapter)
+FAMILIES = [("flux", "flux"), ("wan", "wan"), ("sd3", "sd3"), ("cogvideox", "cogvideox"), ("hunyuan_video", "hunyuan_video")]
+PLANS = [
+    ("cache=dbcache", "cache.threshold=0.5", "cache.warmup_steps=1"),
+    ("cache=scm_static", "calibrator=taylorseer"),
+]
+
+
+def _run_with(case, overrides, example_call=None):
+    handle = dit_engine.apply(case.pipe, *overrides, example_call=example_call)
+    try:
+        return run(case.pipe, case.call()), handle
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("variant,family", FAMILIES)
+def test_auto_matches_the_hand_written_adapter(variant, family):
+    case = build_case(variant)
+    for overrides in PLANS:
+        expected, by_hand = _run_with(case, overrides)
+        output, auto = _run_with(case, (*overrides, f"blocked=[{family}]"), example_call=case.call())
+        assert by_hand.plan.adapter.name == family and auto.plan.adapter.name == "auto"
+        assert [(s.path, s.pattern.returns) for s in auto.plan.adapter.block_specs] == \
+               [(s.path, s.pattern.returns) for s in by_hand.plan.adapter.block_specs]
+        assert torch.equal(output, expected), f"{variant} under {overrides}: auto differs from adapter '{family}'"
+        assert auto.summary()["blocks_computed"] == by_hand.summary()["blocks_computed"]
+    explained = auto.plan.explain()
+    assert "adapter 'auto'" in explained and "inferred for transformer" in explained
+
+
+def test_the_trace_leaves_no_hook_behind_and_the_output_unchanged():
+    case = build_case("sd3")
+    plain = run(case.pipe, case.call())
+    handle = dit_engine.apply(case.pipe, "blocked=[sd3]", "cache=dbcache", "cache.threshold=0", example_call=case.call())
+    try:
+        assert torch.equal(run(case.pipe, case.call()), plain)
+    finally:
+        handle.remove()
+    transformer = case.pipe.transformer
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in transformer.modules())
+
+
+class _OpaqueTransformer(ModelMixin, ConfigMixin):
+    """A transformer with no list of attention blocks: nothing for the automatic adapter to find."""
+
+    @register_to_config
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.proj = torch.nn.Linear(width, width)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class OpaquePipeline(DiffusionPipeline):
+    def __init__(self, transformer):
+        super().__init__()
+        self.register_modules(transformer=transformer)
+
+    def __call__(self, prompt=None, num_inference_steps=2, output_type="latent", generator=None, **_):
+        return (self.transformer(torch.zeros(1, 4)),)
+
+
+class NoDiTPipeline(DiffusionPipeline):
+    def __init__(self):
+        super().__init__()
+
+
+def test_a_pipeline_nothing_can_serve_is_refused_in_one_line():
+    pipe = OpaquePipeline(_OpaqueTransformer())
+    with pytest.raises(UnsupportedPipelineError) as err:
+        dit_engine.apply(pipe, "cache=dbcache")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "OpaquePipeline (transformer: _OpaqueTransformer)" in message
+    assert "has no top-level ModuleList of attention blocks" in message and "docs/plugins.md" in message
+    with pytest.raises(UnsupportedPipelineError, match=r"no installed adapter serves NoDiTPipeline \(no transformer component\)"):
+        dit_engine.apply(NoDiTPipeline(), "cache=dbcache")
+
+
+def test_a_failing_trace_names_the_fix():
+    case = build_case("sd3")
+    with pytest.raises(UnsupportedPipelineError, match="traced call failed: .*example_call"):
+        dit_engine.apply(case.pipe, "blocked=[sd3]", "cache=dbcache", example_call={"prompt": "a cat"})
