@@ -127,7 +127,7 @@ class AutoAdapter(DiffusersAdapter):
         """Block lists and heads from ``transformer/config.json``, built on the meta device (no weights)."""
         if model_cfg.pretrained is None:
             raise PlanError(["model=auto needs weights to trace: set model.pretrained=<local pipeline directory or hub id>"])
-        found = read_transformer_config(model_cfg.pretrained)
+        found = read_transformer_config(model_cfg.pretrained, model_cfg.get("revision"))
         if found is None:
             raise PlanError([
                 f"model=auto reads the transformer's config before loading: model.pretrained={model_cfg.pretrained} has no "

@@ -17,7 +17,7 @@ from dit_engine.errors import DitEngineError
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def pretrained_problem(pretrained: str | None, family: str, loads: bool = True) -> str | None:
+def pretrained_problem(pretrained: str | None, family: str, loads: bool = True, revision: str | None = None) -> str | None:
     """Why ``model.pretrained`` cannot be loaded, or None. A hub id must be in the local cache
     when offline and something is to be loaded (``loads``; a dry run loads nothing)."""
     if pretrained is None:
@@ -28,7 +28,7 @@ def pretrained_problem(pretrained: str | None, family: str, loads: bool = True) 
             return f"model.pretrained={pretrained} has no model_index.json; point it at a diffusers pipeline directory (the one save_pretrained wrote)"
         return components_problem(path, pretrained)
     if HUB_ID.match(pretrained) and not pretrained.startswith((".", "~")):
-        return hub_cache_problem(pretrained) if loads else None
+        return hub_cache_problem(pretrained, revision) if loads else None
     return f"model.pretrained={pretrained} does not exist; give an existing local directory or a hub id like black-forest-labs/FLUX.1-dev"
 
 
@@ -49,20 +49,20 @@ def components_problem(path: Path, pretrained: str) -> str | None:
     return None
 
 
-def hub_cache_problem(hub_id: str) -> str | None:
+def hub_cache_problem(hub_id: str, revision: str | None = None) -> str | None:
     """Offline (``HF_HUB_OFFLINE=1``), a hub id must already be in the local cache: say so up front
     instead of letting diffusers print its connection warnings and fail after them."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     if not constants.HF_HUB_OFFLINE:
         return None  # online: diffusers downloads what is missing, as the user asked
-    if isinstance(try_to_load_from_cache(hub_id, "model_index.json"), str):
+    if isinstance(try_to_load_from_cache(hub_id, "model_index.json", revision=revision), str):
         return None
     return (f"model.pretrained={hub_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
             f"download it once online (huggingface-cli download {hub_id}) or give a local directory")
 
 
-def read_transformer_config(pretrained: str | None) -> tuple[dict, str] | None:
+def read_transformer_config(pretrained: str | None, revision: str | None = None) -> tuple[dict, str] | None:
     """``transformer/config.json`` from a local directory or the local hub cache (no download)."""
     if pretrained is None:
         return None
@@ -71,7 +71,7 @@ def read_transformer_config(pretrained: str | None) -> tuple[dict, str] | None:
         try:
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(pretrained, "transformer/config.json", local_files_only=True))
+            path = Path(hf_hub_download(pretrained, "transformer/config.json", revision=revision, local_files_only=True))
         except Exception:  # not in the cache: the plan falls back to the family defaults
             return None
     if not path.is_file():
@@ -125,7 +125,7 @@ class DiffusersAdapter(Adapter):
         return copy.deepcopy(self.default_workload)
 
     def model_info(self, model_cfg: Any) -> ModelInfo:
-        found = read_transformer_config(model_cfg.pretrained)
+        found = read_transformer_config(model_cfg.pretrained, model_cfg.get("revision"))
         if found is None:
             return self.default_info
         config, path = found
@@ -142,7 +142,7 @@ class DiffusersAdapter(Adapter):
 
     def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
         problems = []
-        problem = pretrained_problem(model_cfg.pretrained, self.name, loads=not dry_run)
+        problem = pretrained_problem(model_cfg.pretrained, self.name, loads=not dry_run, revision=model_cfg.get("revision"))
         if problem and not (dry_run and model_cfg.pretrained is None):
             problems.append(problem)
         for key in ("height", "width"):
@@ -168,4 +168,6 @@ class DiffusersAdapter(Adapter):
     def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
         from diffusers import DiffusionPipeline
 
+        if model_cfg.get("revision"):
+            load_kwargs = {**load_kwargs, "revision": model_cfg.revision}
         return DiffusionPipeline.from_pretrained(os.path.expanduser(model_cfg.pretrained), dtype=dtype, **load_kwargs)

@@ -368,12 +368,16 @@ class ModelOutputHook(StatefulHook):
     embedding and no output layer runs, so the wall speedup approaches 1 / compute fraction.
     """
 
+    #: how a stored tensor becomes the transformer's sample again (None: it is one tensor; else
+    #: the container type and shapes of a per-sample list, as Z-Image returns)
+    layout: Any = None
+
     def new_forward(self, module, *args, **kwargs):
         cache = self.cache
         state = cache.current()
         cache.decide(state, None)
         if state.hit:
-            sample = cache.span_delta(state, 0)[0]
+            sample = _unflatten_sample(cache.span_delta(state, 0)[0], self.layout)
             if not kwargs.get("return_dict", True):
                 return (sample,)
             from diffusers.models.modeling_outputs import Transformer2DModelOutput
@@ -381,8 +385,25 @@ class ModelOutputHook(StatefulHook):
             return Transformer2DModelOutput(sample=sample)
         output = self.fn_ref.original_forward(*args, **kwargs)
         sample = output[0] if isinstance(output, tuple) else output.sample
-        cache.store_span(state, 0, sample, None)
+        flat, self.layout = _flatten_sample(sample)
+        cache.store_span(state, 0, flat, None)
         return output
+
+
+def _flatten_sample(sample: Any) -> tuple[torch.Tensor, Any]:
+    """One tensor for a transformer's sample (a list of per-sample tensors is concatenated, so
+    calibrators forecast it like any other), and how to rebuild it."""
+    if isinstance(sample, (list, tuple)):
+        return torch.cat([t.reshape(-1) for t in sample]), (type(sample), [t.shape for t in sample])
+    return sample, None
+
+
+def _unflatten_sample(flat: torch.Tensor, layout: Any) -> Any:
+    if layout is None:
+        return flat
+    kind, shapes = layout
+    parts = flat.split([shape.numel() for shape in shapes])
+    return kind(part.view(shape) for part, shape in zip(parts, shapes))
 
 
 def install_output_cache(name: str, transformer: torch.nn.Module, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]],

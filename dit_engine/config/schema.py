@@ -29,10 +29,13 @@ class ModelConfig:
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: weights and activations dtype: ``float32``, ``bfloat16`` or ``float16``.
             Half precision is faster on GPU; on CPU keep ``float32``.
+        revision: the hub branch, tag or commit of ``pretrained`` (e.g. Bria 3.2's diffusers
+            weights live on the branch ``bria_3_2_diffusers``); ``None``: the default branch.
     """
 
     adapter: str = MISSING
     pretrained: Optional[str] = None
+    revision: Optional[str] = None
     device: str = "auto"
     dtype: str = "float32"
 

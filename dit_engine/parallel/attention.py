@@ -41,6 +41,10 @@ def key_padding_mask(mask: torch.Tensor | None, batch: int, keys: int, dtype: to
         mask = mask[:, None, None, :] if mask.shape == (batch, keys) else mask[None, None]
     while mask.dim() < 4:
         mask = mask.unsqueeze(0)
+    # a padding mask expanded over heads or queries (LTX-Video's is (B, heads, 1, keys)) is one mask
+    for dim in (1, 2):
+        if mask.shape[dim] != 1 and bool((mask == mask.narrow(dim, 0, 1)).all()):
+            mask = mask.narrow(dim, 0, 1)
     if mask.shape[-1] != keys or mask.shape[1] != 1 or mask.shape[2] != 1:
         raise DitEngineError(
             f"context parallelism supports key padding masks only, got an attention mask of shape {tuple(mask.shape)}; "

@@ -43,9 +43,14 @@ def case(model, parallel, cache=None, call=None, label=None):
 
 
 ULYSSES2, RING2 = ["parallel=ulysses2"], ["parallel=ring2"]
+#: families beyond the first-party four with a diffusers ``_cp_plan`` (docs/models.md lists them)
+OTHER_CP_FAMILIES = ("flux2", "chronoedit", "ltx_video")
 FLUX_TRUE_CFG = {"true_cfg_scale": 3.0, "negative_prompt": "blurry"}
 TWO_RANKS = [
     *(case(m, mode) for m in ("flux", "wan", "qwen_image", "tiny") for mode in (ULYSSES2, RING2)),
+    # the other families whose transformers carry a diffusers context-parallel plan (tiny zoo cases)
+    *(case(m, mode) for m in OTHER_CP_FAMILIES for mode in (ULYSSES2, RING2)),
+    case("ltx_video", ULYSSES2, "dbcache"),
     *(case(m, ["parallel=tp2"]) for m in ("flux", "qwen_image")),
     case("flux", ["parallel=cfg2"], call=FLUX_TRUE_CFG),
     case("wan", ["parallel=cfg2"]),

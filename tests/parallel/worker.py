@@ -30,6 +30,12 @@ def build(model: str):
         "wan": (build_tiny_wan_pipeline, tiny_wan_call_kwargs),
         "qwen_image": (build_tiny_qwen_image_pipeline, tiny_qwen_image_call_kwargs),
     }
+    if model not in builders:  # any other family: its tiny zoo case
+        from dit_engine.testing.zoo import load_zoo
+
+        zoo_case = load_zoo()[model].build()
+        zoo_case.pipe.set_progress_bar_config(disable=True)
+        return zoo_case.pipe, lambda **extra: {**zoo_case.call(), **extra}
     build_pipe, call_kwargs = builders[model]
     pipe = build_pipe()
     pipe.set_progress_bar_config(disable=True)

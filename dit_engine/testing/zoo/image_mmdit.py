@@ -57,9 +57,9 @@ def _qwen_transformer(**variant_config):
 def _qwen_vae(input_channels: int = 3):
     from diffusers import AutoencoderKLQwenImage
 
-    # vae_scale_factor 2 (one spatial downsample); identity latent normalisation
-    return seeded_module(AutoencoderKLQwenImage, component=1, base_dim=8, z_dim=_QWEN_Z, dim_mult=[1, 2],
-                         num_res_blocks=1, temperal_downsample=[False], input_channels=input_channels,
+    # vae_scale_factor 4 (two spatial downsamples, none in time); identity latent normalisation
+    return seeded_module(AutoencoderKLQwenImage, component=1, base_dim=8, z_dim=_QWEN_Z, dim_mult=[1, 2, 2],
+                         num_res_blocks=1, temperal_downsample=[False, False], input_channels=input_channels,
                          latents_mean=[0.0] * _QWEN_Z, latents_std=[1.0] * _QWEN_Z)
 
 
@@ -79,7 +79,7 @@ def _qwen_prompt(cfg: bool) -> dict:
     return kwargs
 
 
-def _qwen_case(pipe, size: int, **fixed) -> PipelineCase:
+def _qwen_case(pipe, size: int | None, **fixed) -> PipelineCase:
     def call(cfg: bool = False):
         kwargs = dict(_qwen_prompt(cfg), num_inference_steps=6, output_type="latent", generator=generator(0))
         if size is not None:
@@ -126,7 +126,7 @@ def _rgb_image(channels: str = "RGB", size: int = 32):
     from PIL import Image
 
     pixels = np.random.default_rng(0).integers(0, 256, (size, size, len(channels)), dtype=np.uint8)
-    return Image.fromarray(pixels, mode=channels)
+    return Image.fromarray(pixels)  # (H, W, 3) -> RGB, (H, W, 4) -> RGBA
 
 
 @zoo_entry("qwen_image", adapter="qwen_image", pipeline="QwenImagePipeline",
@@ -148,8 +148,8 @@ def qwen_image_edit() -> PipelineCase:
     _cap_qwen_image_area("pipeline_qwenimage_edit")
     pipe = QwenImageEditPipeline(scheduler=_qwen_scheduler(), vae=_qwen_vae(), text_encoder=None, tokenizer=None,
                                  processor=None, transformer=_qwen_transformer())
-    # 16 px target (vae factor 2 -> 8x8 latents -> 16 tokens) + the 32 px input image (64 tokens)
-    return _qwen_case(pipe, 16, image=_rgb_image)
+    # 32 px target (vae factor 4 -> 8x8 latents -> 16 packed tokens) + the 32 px input image (16 tokens)
+    return _qwen_case(pipe, 32, image=_rgb_image)
 
 
 @zoo_entry("qwen_image_edit_plus", adapter="qwen_image", pipeline="QwenImageEditPlusPipeline",
@@ -161,7 +161,7 @@ def qwen_image_edit_plus() -> PipelineCase:
     _cap_qwen_image_area("pipeline_qwenimage_edit_plus")
     pipe = QwenImageEditPlusPipeline(scheduler=_qwen_scheduler(), vae=_qwen_vae(), text_encoder=None, tokenizer=None,
                                      processor=None, transformer=_qwen_transformer(zero_cond_t=True))
-    return _qwen_case(pipe, 16, image=lambda: [_rgb_image()])
+    return _qwen_case(pipe, 32, image=lambda: [_rgb_image()])  # as qwen_image_edit
 
 
 @zoo_entry("qwen_image_controlnet", adapter="qwen_image", pipeline="QwenImageControlNetPipeline",
@@ -174,8 +174,8 @@ def qwen_image_controlnet() -> PipelineCase:
                                joint_attention_dim=16, axes_dims_rope=(4, 6, 6))
     pipe = QwenImageControlNetPipeline(scheduler=_qwen_scheduler(), vae=_qwen_vae(), text_encoder=None, tokenizer=None,
                                        transformer=_qwen_transformer(), controlnet=controlnet)
-    # 16 px: vae factor 2 -> 8x8 latents -> 16 image tokens
-    return _qwen_case(pipe, 16, control_image=lambda: _rgb_image(size=16))
+    # 32 px: vae factor 4 -> 8x8 latents -> 16 packed image tokens
+    return _qwen_case(pipe, 32, control_image=_rgb_image)
 
 
 @zoo_entry("qwen_image_layered", adapter="qwen_image", pipeline="QwenImageLayeredPipeline",
@@ -196,7 +196,7 @@ def qwen_image_layered() -> PipelineCase:
     pipe = QwenImageLayeredPipeline(scheduler=_qwen_scheduler(), vae=_qwen_vae(input_channels=4),
                                     text_encoder=text_encoder, tokenizer=tokenizer, processor=None,
                                     transformer=_qwen_transformer(use_additional_t_cond=True, use_layer3d_rope=True))
-    # 32² RGBA input (vae factor 2 -> 16x16 latents): 3 x 64 tokens for the 2 layers + composite, 64 for the input
+    # 32² RGBA input (vae factor 4 -> 8x8 latents): 3 x 16 tokens for the 2 layers + composite, 16 for the input
     # output_type="latent" fails in diffusers 0.42 (`images` unbound), so this one decodes
     return _qwen_case(pipe, None, prompt="layers", image=lambda: _rgb_image("RGBA"), layers=2, resolution=640,
                       output_type="pt")
