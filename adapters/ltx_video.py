@@ -31,3 +31,15 @@ class LTXVideoAdapter(DiffusersAdapter):
     default_workload = WorkloadDefaults(prompts=["A woman with long brown hair walks along a beach at sunset"],
                                         num_inference_steps=50, guidance_scale=3.0, height=480, width=704,
                                         extra_call_kwargs={"num_frames": 161})
+    #: attn2 attends the text, which every rank keeps whole (see context_parallel_plan)
+    cross_attention_modules = ("transformer_blocks.*.attn2",)
+
+    def context_parallel_plan(self):
+        """diffusers' plan without splitting the text: the prompt is short, so every rank keeps it
+        whole and cross-attention runs on local queries (Ulysses needs as many keys as queries
+        per rank in the attention it splits, which a split prompt would not give)."""
+        plan = super().context_parallel_plan()
+        if plan is None:
+            return None
+        entry = {k: v for k, v in plan[""].items() if k not in ("encoder_hidden_states", "encoder_attention_mask")}
+        return {**plan, "": entry}

@@ -104,3 +104,25 @@ def test_a_failing_trace_names_the_fix():
     case = build_case("sd3")
     with pytest.raises(UnsupportedPipelineError, match="traced call failed: .*example_call"):
         dit_engine.apply(case.pipe, "blocked=[sd3]", "cache=dbcache", example_call={"prompt": "a cat"})
+
+
+def test_model_auto_runs_a_saved_pipeline_and_reports_what_it_inferred(tmp_path):
+    from dit_engine.session import Session
+    from dit_engine.testing.pipelines import save_tiny_flux_pipeline
+
+    folder = save_tiny_flux_pipeline(tmp_path / "tiny-flux")
+    overrides = ["model=auto", f"model.pretrained={folder}", "model.dtype=float32", "model.device=cpu", "cache=scm",
+                 "cache.mask=10", "cache.policy=static", "workload.height=32", "workload.width=32", "workload.num_inference_steps=6",
+                 "workload.prompts=[a cat]", "+workload.call_kwargs.max_sequence_length=16", "workload.warmup=0",
+                 "workload.repeats=1", "report.quality=false", "report.contact_sheet=false"]
+    dry = Session.from_overrides([*overrides, "dry_run=true"]).prepare()
+    assert dry.plan.model_info.blocks == {"transformer_blocks": 2, "single_transformer_blocks": 4}
+    assert "inferred at load by one traced call" in dry.plan.explain()
+    metrics = Session.from_overrides(overrides).run(tmp_path / "run")
+    assert metrics["model"]["adapter"] == "auto"
+    lists = metrics["model"]["inferred"]["transformer"]["lists"]
+    assert [(i["path"], i["returns"]) for i in lists] == [("transformer_blocks", ["encoder", "hidden"]),
+                                                          ("single_transformer_blocks", ["encoder", "hidden"])]
+    assert metrics["compute"]["steps_cached"] > 0
+    plan = (tmp_path / "run" / "plan.txt").read_text()
+    assert "adapter 'auto'" in plan and "transformer_blocks[2] dual(encoder,hidden)" in plan
