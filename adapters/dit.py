@@ -20,7 +20,7 @@ def dit_modulated_input(block: torch.nn.Module, args: tuple, kwargs: dict) -> to
 
 
 class DiTAdapter(DiffusersAdapter):
-    """The original class-conditional DiT (DiT-XL-2): one list of ``BasicTransformerBlock``s with
+    """DiT (class-conditional, DiT-XL-2): one list of ``BasicTransformerBlock``s with
     adaLN-Zero over the image tokens, hidden positional (timestep and class labels as keywords), one
     tensor back. There is no text: prompts are ImageNet class ids, and the image size is the
     checkpoint's. CFG is batched (the label and the null label in one call).

@@ -36,6 +36,8 @@ class TinyAdapter(Adapter):
     )
     teacache_probe = staticmethod(flux_modulated_input)
     transformer_class = "FluxTransformer2DModel"
+    #: batched by default; ``separate_cfg=True`` (a pipeline argument) makes two calls per step
+    cfg_mode = "batched"
     #: Thresholds measured on the embedded model at 28 steps (benchmarks/, docs/caches.md).
     transform_defaults = {
         "cache.dbcache": {"threshold": 0.2},

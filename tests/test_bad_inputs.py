@@ -8,9 +8,7 @@ real subprocess.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -19,22 +17,8 @@ import pytest
 import torch
 
 import dit_engine
-from dit_engine.cli import main
+from dit_engine.testing.cli import run_cli
 from dit_engine.errors import DitEngineError
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    """``python -m dit_engine *args`` in this process: (exit code, stderr)."""
-    argv, sys.argv = sys.argv, ["dit_engine", *args]
-    err, code = io.StringIO(), 0
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            main()
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = argv
-    return code, err.getvalue()
 
 
 def tree_hash(root: Path) -> str:

@@ -54,8 +54,8 @@ bit; **block skipping**: a cache runs fewer real block forwards (counted by hook
 output shape; **scm_static+taylorseer** and **teacache**: step forecasting and TeaCache run and
 skip steps; **CFG branch state**: separate cond / uncond calls keep separate cache state;
 **per-transformer state**: a second transformer (Wan 2.2's expert) keeps its own; **remove()**:
-outputs and module structure are restored. **auto**: the automatic adapter alone (the family's
-adapter blocked) gives the same outputs as the hand-written one.
+outputs and module structure are restored. **auto (variant)**: the automatic adapter alone (the
+family's adapter blocked) gives the same outputs as the hand-written one on that variant.
 
 CFG modes: `batched` (cond and uncond in one transformer call), `separate` (two calls per step),
 `true_cfg` (two calls with `true_cfg_scale > 1` and a negative prompt), `distilled` (guidance is a
@@ -89,8 +89,9 @@ def _family_rows(passed: set[str]) -> list[str]:
             ran = [v for v in variants if f"{test}[{v}]" in passed]
             if ran:  # a check that applies to some variants only (CFG, experts) names them
                 checks.append(label if ran == variants else f"{label} ({', '.join(ran)})")
-        if any(f"{AUTO_TEST}[{v}-{name}]" in passed for v in variants):
-            checks.append("auto")
+        auto = [v for v in variants if f"{AUTO_TEST}[{v}-{name}]" in passed]
+        if auto:
+            checks.append(f"auto ({', '.join(auto)})")
         patterns = "<br>".join(f"`{spec.path}`: {spec.pattern.name}" for spec in adapter.block_specs)
         classes = ", ".join(adapter.pipeline_classes)
         rows.append(f"| {title} | `{name}` | {classes} | {patterns} | {adapter.cfg_mode} | {', '.join(variants) or '-'} | "
@@ -132,12 +133,12 @@ def claimed_tests(doc: str) -> set[str]:
         variants = [v.strip() for v in cells[5].split(",") if v.strip() not in ("", "-")]
         for label in (c.strip() for c in cells[6].split("·")):
             subset = re.fullmatch(r"(.+) \((.+)\)", label)
-            if subset and subset.group(1) in LABELS:
+            if subset and subset.group(1) == "auto":
+                claims |= {f"{AUTO_TEST}[{v.strip()}-{name}]" for v in subset.group(2).split(",")}
+            elif subset and subset.group(1) in LABELS:
                 claims |= {f"{LABELS[subset.group(1)]}[{v.strip()}]" for v in subset.group(2).split(",")}
             elif label in LABELS:
                 claims |= {f"{LABELS[label]}[{v}]" for v in variants}
-            elif label == "auto":
-                claims |= {f"{AUTO_TEST}[{v}-{name}]" for v in variants}
         for mode in (m.strip() for m in cells[7].split(",")):
             if mode in PARALLEL_MODES:
                 claims.add(f"{PARALLEL_TEST}[{name}-{mode}-nocache]")
@@ -147,7 +148,7 @@ def claimed_tests(doc: str) -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when docs/models.md differs from the code")
-    parser.add_argument("--junit", type=Path, help="use this JUnit XML instead of running the matrix")
+    parser.add_argument("--junit", type=Path, nargs="+", help="use these JUnit XML reports (passed in any) instead of running the matrix")
     args = parser.parse_args(argv)
     if args.check:
         current = DOC.read_text()
@@ -156,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             print("docs/models.md is out of date: run python -m dit_engine.testing.models_doc", file=sys.stderr)
             return 1
         return 0
-    junit = args.junit
-    if junit is None:
-        junit = Path(tempfile.mkdtemp()) / "matrix.xml"
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+    reports = args.junit
+    if reports is None:
+        reports = [Path(tempfile.mkdtemp()) / "matrix.xml"]
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={reports[0]}",
                         "tests/families", "tests/parallel/test_parallel.py"], cwd=ROOT, check=False)
-    DOC.write_text(render(passed_tests(junit)))
+    DOC.write_text(render(set().union(*(passed_tests(report) for report in reports))))
     print(f"wrote {DOC}")
     return 0
 

@@ -49,7 +49,7 @@ class ZooEntry:
 ZOO: dict[str, ZooEntry] = {}
 
 #: The modules that register entries (one per family group).
-_GROUPS = ("flux_lineage", "image_mmdit", "image_dit", "video_wan_cog", "video_other")
+_GROUPS = ("embedded", "flux_lineage", "image_mmdit", "image_dit", "video_wan_cog", "video_other")
 
 
 def zoo_entry(variant: str, *, adapter: str, pipeline: str, note: str = ""):

@@ -1,0 +1,24 @@
+"""Run the CLI in this process (tests): the same code path as ``python -m dit_engine`` without
+paying Python's and torch's start-up for every case."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """``python -m dit_engine *args`` in this process: (exit code, stderr)."""
+    from dit_engine.cli import main
+
+    argv, sys.argv = sys.argv, ["dit_engine", *args]
+    err, code = io.StringIO(), 0
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            main()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+    return code, err.getvalue()
