@@ -30,17 +30,24 @@ def generate(pipe, adapter: Adapter, workload: Workload, device: torch.device, q
     images = []
     batches = workload.batches()
     for batch in tqdm(batches, desc="requests", unit="call", disable=quiet or len(batches) == 1):
-        prompts = [workload.prompts[i] for i in batch]
-        generators = [torch.Generator(device="cpu").manual_seed(workload.seed + i) for i in batch]
-        kwargs = adapter.call_kwargs(prompts, workload.num_inference_steps, workload.guidance_scale, workload.height, workload.width)
-        kwargs.update(generator=generators, output_type="pil", **workload.call_kwargs)
-        output = pipe(**kwargs)
-        if getattr(output, "images", None) is not None:
-            images.extend(output.images)
-        else:  # video pipelines: one film strip of the frames per video
-            images.extend(film_strip(video) for video in output.frames)
+        images.extend(call_pipeline(pipe, adapter, workload, [workload.prompts[i] for i in batch],
+                                    [workload.seed + i for i in batch]))
     synchronize(device)
     return images
+
+
+def call_pipeline(pipe, adapter: Adapter, workload: Workload, prompts: list[str], seeds: list[int]) -> list:
+    """One pipeline call: ``prompts`` with one CPU generator per image seeded from ``seeds``, the
+    workload's steps, guidance, size and extra arguments; one PIL image per prompt (a film strip
+    of the frames for video pipelines). The server runs its batches through it too, so a served
+    image equals the CLI's for the same prompt and seed."""
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    kwargs = adapter.call_kwargs(prompts, workload.num_inference_steps, workload.guidance_scale, workload.height, workload.width)
+    kwargs.update(generator=generators, output_type="pil", **workload.call_kwargs)
+    output = pipe(**kwargs)
+    if getattr(output, "images", None) is not None:
+        return list(output.images)
+    return [film_strip(video) for video in output.frames]  # video pipelines: one strip per video
 
 
 def timed(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> tuple[list, list[float]]:

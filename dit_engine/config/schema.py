@@ -137,6 +137,34 @@ class ReportConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``python -m dit_engine.serve``: the HTTP server (ignored by runs).
+
+    Attributes:
+        host: interface to listen on (``0.0.0.0`` for every interface).
+        port: TCP port.
+        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise).
+        max_queue: requests waiting at most; a full queue answers 429 with ``Retry-After``.
+        max_batch: images run in one pipeline call at most (requests with the same settings
+            are batched).
+        batch_wait_ms: how long the first request of a batch waits for others to join it.
+        max_images: the largest ``n`` one request may ask for.
+        max_body_mb: the largest request body accepted (413 beyond).
+        keep_images: images kept for ``response_format=url`` (the oldest are dropped).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: Optional[str] = None
+    max_queue: int = 64
+    max_batch: int = 4
+    batch_wait_ms: int = 10
+    max_images: int = 8
+    max_body_mb: float = 16.0
+    keep_images: int = 256
+
+
+@dataclass
 class EngineConfig:
     """The whole run: one option per group plus the run switches.
 
@@ -145,6 +173,7 @@ class EngineConfig:
         quiet: no progress bars and only warnings in the log.
         blocked: adapter or transform entry-point names that must not be used even if installed
             (e.g. ``[cache.dbcache]``).
+        serve: the HTTP server's settings (``python -m dit_engine.serve``).
     """
 
     model: Any = MISSING
@@ -160,6 +189,7 @@ class EngineConfig:
     dry_run: bool = False
     quiet: bool = False
     blocked: list[str] = field(default_factory=list)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 #: The engine's own schemas. Technique schemas come with their transforms (see ``register_schemas``).

@@ -1,0 +1,158 @@
+"""The HTTP API (FastAPI): the OpenAI Images API shape over a :class:`ServingEngine`.
+
+* ``POST /v1/images/generations``: ``prompt``, ``n``, ``size`` (``"WxH"``), ``response_format``
+  (``b64_json``, the default, or ``url``), plus ``num_inference_steps``, ``guidance_scale``,
+  ``seed``, ``negative_prompt``; each image also carries what the engine measured
+  (``dit_engine``: latency, compute fraction, cache hits).
+* ``GET /v1/images/{id}.png`` (``response_format=url``), ``GET /health``, ``GET /v1/models``,
+  ``GET /metrics`` (Prometheus text).
+
+Every error is JSON in OpenAI's shape, ``{"error": {"message": "<one line>", "type": ...}}``:
+400 for a request the model cannot serve, 401 without the API key, 413 for a body over
+``serve.max_body_mb``, 422 for a malformed body or unknown fields, 429 (with ``Retry-After``) when
+the queue is full, 500 when generation failed; the server keeps serving after each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import secrets
+import time
+import uuid
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from dit_engine.serve.engine import BadRequestError, QueueFullError, ServingEngine
+
+
+class ImageGenerationRequest(BaseModel):
+    """``POST /v1/images/generations`` (OpenAI's fields and the engine's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    model: str | None = None
+    n: int = 1
+    size: str | None = None
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    user: str | None = None
+
+
+def error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+
+
+def _one_line(errors: list) -> str:
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field; the fields are " + ", ".join(ImageGenerationRequest.model_fields)
+    elif first.get("type") == "json_invalid":
+        return "the body is not valid JSON"
+    return f"{where}: {message}" if where else message
+
+
+def _size(size: str | None) -> tuple[int, int] | None:
+    if size is None or size == "auto":
+        return None
+    parts = size.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 16384 for p in parts):
+        raise BadRequestError(f"size={size!r}: give it as WIDTHxHEIGHT, e.g. 1024x1024")
+    return int(parts[0]), int(parts[1])
+
+
+def create_app(engine: ServingEngine) -> FastAPI:
+    """The FastAPI application serving ``engine``."""
+    serve = engine.serve
+    app = FastAPI(title="dit_engine", version="1", docs_url=None, redoc_url=None)
+    max_body = int(serve.max_body_mb * 1024 * 1024)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if serve.api_key and request.url.path != "/health":
+            token = request.headers.get("authorization", "")
+            if not secrets.compare_digest(token.encode(), f"Bearer {serve.api_key}".encode()):
+                return error(401, "missing or wrong API key: send Authorization: Bearer <serve.api_key>", "authentication_error")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            return error(413, f"the body is {int(length)} bytes; the limit is serve.max_body_mb={serve.max_body_mb:g} MB")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return error(422, _one_line(exc.errors()))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": engine.model_id(), "queue_depth": engine.queue_depth()}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": engine.model_id(), "object": "model", "created": 0,
+                                            "owned_by": "dit_engine", "adapter": engine.adapter.name}]}
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(engine.prometheus(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/images/{image_id}.png")
+    async def image(image_id: str):
+        png = engine.images.get(image_id)
+        if png is None:
+            return error(404, f"no image {image_id} (images are kept for the last serve.keep_images={serve.keep_images})")
+        return Response(png, media_type="image/png")
+
+    @app.post("/v1/images/generations")
+    async def generations(body: ImageGenerationRequest, request: Request):
+        started = time.perf_counter()
+        try:
+            if not 1 <= body.n <= serve.max_images:
+                raise BadRequestError(f"n={body.n}: ask for 1 to {serve.max_images} images (serve.max_images)")
+            settings = engine.settings(steps=body.num_inference_steps, guidance=body.guidance_scale,
+                                       size=_size(body.size), negative_prompt=body.negative_prompt)
+            engine.check(body.prompt, settings)
+            seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+            future = engine.submit(body.prompt, body.n, seed, settings)
+        except BadRequestError as err:
+            engine.count("bad_request")
+            return error(400, str(err))
+        except QueueFullError as err:
+            return error(429, str(err), "rate_limit_error", headers={"Retry-After": "1"})
+        try:
+            images, stats = await asyncio.wrap_future(future)
+        except BadRequestError as err:
+            engine.count("bad_request")
+            return error(400, str(err))
+        except Exception as err:
+            engine.count("error")
+            return error(500, str(err).splitlines()[0] if str(err) else type(err).__name__, "server_error")
+        data = []
+        for index, picture in enumerate(images):
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            png = buffer.getvalue()
+            item = {"revised_prompt": None, "dit_engine": {**stats, "seed": seed + index}}
+            if body.response_format == "b64_json":
+                item["b64_json"] = base64.b64encode(png).decode()
+            else:
+                image_id = uuid.uuid4().hex
+                engine.keep_image(image_id, png)
+                item["url"] = str(request.base_url) + f"v1/images/{image_id}.png"
+            data.append(item)
+        engine.count("ok")
+        with engine.lock:
+            engine.metrics.observe(time.perf_counter() - started)
+        return {"created": int(time.time()), "data": data}
+
+    return app

@@ -1,0 +1,162 @@
+"""``python -m dit_engine.serve``: a real uvicorn server on 127.0.0.1 driven by the official
+``openai`` client (images equal a CLI run's), bad requests as one-line 4xx JSON errors with the
+server healthy after each, the bounded queue (429), and the server's own bad input (exit 2)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+openai = pytest.importorskip("openai")
+
+KEY = "test-key"
+PLAN = ["cache=dbcache"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", *PLAN, f"serve.port={port}", f"serve.api_key={KEY}",
+                                "serve.max_body_mb=1"], cwd=tmp_path_factory.mktemp("serve"), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited: {process.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the server did not answer /health within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def _cli_images(tmp_path: Path, prompts: list[str], seed: int) -> list[np.ndarray]:
+    from dit_engine.session import Session
+
+    overrides = [*PLAN, f"workload.prompts=[{','.join(prompts)}]", f"workload.seed={seed}", f"workload.batch_size={len(prompts)}",
+                 "workload.warmup=0", "workload.repeats=1", "report.contact_sheet=false", "model.device=cpu"]
+    metrics = Session.from_overrides(overrides).run(tmp_path / "cli")
+    return [_pixels((tmp_path / "cli" / name).read_bytes()) for name in metrics["images"]]
+
+
+def test_openai_client_images_equal_a_cli_run(server, tmp_path):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY)
+    result = client.images.generate(prompt="seven", n=2, extra_body={"seed": 3})
+    served = [_pixels(base64.b64decode(item.b64_json)) for item in result.data]
+    expected = _cli_images(tmp_path, ["seven", "seven"], seed=3)
+    assert len(served) == 2 and all(np.array_equal(a, b) for a, b in zip(served, expected))
+    measured = result.data[0].model_extra["dit_engine"]
+    assert measured["seed"] == 3 and 0 < measured["compute_fraction"] < 1 and measured["latency_s"] > 0
+    assert result.data[1].model_extra["dit_engine"]["seed"] == 4
+
+
+def test_url_models_and_metrics(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY)
+    result = client.images.generate(prompt="two", response_format="url", extra_body={"seed": 1})
+    png = httpx.get(result.data[0].url, headers={"Authorization": f"Bearer {KEY}"}).content
+    assert _pixels(png).shape == (16, 16, 3)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    text = httpx.get(f"{server}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert 'dit_engine_requests_total{status="ok"}' in text and "dit_engine_request_latency_seconds_bucket" in text
+    assert "dit_engine_queue_depth 0" in text and "dit_engine_cache_hit_ratio" in text
+
+
+BAD = [
+    ({"content": b'{"prompt": "seven",'}, 422, "the body is not valid JSON"),
+    ({"json": {"prompt": "seven", "colour": "red"}}, 422, "colour: unknown field"),
+    ({"json": {"prompt": "seven", "n": 0}}, 400, "n=0: ask for 1 to 8 images"),
+    ({"json": {"prompt": "seven", "n": 10000}}, 400, "n=10000: ask for 1 to 8 images"),
+    ({"json": {"prompt": "seven", "size": "1024x1024"}}, 400, "size=1024x1024 cannot be generated"),
+    ({"json": {"prompt": "seven", "size": "big"}}, 400, "give it as WIDTHxHEIGHT"),
+    ({"json": {"prompt": "a cat"}}, 400, "unknown prompt 'a cat' for the tiny model"),
+    ({"json": {"prompt": "seven", "num_inference_steps": 0}}, 400, "num_inference_steps=0; use 1 or more"),
+    ({"content": b'{"prompt": "' + b"x" * (50 * 1024 * 1024) + b'"}'}, 413, "the limit is serve.max_body_mb=1 MB"),
+    ({"json": {"prompt": "seven"}, "key": "wrong"}, 401, "missing or wrong API key"),
+]
+
+
+@pytest.mark.parametrize("request_kwargs,status,message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_requests_are_one_line_json_errors_and_the_server_stays_healthy(server, request_kwargs, status, message):
+    kwargs = dict(request_kwargs)
+    headers = {"Authorization": f"Bearer {kwargs.pop('key', KEY)}", "content-type": "application/json"}
+    response = httpx.post(f"{server}/v1/images/generations", headers=headers, timeout=60, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error["message"] and "\n" not in error["message"]
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+
+
+def test_a_full_queue_answers_429_with_retry_after():
+    from fastapi.testclient import TestClient
+
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+    from dit_engine.session import Session
+
+    engine = ServingEngine(Session.from_overrides(["serve.max_queue=1", "serve.batch_wait_ms=0"]).prepare())
+    release = threading.Event()
+    original = engine._run
+    engine._run = lambda batch: (release.wait(30), original(batch))  # the worker holds the first request
+    client = TestClient(create_app(engine))
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(client.post("/v1/images/generations", json={"prompt": "one"})))
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.5)  # the first is taken by the worker, the second waits in the queue
+        refused = client.post("/v1/images/generations", json={"prompt": "one"})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert "the request queue is full" in refused.json()["error"]["message"]
+        release.set()
+        for thread in threads:
+            thread.join(60)
+        assert [r.status_code for r in results] == [200, 200]
+    finally:
+        release.set()
+        engine.close()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["cache=dbcachee"], "unknown option cache=dbcachee"),
+    (["parallel=ulysses2"], "parallel= is not served yet"),
+    (["workload.prompts=[cat]"], "unknown prompt 'cat' for the tiny model"),
+])
+def test_the_server_refuses_bad_input_in_one_line_exit_2(args, expected, capsys):
+    from dit_engine.serve.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dit_engine.serve: error: ") and expected in lines[0]
