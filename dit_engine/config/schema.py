@@ -146,7 +146,8 @@ class ServeConfig:
         api_key: when set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise).
         max_queue: requests waiting at most; a full queue answers 429 with ``Retry-After``.
         max_batch: images run in one pipeline call at most (requests with the same settings
-            are batched).
+            are batched when the plan's images do not depend on the batch: no cache, or a
+            static step mask; data-driven caches run one request per call). 1: no batching.
         batch_wait_ms: how long the first request of a batch waits for others to join it.
         max_images: the largest ``n`` one request may ask for.
         max_body_mb: the largest request body accepted (413 beyond).

@@ -95,7 +95,7 @@ def create_app(engine: ServingEngine) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": engine.model_id(), "queue_depth": engine.queue_depth()}
+        return {"status": "ok", "model": engine.model_id(), "queue_depth": engine.queue_depth(), "batching": engine.batching}
 
     @app.get("/v1/models")
     async def models():

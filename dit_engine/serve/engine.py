@@ -77,8 +77,23 @@ class Metrics:
         self.latency_sum += seconds
 
 
+def batch_invariant(plan: Any) -> bool:
+    """Whether an image does not depend on which other requests share its pipeline call: no cache,
+    or one whose decisions are a fixed step mask. A cache that decides from the data (DBCache,
+    TeaCache...) decides once for the whole batch, so a request batched with others could differ
+    from the same request alone: such plans run one request per call."""
+    from dit_engine.plan import Stage
+
+    return all(step.stage is not Stage.CACHE or getattr(step.config, "policy", None) == "static" for step in plan.steps)
+
+
 class ServingEngine:
-    """Load the session's pipeline, apply its plan once, and serve image requests from a queue."""
+    """Load the session's pipeline, apply its plan once, and serve image requests from a queue.
+
+    Attributes:
+        batching: whether requests with matching settings share pipeline calls
+            (:func:`batch_invariant` plans only; up to ``serve.max_batch`` images per call).
+    """
 
     def __init__(self, session: Session):
         self.session = session
@@ -87,6 +102,7 @@ class ServingEngine:
         self.pipe = session.load()
         self.pipe.set_progress_bar_config(disable=True)
         self.handle = session.apply(self.pipe)
+        self.batching = self.serve.max_batch > 1 and batch_invariant(session.plan)
         self.queue: queue.Queue[ImageJob] = queue.Queue(maxsize=self.serve.max_queue)
         self.held: collections.deque[ImageJob] = collections.deque()  # taken, not batched yet
         self.metrics = Metrics()
@@ -169,7 +185,7 @@ class ServingEngine:
         batch, images = [first], first.n
         deadline = time.perf_counter() + self.serve.batch_wait_ms / 1000
         passed_over = []
-        while images < self.serve.max_batch:
+        while self.batching and images < self.serve.max_batch:
             job = self._take(timeout=max(0.0, deadline - time.perf_counter()))
             if job is None:
                 break
