@@ -36,17 +36,19 @@ def generate(pipe, adapter: Adapter, workload: Workload, device: torch.device, q
     return images
 
 
-def call_pipeline(pipe, adapter: Adapter, workload: Workload, prompts: list[str], seeds: list[int]) -> list:
+def call_pipeline(pipe, adapter: Adapter, workload: Workload, prompts: list[str], seeds: list[int], frames: bool = False) -> list:
     """One pipeline call: ``prompts`` with one CPU generator per image seeded from ``seeds``, the
     workload's steps, guidance, size and extra arguments; one PIL image per prompt (a film strip
-    of the frames for video pipelines). The server runs its batches through it too, so a served
-    image equals the CLI's for the same prompt and seed."""
+    of the frames for video pipelines; with ``frames`` the list of frames). The server runs its
+    batches through it too, so a served image equals the CLI's for the same prompt and seed."""
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
     kwargs = adapter.call_kwargs(prompts, workload.num_inference_steps, workload.guidance_scale, workload.height, workload.width)
     kwargs.update(generator=generators, output_type="pil", **workload.call_kwargs)
     output = pipe(**kwargs)
     if getattr(output, "images", None) is not None:
         return list(output.images)
+    if frames:
+        return [list(video) for video in output.frames]
     return [film_strip(video) for video in output.frames]  # video pipelines: one strip per video
 
 

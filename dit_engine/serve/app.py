@@ -48,6 +48,25 @@ class ImageGenerationRequest(BaseModel):
     user: str | None = None
 
 
+class VideoRequest(BaseModel):
+    """``POST /v1/videos`` (OpenAI's video fields and the engine's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    model: str | None = None
+    size: str | None = None
+    num_frames: int | None = Field(default=None, ge=1, le=1024)
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+
+
+def _video_object(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
 def error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
@@ -154,5 +173,54 @@ def create_app(engine: ServingEngine) -> FastAPI:
         with engine.lock:
             engine.metrics.observe(time.perf_counter() - started)
         return {"created": int(time.time()), "data": data}
+
+    @app.post("/v1/videos")
+    async def create_video(body: VideoRequest):
+        if not engine.makes_video:
+            engine.count("bad_request")
+            return error(400, f"model {engine.model_id()} generates images; use POST /v1/images/generations")
+        try:
+            settings = engine.settings(steps=body.num_inference_steps, guidance=body.guidance_scale, size=_size(body.size),
+                                       negative_prompt=body.negative_prompt,
+                                       num_frames=body.num_frames or engine.session.workload.call_kwargs.get("num_frames"))
+            engine.check(body.prompt, settings)
+            seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+            record = engine.submit_video(body.prompt, seed, settings, engine.model_id())
+        except BadRequestError as err:
+            engine.count("bad_request")
+            return error(400, str(err))
+        except QueueFullError as err:
+            return error(429, str(err), "rate_limit_error", headers={"Retry-After": "1"})
+        engine.count("ok")
+        return _video_object(record)
+
+    def _video(video_id: str):
+        with engine.lock:
+            return engine.videos.get(video_id)
+
+    @app.get("/v1/videos/{video_id}")
+    async def video_status(video_id: str):
+        record = _video(video_id)
+        if record is None:
+            return error(404, f"no video {video_id}")
+        return _video_object(record)
+
+    @app.get("/v1/videos/{video_id}/content")
+    async def video_content(video_id: str):
+        record = _video(video_id)
+        if record is None:
+            return error(404, f"no video {video_id}")
+        if record["status"] != "completed":
+            return error(409, f"video {video_id} is {record['status']}; poll GET /v1/videos/{video_id} until completed")
+        # an animated PNG: every frame exact (the dependencies carry no video encoder)
+        return Response(record["_content"], media_type="image/apng")
+
+    @app.delete("/v1/videos/{video_id}")
+    async def delete_video(video_id: str):
+        with engine.lock:
+            record = engine.videos.pop(video_id, None)
+        if record is None:
+            return error(404, f"no video {video_id}")
+        return {"id": video_id, "object": "video.deleted", "deleted": True}
 
     return app

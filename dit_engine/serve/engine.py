@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import queue
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ class Settings:
     height: int | None
     width: int | None
     negative_prompt: str | None
+    num_frames: int | None = None  # video requests
 
 
 @dataclass
@@ -54,6 +57,7 @@ class ImageJob:
     seed: int
     settings: Settings
     future: Future = field(default_factory=Future)
+    on_start: Any = None  # called when the worker takes it (videos: status in_progress)
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -95,11 +99,19 @@ class ServingEngine:
             (:func:`batch_invariant` plans only; up to ``serve.max_batch`` images per call).
     """
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, pipe: Any = None):
+        """``session`` prepared (``prepare()``: the pipeline is loaded here), or prepared for
+        ``pipe``, a pipeline the caller built (``prepare_for(pipe)``)."""
         self.session = session
         self.serve = session.cfg.serve
         self.adapter = session.adapter
-        self.pipe = session.load()
+        if pipe is None:
+            self.pipe = session.load()
+        else:
+            from dit_engine.workload import resolve_workload
+
+            self.pipe = pipe
+            session.workload = session.workload or resolve_workload(session.cfg.workload, self.adapter)
         self.pipe.set_progress_bar_config(disable=True)
         self.handle = session.apply(self.pipe)
         self.batching = self.serve.max_batch > 1 and batch_invariant(session.plan)
@@ -108,6 +120,7 @@ class ServingEngine:
         self.metrics = Metrics()
         self.lock = threading.Lock()
         self.images: OrderedDict[str, bytes] = OrderedDict()  # response_format=url
+        self.videos: OrderedDict[str, dict] = OrderedDict()  # /v1/videos jobs, newest last
         self._stop = threading.Event()
         self.worker = threading.Thread(target=self._work, name="dit_engine-serve", daemon=True)
         self.worker.start()
@@ -118,11 +131,18 @@ class ServingEngine:
         return self.session.cfg.model.pretrained or self.adapter.name
 
     def settings(self, *, steps: int | None, guidance: float | None, size: tuple[int, int] | None,
-                 negative_prompt: str | None) -> Settings:
+                 negative_prompt: str | None, num_frames: int | None = None) -> Settings:
         w = self.session.workload
         height, width = (size[1], size[0]) if size else (w.height, w.width)
         return Settings(steps if steps is not None else w.num_inference_steps,
-                        guidance if guidance is not None else w.guidance_scale, height, width, negative_prompt)
+                        guidance if guidance is not None else w.guidance_scale, height, width, negative_prompt, num_frames)
+
+    @property
+    def makes_video(self) -> bool:
+        """Whether the pipeline generates videos (its call takes ``num_frames``)."""
+        import inspect
+
+        return "num_frames" in inspect.signature(type(self.pipe).__call__).parameters
 
     def check(self, prompt: str, settings: Settings) -> None:
         """The model's own checks of a workload with this prompt and these settings."""
@@ -134,9 +154,9 @@ class ServingEngine:
                 problem = f"size={settings.width}x{settings.height} cannot be generated: {problem.split(': ', 1)[-1]}"
             raise BadRequestError(problem)
 
-    def submit(self, prompt: str, n: int, seed: int, settings: Settings) -> Future:
+    def submit(self, prompt: str, n: int, seed: int, settings: Settings, on_start: Any = None) -> Future:
         """Queue a request; its future gets ``(images, stats)``. QueueFullError when full."""
-        job = ImageJob(prompt, n, seed, settings)
+        job = ImageJob(prompt, n, seed, settings, on_start=on_start)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -144,6 +164,31 @@ class ServingEngine:
                 self.metrics.requests["rejected"] += 1
             raise QueueFullError(f"the request queue is full ({self.serve.max_queue} waiting); retry shortly") from None
         return job.future
+
+    def submit_video(self, prompt: str, seed: int, settings: Settings, model: str) -> dict:
+        """Queue a video; its record (OpenAI's video object) is updated as it runs."""
+        video_id = f"video_{uuid.uuid4().hex}"
+        record = {"id": video_id, "object": "video", "status": "queued", "progress": 0, "created_at": int(time.time()),
+                  "completed_at": None, "model": model, "prompt": prompt, "seed": seed, "error": None,
+                  "size": f"{settings.width}x{settings.height}" if settings.width else None, "num_frames": settings.num_frames}
+        future = self.submit(prompt, 1, seed, settings, on_start=lambda: record.update(status="in_progress"))
+        with self.lock:
+            self.videos[video_id] = record
+            while len(self.videos) > self.serve.keep_images:
+                self.videos.popitem(last=False)
+        future.add_done_callback(lambda done: self._video_done(record, done))
+        return record
+
+    def _video_done(self, record: dict, done: Future) -> None:
+        with self.lock:
+            if done.exception() is not None:
+                record.update(status="failed", error={"message": str(done.exception()).splitlines()[0]})
+                return
+            (frames,), stats = done.result()
+            buffer = io.BytesIO()
+            frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:], duration=62, loop=0)
+            record.update(status="completed", progress=100, completed_at=int(time.time()), dit_engine=stats)
+            record["_content"] = buffer.getvalue()
 
     def queue_depth(self) -> int:
         return self.queue.qsize() + len(self.held)
@@ -165,6 +210,8 @@ class ServingEngine:
         call_kwargs = dict(w.call_kwargs)
         if settings.negative_prompt is not None:
             call_kwargs["negative_prompt"] = [settings.negative_prompt] * len(prompts)
+        if settings.num_frames is not None:
+            call_kwargs["num_frames"] = settings.num_frames
         return dataclasses.replace(w, prompts=prompts, num_inference_steps=settings.num_inference_steps,
                                    guidance_scale=settings.guidance_scale, height=settings.height,
                                    width=settings.width, call_kwargs=call_kwargs)
@@ -208,9 +255,13 @@ class ServingEngine:
         seeds = [job.seed + i for job in batch for i in range(job.n)]
         workload = self._workload(batch[0].settings, prompts)
         started = time.perf_counter()
+        for job in batch:
+            if job.on_start is not None:
+                job.on_start()
         try:
             self.handle.reset()
-            images = run_loop.call_pipeline(self.pipe, self.adapter, workload, prompts, seeds)
+            images = run_loop.call_pipeline(self.pipe, self.adapter, workload, prompts, seeds,
+                                            frames=batch[0].settings.num_frames is not None)
             summary = self.handle.summary()
         except Exception as err:  # the request fails, the server keeps serving
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -160,3 +160,61 @@ def test_the_server_refuses_bad_input_in_one_line_exit_2(args, expected, capsys)
     assert exit_.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dit_engine.serve: error: ") and expected in lines[0]
+
+
+def test_videos_queue_run_and_return_every_frame():
+    """/v1/videos on a tiny Wan pipeline (in-process server): queued -> completed, the content is
+    every frame of the single-request result, DELETE forgets it; an image model refuses."""
+    from fastapi.testclient import TestClient
+
+    from dit_engine import run_loop
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+    from dit_engine.session import Session
+    from dit_engine.testing.pipelines import build_tiny_wan_pipeline
+
+    pipe = build_tiny_wan_pipeline()
+    session = Session.from_overrides(["cache=dbcache", "workload.num_inference_steps=4", "+workload.call_kwargs.max_sequence_length=16"])
+    engine = ServingEngine(session.prepare_for(pipe), pipe=pipe)
+    client = TestClient(create_app(engine))
+    try:
+        created = client.post("/v1/videos", json={"prompt": "a fox", "size": "32x32", "num_frames": 5, "seed": 7})
+        assert created.status_code == 200, created.text
+        video = created.json()
+        assert video["object"] == "video" and video["status"] in ("queued", "in_progress", "completed")
+        for _ in range(600):
+            status = client.get(f"/v1/videos/{video['id']}").json()
+            if status["status"] in ("completed", "failed"):
+                break
+            time.sleep(0.1)
+        assert status["status"] == "completed", status
+        content = client.get(f"/v1/videos/{video['id']}/content")
+        assert content.headers["content-type"] == "image/apng"
+        served = Image.open(io.BytesIO(content.content))
+        frames = []
+        for index in range(served.n_frames):
+            served.seek(index)
+            frames.append(np.asarray(served.convert("RGB")))
+        settings = engine.settings(steps=None, guidance=None, size=(32, 32), negative_prompt=None, num_frames=5)
+        engine.handle.reset()
+        alone = run_loop.call_pipeline(pipe, engine.adapter, engine._workload(settings, ["a fox"]), ["a fox"], [7], frames=True)[0]
+        assert len(frames) == 5 and all(np.array_equal(a, np.asarray(b.convert("RGB"))) for a, b in zip(frames, alone))
+        assert client.delete(f"/v1/videos/{video['id']}").json()["deleted"] is True
+        assert client.get(f"/v1/videos/{video['id']}").status_code == 404
+    finally:
+        engine.close()
+
+
+def test_an_image_model_refuses_videos():
+    from fastapi.testclient import TestClient
+
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+    from dit_engine.session import Session
+
+    engine = ServingEngine(Session.from_overrides([]).prepare())
+    try:
+        response = TestClient(create_app(engine)).post("/v1/videos", json={"prompt": "seven"})
+        assert response.status_code == 400 and "generates images; use POST /v1/images/generations" in response.json()["error"]["message"]
+    finally:
+        engine.close()
