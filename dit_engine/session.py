@@ -34,6 +34,7 @@ from dit_engine.config.validate import config_problems
 from dit_engine.devices import DTYPES, dtype_problem, resolve_device
 from dit_engine.errors import DitEngineError, PlanError
 from dit_engine.handle import Handle
+from dit_engine.lora import load_lora, lora_problems, use_lora
 from dit_engine.outputs import StagedRunFiles, contact_sheet, slug
 from dit_engine.plan import Plan, compile_plan
 from dit_engine.reference import get_or_create
@@ -99,6 +100,7 @@ class Session:
         problems = self.adapter.check(cfg.model, self.workload, cfg.dry_run) + self.workload.problems()
         problems.extend(self.adapter.call_kwargs_problems(cfg.model, self.workload.call_kwargs))
         problems.extend(report_problems(cfg.report))
+        problems.extend(lora_problems(cfg))
         problem = dtype_problem(cfg.model.dtype)
         if problem:
             problems.append(problem)
@@ -175,6 +177,10 @@ class Session:
             pipe = pipe.to(device)
         if self.quiet:
             pipe.set_progress_bar_config(disable=True)
+        if cfg.lora.path is not None:
+            for transformer in adapter.transformers(pipe).values():
+                load_lora(transformer, cfg.lora.path, cfg.lora.name)
+                use_lora(transformer, cfg.lora.name, cfg.lora.scale)
         if getattr(adapter, "needs_trace", False):
             # model=auto: the block lists are inferred from one traced call, then planned against.
             adapter.trace(pipe, adapter.trace_kwargs(self.workload))
@@ -293,6 +299,7 @@ class Session:
             "adapter": self.adapter.name,
             "adapter_version": provider.version if provider else None,
             "pretrained": cfg.model.pretrained,
+            **({"lora": [cfg.lora.path, cfg.lora.scale]} if cfg.lora.path is not None else {}),
             "dtype": cfg.model.dtype,
             "device": device.type,
             "workload": {k: v for k, v in asdict(self.workload).items() if k not in ("name", "warmup", "repeats")},

@@ -166,6 +166,21 @@ class ServeConfig:
 
 
 @dataclass
+class LoraConfig:
+    """A LoRA adapter for the run's transformer (diffusers' loading, through peft).
+
+    Attributes:
+        path: a ``.safetensors`` LoRA file (or a folder holding one); ``None``: no LoRA.
+        scale: its strength (1: as trained, 0: off).
+        name: the adapter's name inside the transformer.
+    """
+
+    path: Optional[str] = None
+    scale: float = 1.0
+    name: str = "lora"
+
+
+@dataclass
 class EngineConfig:
     """The whole run: one option per group plus the run switches.
 
@@ -175,6 +190,7 @@ class EngineConfig:
         blocked: adapter or transform entry-point names that must not be used even if installed
             (e.g. ``[cache.dbcache]``).
         serve: the HTTP server's settings (``python -m dit_engine.serve``).
+        lora: a LoRA adapter loaded into the transformer (``lora.path=...``).
     """
 
     model: Any = MISSING
@@ -191,6 +207,7 @@ class EngineConfig:
     quiet: bool = False
     blocked: list[str] = field(default_factory=list)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 #: The engine's own schemas. Technique schemas come with their transforms (see ``register_schemas``).

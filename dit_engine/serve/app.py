@@ -31,6 +31,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from dit_engine.serve.engine import BadRequestError, QueueFullError, ServingEngine
 
 
+class LoraChoice(BaseModel):
+    """A loaded LoRA adapter and its strength, for one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    scale: float = 1.0
+
+
+class LoraLoad(BaseModel):
+    """``POST /v1/loras``: load the LoRA at ``path`` (a local ``.safetensors`` file or a folder) as ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = Field(min_length=1)
+
+
 class ImageGenerationRequest(BaseModel):
     """``POST /v1/images/generations`` (OpenAI's fields and the engine's own)."""
 
@@ -45,6 +63,7 @@ class ImageGenerationRequest(BaseModel):
     guidance_scale: float | None = None
     seed: int | None = None
     negative_prompt: str | None = None
+    lora: str | LoraChoice | None = None
     user: str | None = None
 
 
@@ -89,6 +108,12 @@ def _size(size: str | None) -> tuple[int, int] | None:
     if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 16384 for p in parts):
         raise BadRequestError(f"size={size!r}: give it as WIDTHxHEIGHT, e.g. 1024x1024")
     return int(parts[0]), int(parts[1])
+
+
+def _lora(choice: str | LoraChoice | None) -> tuple[str, float] | None:
+    if choice is None:
+        return None
+    return (choice, 1.0) if isinstance(choice, str) else (choice.name, choice.scale)
 
 
 def create_app(engine: ServingEngine) -> FastAPI:
@@ -139,7 +164,7 @@ def create_app(engine: ServingEngine) -> FastAPI:
             if not 1 <= body.n <= serve.max_images:
                 raise BadRequestError(f"n={body.n}: ask for 1 to {serve.max_images} images (serve.max_images)")
             settings = engine.settings(steps=body.num_inference_steps, guidance=body.guidance_scale,
-                                       size=_size(body.size), negative_prompt=body.negative_prompt)
+                                       size=_size(body.size), negative_prompt=body.negative_prompt, lora=_lora(body.lora))
             engine.check(body.prompt, settings)
             seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
             future = engine.submit(body.prompt, body.n, seed, settings)
@@ -173,6 +198,24 @@ def create_app(engine: ServingEngine) -> FastAPI:
         with engine.lock:
             engine.metrics.observe(time.perf_counter() - started)
         return {"created": int(time.time()), "data": data}
+
+    @app.get("/v1/loras")
+    async def loras():
+        return {"object": "list", "data": [{"name": n, "path": p} for n, p in engine.loras.items()]}
+
+    @app.post("/v1/loras")
+    async def load_lora(body: LoraLoad):
+        try:
+            await asyncio.to_thread(engine.load_lora, body.name, body.path)
+        except BadRequestError as err:
+            return error(400, str(err))
+        return {"name": body.name, "path": body.path, "loaded": True}
+
+    @app.delete("/v1/loras/{name}")
+    async def unload_lora(name: str):
+        if not await asyncio.to_thread(engine.unload_lora, name):
+            return error(404, f"no LoRA named {name!r} is loaded ({', '.join(engine.loras) or 'none'})")
+        return {"name": name, "deleted": True}
 
     @app.post("/v1/videos")
     async def create_video(body: VideoRequest):

@@ -25,6 +25,7 @@ from typing import Any
 
 from dit_engine import run_loop
 from dit_engine.errors import DitEngineError
+from dit_engine.lora import load_lora, unload_lora, use_lora
 from dit_engine.session import Session
 
 
@@ -46,6 +47,7 @@ class Settings:
     width: int | None
     negative_prompt: str | None
     num_frames: int | None = None  # video requests
+    lora: tuple[str, float] | None = None  # (adapter name, scale)
 
 
 @dataclass
@@ -119,6 +121,12 @@ class ServingEngine:
         self.held: collections.deque[ImageJob] = collections.deque()  # taken, not batched yet
         self.metrics = Metrics()
         self.lock = threading.Lock()
+        self.pipe_lock = threading.Lock()  # a pipeline call, or a LoRA being loaded / deleted
+        self.loras: dict[str, str] = {}  # name -> path (POST /v1/loras)
+        lora = session.cfg.lora
+        self.default_lora = (lora.name, lora.scale) if lora.path is not None else None  # lora.path=: every request's default
+        if self.default_lora:
+            self.loras[lora.name] = lora.path
         self.images: OrderedDict[str, bytes] = OrderedDict()  # response_format=url
         self.videos: OrderedDict[str, dict] = OrderedDict()  # /v1/videos jobs, newest last
         self._stop = threading.Event()
@@ -131,11 +139,40 @@ class ServingEngine:
         return self.session.cfg.model.pretrained or self.adapter.name
 
     def settings(self, *, steps: int | None, guidance: float | None, size: tuple[int, int] | None,
-                 negative_prompt: str | None, num_frames: int | None = None) -> Settings:
+                 negative_prompt: str | None, num_frames: int | None = None,
+                 lora: tuple[str, float] | None = None) -> Settings:
         w = self.session.workload
         height, width = (size[1], size[0]) if size else (w.height, w.width)
+        lora = lora if lora is not None else self.default_lora
+        if lora is not None and lora[0] not in self.loras:
+            known = ", ".join(self.loras) or "none loaded"
+            raise BadRequestError(f"lora {lora[0]!r} is not loaded ({known}); load it with POST /v1/loras")
+        if lora is not None and not lora[1] >= 0:
+            raise BadRequestError(f"lora scale {lora[1]} must be >= 0")
         return Settings(steps if steps is not None else w.num_inference_steps,
-                        guidance if guidance is not None else w.guidance_scale, height, width, negative_prompt, num_frames)
+                        guidance if guidance is not None else w.guidance_scale, height, width, negative_prompt, num_frames,
+                        lora)
+
+    # -- LoRA adapters (loaded and switched between pipeline calls, under the pipeline lock) ----
+
+    def load_lora(self, name: str, path: str) -> None:
+        if name in self.loras:
+            raise BadRequestError(f"lora {name!r} is already loaded; DELETE /v1/loras/{name} first or pick another name")
+        with self.pipe_lock:
+            try:
+                for transformer in self.adapter.transformers(self.pipe).values():
+                    load_lora(transformer, path, name)
+            except DitEngineError as err:
+                raise BadRequestError(str(err)) from None
+            self.loras[name] = path
+
+    def unload_lora(self, name: str) -> bool:
+        with self.pipe_lock:
+            if self.loras.pop(name, None) is None:
+                return False
+            for transformer in self.adapter.transformers(self.pipe).values():
+                unload_lora(transformer, name)
+            return True
 
     @property
     def makes_video(self) -> bool:
@@ -258,11 +295,15 @@ class ServingEngine:
         for job in batch:
             if job.on_start is not None:
                 job.on_start()
+        lora = batch[0].settings.lora
         try:
-            self.handle.reset()
-            images = run_loop.call_pipeline(self.pipe, self.adapter, workload, prompts, seeds,
-                                            frames=batch[0].settings.num_frames is not None)
-            summary = self.handle.summary()
+            with self.pipe_lock:
+                for transformer in self.adapter.transformers(self.pipe).values():
+                    use_lora(transformer, *(lora or (None,)))
+                self.handle.reset()
+                images = run_loop.call_pipeline(self.pipe, self.adapter, workload, prompts, seeds,
+                                                frames=batch[0].settings.num_frames is not None)
+                summary = self.handle.summary()
         except Exception as err:  # the request fails, the server keeps serving
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             for job in batch:

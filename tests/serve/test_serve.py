@@ -218,3 +218,73 @@ def test_an_image_model_refuses_videos():
         assert response.status_code == 400 and "generates images; use POST /v1/images/generations" in response.json()["error"]["message"]
     finally:
         engine.close()
+
+
+def _tiny_lora(transformer, path: Path) -> Path:
+    """Random rank-2 LoRA weights for every block's attn.to_q / to_v, saved with safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for name, module in transformer.named_modules():
+        if name.endswith(("attn.to_q", "attn.to_v")):
+            weights[f"transformer.{name}.lora_A.weight"] = torch.randn(2, module.in_features, generator=generator) * 0.5
+            weights[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, 2, generator=generator) * 0.5
+    save_file(weights, str(path))
+    return path
+
+
+def test_a_lora_loads_changes_the_output_and_unloads_to_the_base_exactly(tmp_path):
+    pytest.importorskip("peft")
+    from fastapi.testclient import TestClient
+
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+    from dit_engine.session import Session
+
+    engine = ServingEngine(Session.from_overrides(["cache=dbcache"]).prepare())
+    client = TestClient(create_app(engine))
+    lora = _tiny_lora(engine.pipe.transformer, tmp_path / "fox.safetensors")
+
+    def image(**extra):
+        response = client.post("/v1/images/generations", json={"prompt": "seven", "seed": 3, **extra})
+        assert response.status_code == 200, response.text
+        return _pixels(base64.b64decode(response.json()["data"][0]["b64_json"]))
+
+    try:
+        base = image()
+        assert client.post("/v1/loras", json={"name": "fox", "path": str(lora)}).status_code == 200
+        assert np.array_equal(image(), base)  # loaded, not asked for: the base model
+        with_lora = image(lora="fox")
+        assert not np.array_equal(with_lora, base)
+        assert not np.array_equal(image(lora={"name": "fox", "scale": 0.5}), with_lora)
+        assert client.delete("/v1/loras/fox").json()["deleted"] is True
+        assert np.array_equal(image(), base)  # unloaded: exactly the base model again
+        for request, status, message in [
+            (lambda: client.post("/v1/loras", json={"name": "gone", "path": str(tmp_path / "missing.safetensors")}), 400, "does not exist"),
+            (lambda: client.post("/v1/images/generations", json={"prompt": "seven", "lora": "fox"}), 400, "lora 'fox' is not loaded"),
+            (lambda: client.delete("/v1/loras/fox"), 404, "no LoRA named 'fox'"),
+        ]:
+            response = request()
+            assert response.status_code == status and message in response.json()["error"]["message"], response.text
+    finally:
+        engine.close()
+
+
+def test_the_cli_loads_a_lora_and_refuses_a_missing_one(tmp_path):
+    pytest.importorskip("peft")
+    from dit_engine.errors import PlanError
+    from dit_engine.session import Session
+    from dit_engine.tiny import load_tiny_pipeline
+
+    lora = _tiny_lora(load_tiny_pipeline().transformer, tmp_path / "fox.safetensors")
+    common = ["workload.prompts=[seven]", "workload.warmup=0", "workload.repeats=1", "report.contact_sheet=false", "model.device=cpu"]
+    plain = Session.from_overrides(common).run(tmp_path / "plain")
+    styled = Session.from_overrides([*common, f"lora.path={lora}"]).run(tmp_path / "lora")
+    assert not np.array_equal(_pixels((tmp_path / "plain" / plain["images"][0]).read_bytes()),
+                              _pixels((tmp_path / "lora" / styled["images"][0]).read_bytes()))
+    with pytest.raises(PlanError, match="lora.path=/no/such.safetensors does not exist"):
+        Session.from_overrides(["lora.path=/no/such.safetensors"]).prepare()
+    with pytest.raises(PlanError, match=r"lora.path with quant= \(quant.scheme=int8_weight_only\) is not supported"):
+        Session.from_overrides([f"lora.path={lora}", "quant=int8_weight_only"]).prepare()

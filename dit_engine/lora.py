@@ -1,0 +1,85 @@
+"""LoRA adapters on the pipeline's transformer, through diffusers' own loading (peft).
+
+The CLI's ``lora.path`` / ``lora.scale`` load one adapter for a run; the server loads named
+adapters (``POST /v1/loras``) and picks one per request. The engine's hooks sit on whole blocks,
+so the LoRA layers peft puts inside them compose with every cache; cache state starts afresh at
+each pipeline call, so switching adapters between calls leaves nothing stale.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dit_engine.errors import DitEngineError
+
+
+def lora_problems(cfg: Any) -> list[str]:
+    """Plan-time problems of ``lora.*`` with the rest of the config, each a one-line fix."""
+    lora = cfg.get("lora")
+    if lora is None or lora.path is None:
+        return []
+    problems = []
+    path = Path(os.path.expanduser(lora.path))
+    if not path.exists():
+        problems.append(f"lora.path={lora.path} does not exist; give a .safetensors file (or a folder holding one)")
+    if not lora.scale == lora.scale or lora.scale < 0:  # NaN too
+        problems.append(f"lora.scale={lora.scale} must be >= 0 (1 is the adapter as trained)")
+    for group, what in (("quant", "quantized"), ("compile", "compiled")):
+        if cfg[group].name != "none":
+            option = f"quant.scheme={cfg.quant.get('scheme')}" if group == "quant" else f"compile.scope={cfg.compile.get('scope')}"
+            problems.append(f"lora.path with {group}= ({option}) is not supported (the LoRA layers would be {what} "
+                            f"away); drop one of them")
+    if cfg.parallel.name != "none" and (cfg.parallel.get("tp_degree") or 1) > 1:
+        problems.append("lora.path with tensor parallelism is not supported; use parallel.tp_degree=1")
+    return problems
+
+
+def _state_dict(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise DitEngineError(f"{path} holds no .safetensors file; give the LoRA's weights file")
+        path = files[0]
+    try:
+        return load_file(str(path))
+    except Exception as err:  # not a safetensors file, truncated...
+        raise DitEngineError(f"{path} is not a readable safetensors file ({str(err).splitlines()[0]})") from None
+
+
+def load_lora(transformer: Any, path: str, name: str) -> None:
+    """Load the LoRA at ``path`` into ``transformer`` as adapter ``name`` (enabled, scale 1)."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise DitEngineError("LoRA needs peft: pip install peft") from None
+    resolved = Path(os.path.expanduser(path))
+    if not resolved.exists():
+        raise DitEngineError(f"LoRA path {path} does not exist; give a .safetensors file (or a folder holding one)")
+    state = _state_dict(resolved)
+    prefix = "transformer" if any(key.startswith("transformer.") for key in state) else None
+    try:
+        transformer.load_lora_adapter(state, adapter_name=name, prefix=prefix)
+    except Exception as err:
+        raise DitEngineError(f"LoRA {path} does not fit {type(transformer).__name__}: {str(err).splitlines()[0]}") from None
+    if name not in getattr(transformer, "peft_config", {}):
+        raise DitEngineError(f"LoRA {path} holds no weights for {type(transformer).__name__}'s layers; is it for another model?")
+
+
+def use_lora(transformer: Any, name: str | None, scale: float = 1.0) -> None:
+    """Run the next calls with adapter ``name`` at ``scale``, or with no adapter (``None``)."""
+    if not getattr(transformer, "peft_config", None):
+        return
+    if name is None:
+        transformer.disable_lora()
+        return
+    transformer.enable_lora()
+    transformer.set_adapters([name], [scale])
+
+
+def unload_lora(transformer: Any, name: str) -> None:
+    """Delete adapter ``name``: the transformer computes exactly as before it was loaded."""
+    transformer.delete_adapters(name)
