@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -159,6 +159,9 @@ def create_app(engine: ServingEngine) -> FastAPI:
 
     @app.post("/v1/images/generations")
     async def generations(body: ImageGenerationRequest, request: Request):
+        return await _generate(body, request)
+
+    async def _generate(body: ImageGenerationRequest, request: Request, inputs: dict | None = None):
         started = time.perf_counter()
         try:
             if not 1 <= body.n <= serve.max_images:
@@ -167,7 +170,7 @@ def create_app(engine: ServingEngine) -> FastAPI:
                                        size=_size(body.size), negative_prompt=body.negative_prompt, lora=_lora(body.lora))
             engine.check(body.prompt, settings)
             seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-            future = engine.submit(body.prompt, body.n, seed, settings)
+            future = engine.submit(body.prompt, body.n, seed, settings, inputs=inputs)
         except BadRequestError as err:
             engine.count("bad_request")
             return error(400, str(err))
@@ -198,6 +201,36 @@ def create_app(engine: ServingEngine) -> FastAPI:
         with engine.lock:
             engine.metrics.observe(time.perf_counter() - started)
         return {"created": int(time.time()), "data": data}
+
+    @app.post("/v1/images/edits")
+    async def edits(request: Request, image: UploadFile = File(...), prompt: str = Form(..., min_length=1, max_length=4000),
+                    n: int = Form(1), size: str | None = Form(None), response_format: str = Form("b64_json"),
+                    model: str | None = Form(None), num_inference_steps: int | None = Form(None),
+                    guidance_scale: float | None = Form(None), seed: int | None = Form(None),
+                    negative_prompt: str | None = Form(None), mask: UploadFile | None = File(None)):
+        """OpenAI's image edit (multipart): ``image`` (and ``mask`` where the pipeline takes one)
+        and ``prompt``, for edit pipelines (FLUX Kontext, Qwen-Image-Edit...)."""
+        if not engine.takes("image"):
+            engine.count("bad_request")
+            return error(400, f"model {engine.model_id()} does not edit images (its pipeline takes no image); use /v1/images/generations")
+        if response_format not in ("b64_json", "url"):
+            return error(422, f"response_format={response_format!r}: use b64_json or url")
+        from PIL import Image, UnidentifiedImageError
+
+        inputs = {}
+        for field_name, upload, argument in (("image", image, "image"), ("mask", mask, "mask_image")):
+            if upload is None:
+                continue
+            if argument == "mask_image" and not engine.takes(argument):
+                return error(400, f"model {engine.model_id()} takes no mask; drop the mask field")
+            try:
+                inputs[argument] = Image.open(io.BytesIO(await upload.read())).convert("RGB")
+            except (UnidentifiedImageError, OSError):
+                return error(400, f"{field_name}: not an image file PIL can read (PNG, JPEG, WebP...)")
+        body = ImageGenerationRequest(prompt=prompt, n=n, size=size, response_format=response_format, model=model,
+                                      num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+                                      negative_prompt=negative_prompt)
+        return await _generate(body, request, inputs)
 
     @app.get("/v1/loras")
     async def loras():

@@ -60,6 +60,7 @@ class ImageJob:
     settings: Settings
     future: Future = field(default_factory=Future)
     on_start: Any = None  # called when the worker takes it (videos: status in_progress)
+    inputs: dict[str, Any] | None = None  # per-request pipeline inputs (an edit's image): never batched
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -174,6 +175,12 @@ class ServingEngine:
                 unload_lora(transformer, name)
             return True
 
+    def takes(self, argument: str) -> bool:
+        """Whether the pipeline's call takes ``argument`` (``image`` for edit pipelines)."""
+        import inspect
+
+        return argument in inspect.signature(type(self.pipe).__call__).parameters
+
     @property
     def makes_video(self) -> bool:
         """Whether the pipeline generates videos (its call takes ``num_frames``)."""
@@ -191,9 +198,11 @@ class ServingEngine:
                 problem = f"size={settings.width}x{settings.height} cannot be generated: {problem.split(': ', 1)[-1]}"
             raise BadRequestError(problem)
 
-    def submit(self, prompt: str, n: int, seed: int, settings: Settings, on_start: Any = None) -> Future:
-        """Queue a request; its future gets ``(images, stats)``. QueueFullError when full."""
-        job = ImageJob(prompt, n, seed, settings, on_start=on_start)
+    def submit(self, prompt: str, n: int, seed: int, settings: Settings, on_start: Any = None,
+               inputs: dict[str, Any] | None = None) -> Future:
+        """Queue a request; its future gets ``(images, stats)``. QueueFullError when full.
+        ``inputs`` are extra pipeline arguments of this request alone (an edit's ``image``)."""
+        job = ImageJob(prompt, n, seed, settings, on_start=on_start, inputs=inputs)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -269,11 +278,11 @@ class ServingEngine:
         batch, images = [first], first.n
         deadline = time.perf_counter() + self.serve.batch_wait_ms / 1000
         passed_over = []
-        while self.batching and images < self.serve.max_batch:
+        while self.batching and first.inputs is None and images < self.serve.max_batch:
             job = self._take(timeout=max(0.0, deadline - time.perf_counter()))
             if job is None:
                 break
-            if job.settings == first.settings and images + job.n <= self.serve.max_batch:
+            if job.settings == first.settings and job.inputs is None and images + job.n <= self.serve.max_batch:
                 batch.append(job)
                 images += job.n
             else:
@@ -291,6 +300,8 @@ class ServingEngine:
         prompts = [job.prompt for job in batch for _ in range(job.n)]
         seeds = [job.seed + i for job in batch for i in range(job.n)]
         workload = self._workload(batch[0].settings, prompts)
+        if batch[0].inputs:  # one request alone (see _next_batch)
+            workload = dataclasses.replace(workload, call_kwargs={**workload.call_kwargs, **batch[0].inputs})
         started = time.perf_counter()
         for job in batch:
             if job.on_start is not None:

@@ -288,3 +288,58 @@ def test_the_cli_loads_a_lora_and_refuses_a_missing_one(tmp_path):
         Session.from_overrides(["lora.path=/no/such.safetensors"]).prepare()
     with pytest.raises(PlanError, match=r"lora.path with quant= \(quant.scheme=int8_weight_only\) is not supported"):
         Session.from_overrides([f"lora.path={lora}", "quant=int8_weight_only"]).prepare()
+
+
+def test_image_edits_take_a_multipart_image_and_equal_a_direct_call():
+    """POST /v1/images/edits on a tiny FLUX Kontext pipeline (in-process server)."""
+    from diffusers import FluxKontextPipeline
+    from fastapi.testclient import TestClient
+
+    from dit_engine import run_loop
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+    from dit_engine.session import Session
+    from dit_engine.testing.pipelines import build_tiny_flux_pipeline
+
+    pipe = FluxKontextPipeline(**build_tiny_flux_pipeline().components)
+    session = Session.from_overrides(["cache=dbcache", "workload.num_inference_steps=4", "workload.height=32", "workload.width=32",
+                                      "+workload.call_kwargs.max_area=1024", "+workload.call_kwargs.max_sequence_length=16"])
+    engine = ServingEngine(session.prepare_for(pipe), pipe=pipe)
+    engine.session.workload.call_kwargs["_auto_resize"] = False  # keep the 32 px input (else ~1 MP)
+    client = TestClient(create_app(engine))
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    try:
+        response = client.post("/v1/images/edits", data={"prompt": "make it red", "seed": "5"},
+                               files={"image": ("in.png", buffer.getvalue(), "image/png")})
+        assert response.status_code == 200, response.text
+        served = _pixels(base64.b64decode(response.json()["data"][0]["b64_json"]))
+        settings = engine.settings(steps=None, guidance=None, size=None, negative_prompt=None)
+        workload = engine._workload(settings, ["make it red"])
+        workload.call_kwargs["image"] = picture.convert("RGB")
+        engine.handle.reset()
+        alone = run_loop.call_pipeline(pipe, engine.adapter, workload, ["make it red"], [5])[0]
+        assert np.array_equal(served, np.asarray(alone.convert("RGB")))
+        bad = client.post("/v1/images/edits", data={"prompt": "x"}, files={"image": ("in.png", b"not an image", "image/png")})
+        assert bad.status_code == 400 and "not an image file" in bad.json()["error"]["message"]
+        missing = client.post("/v1/images/edits", data={"prompt": "x"})
+        assert missing.status_code == 422
+    finally:
+        engine.close()
+
+
+def test_a_text_to_image_model_refuses_edits():
+    from fastapi.testclient import TestClient
+
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+    from dit_engine.session import Session
+
+    engine = ServingEngine(Session.from_overrides([]).prepare())
+    try:
+        response = TestClient(create_app(engine)).post("/v1/images/edits", data={"prompt": "seven"},
+                                                       files={"image": ("in.png", b"x", "image/png")})
+        assert response.status_code == 400 and "does not edit images" in response.json()["error"]["message"]
+    finally:
+        engine.close()
