@@ -9,7 +9,14 @@ Python use mirrors the CLI overrides::
     handle.remove()
 """
 
-from dit_engine.api import apply
+# Before anything imports diffusers: with torchao installed (quant=) and peft (LoRA), importing
+# diffusers imports torchao, which logs CUDA kernels it cannot load and torch deprecations that
+# say nothing to a dit_engine user; only logging levels change (errors still raise).
+from dit_engine.console import quiet_known_noise as _quiet_known_noise
+
+_quiet_known_noise()
+
+from dit_engine.api import apply  # noqa: E402
 from dit_engine.errors import (
     AlreadyAppliedError,
     ConfigError,
