@@ -184,9 +184,7 @@ class ServingEngine:
     @property
     def makes_video(self) -> bool:
         """Whether the pipeline generates videos (its call takes ``num_frames``)."""
-        import inspect
-
-        return "num_frames" in inspect.signature(type(self.pipe).__call__).parameters
+        return self.takes("num_frames")
 
     def check(self, prompt: str, settings: Settings) -> None:
         """The model's own checks of a workload with this prompt and these settings."""
