@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dit_engine.atomic import atomic_write_text
 from dit_engine.config import register_schemas
-from dit_engine.config.compose import explain_compose_error
+from dit_engine.config.compose import expand_aliases, explain_compose_error
 from dit_engine.console import fail, quiet_known_noise
 from dit_engine.outputs import writable_dir_problem
 from dit_engine.errors import ConfigError, DitEngineError
@@ -269,6 +269,7 @@ def main() -> None:
     """
     register_schemas()
     quiet_known_noise()
+    sys.argv[1:] = expand_aliases(sys.argv[1:])
     scratch = _join_torchrun()
     users_value = os.environ.get("HYDRA_FULL_ERROR")
     wants_traceback = users_value == "1"

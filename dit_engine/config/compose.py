@@ -54,12 +54,28 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     about 0.3 s per compose; ``apply()`` in a loop would pay it every time): each call returns its
     own deep copy, so callers may change it freely.
     """
-    key = tuple(overrides)
+    key = tuple(expand_aliases(overrides))
     if key not in _COMPOSED:
         if len(_COMPOSED) >= _COMPOSED_MAX:
             _COMPOSED.pop(next(iter(_COMPOSED)))
-        _COMPOSED[key] = _compose(list(overrides))
+        _COMPOSED[key] = _compose(list(key))
     return copy.deepcopy(_COMPOSED[key])
+
+
+#: shorthand overrides: ``lora=<path>`` sets ``lora.path`` (``lora`` is a node of keys, not a group)
+ALIASES = {"lora": "lora.path"}
+
+
+def expand_aliases(overrides: Sequence[str]) -> list[str]:
+    """Overrides with each shorthand spelled out (``lora=x.safetensors`` -> ``lora.path=x.safetensors``);
+    ``lora=null`` / ``lora=none`` mean no LoRA."""
+    expanded = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key in ALIASES:
+            override = f"{ALIASES[key]}={'null' if value.lower() == 'none' else value}"
+        expanded.append(override)
+    return expanded
 
 
 #: overrides -> composed config (oldest dropped first beyond _COMPOSED_MAX)

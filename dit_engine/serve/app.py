@@ -139,7 +139,8 @@ def create_app(engine: ServingEngine) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": engine.model_id(), "queue_depth": engine.queue_depth(), "batching": engine.batching}
+        return {"status": "ok", "model": engine.model_id(), "queue_depth": engine.queue_depth(), "batching": engine.batching,
+                "ranks": engine.ranks}
 
     @app.get("/v1/models")
     async def models():

@@ -26,6 +26,7 @@ from typing import Any
 from dit_engine import run_loop
 from dit_engine.errors import DitEngineError
 from dit_engine.lora import load_lora, unload_lora, use_lora
+from dit_engine.plan import parallel_world_size
 from dit_engine.session import Session
 
 
@@ -94,6 +95,47 @@ def batch_invariant(plan: Any) -> bool:
     return all(step.stage is not Stage.CACHE or getattr(step.config, "policy", None) == "static" for step in plan.steps)
 
 
+class PipelineRunner:
+    """The loaded, planned pipeline and what the server does to it: generate, load a LoRA, unload
+    one. Under a parallel plan every rank holds one and does the same to it in the same order
+    (rank 0's broadcasts each call first: :mod:`dit_engine.serve.ranks`)."""
+
+    def __init__(self, session: Session, pipe: Any = None):
+        self.session = session
+        self.adapter = session.adapter
+        if pipe is None:
+            pipe = session.load()
+        else:
+            from dit_engine.workload import resolve_workload
+
+            session.workload = session.workload or resolve_workload(session.cfg.workload, self.adapter)
+        self.pipe = pipe
+        self.pipe.set_progress_bar_config(disable=True)
+        self.handle = session.apply(self.pipe)
+
+    def generate(self, workload: Any, seeds: list[int], frames: bool, lora: tuple[str, float] | None) -> tuple[list, dict]:
+        """One pipeline call of ``workload.prompts`` (cache state afresh); its images (or frames)
+        and the handle's summary of it."""
+        for transformer in self.adapter.transformers(self.pipe).values():
+            use_lora(transformer, *(lora or (None,)))
+        self.handle.reset()
+        images = run_loop.call_pipeline(self.pipe, self.adapter, workload, workload.prompts, seeds, frames=frames)
+        return images, self.handle.summary()
+
+    def load_lora(self, name: str, path: str) -> None:
+        for transformer in self.adapter.transformers(self.pipe).values():
+            load_lora(transformer, path, name)
+
+    def unload_lora(self, name: str) -> None:
+        for transformer in self.adapter.transformers(self.pipe).values():
+            unload_lora(transformer, name)
+
+    def close(self) -> None:
+        """Take the plan off the pipeline (where it can be taken off)."""
+        if not self.session.plan.irreversible_steps():
+            self.handle.remove()
+
+
 class ServingEngine:
     """Load the session's pipeline, apply its plan once, and serve image requests from a queue.
 
@@ -102,21 +144,16 @@ class ServingEngine:
             (:func:`batch_invariant` plans only; up to ``serve.max_batch`` images per call).
     """
 
-    def __init__(self, session: Session, pipe: Any = None):
+    def __init__(self, session: Session, pipe: Any = None, runner: "PipelineRunner | None" = None):
         """``session`` prepared (``prepare()``: the pipeline is loaded here), or prepared for
-        ``pipe``, a pipeline the caller built (``prepare_for(pipe)``)."""
+        ``pipe``, a pipeline the caller built (``prepare_for(pipe)``); or ``runner``, the pipeline
+        already loaded and planned (rank 0 of a parallel plan passes one that broadcasts)."""
         self.session = session
         self.serve = session.cfg.serve
         self.adapter = session.adapter
-        if pipe is None:
-            self.pipe = session.load()
-        else:
-            from dit_engine.workload import resolve_workload
-
-            self.pipe = pipe
-            session.workload = session.workload or resolve_workload(session.cfg.workload, self.adapter)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.handle = session.apply(self.pipe)
+        self.runner = runner or PipelineRunner(session, pipe)
+        self.pipe = self.runner.pipe
+        self.ranks = parallel_world_size(session.cfg)  # every rank runs every pipeline call
         self.batching = self.serve.max_batch > 1 and batch_invariant(session.plan)
         self.queue: queue.Queue[ImageJob] = queue.Queue(maxsize=self.serve.max_queue)
         self.held: collections.deque[ImageJob] = collections.deque()  # taken, not batched yet
@@ -161,8 +198,7 @@ class ServingEngine:
             raise BadRequestError(f"lora {name!r} is already loaded; DELETE /v1/loras/{name} first or pick another name")
         with self.pipe_lock:
             try:
-                for transformer in self.adapter.transformers(self.pipe).values():
-                    load_lora(transformer, path, name)
+                self.runner.load_lora(name, path)
             except DitEngineError as err:
                 raise BadRequestError(str(err)) from None
             self.loras[name] = path
@@ -171,8 +207,7 @@ class ServingEngine:
         with self.pipe_lock:
             if self.loras.pop(name, None) is None:
                 return False
-            for transformer in self.adapter.transformers(self.pipe).values():
-                unload_lora(transformer, name)
+            self.runner.unload_lora(name)
             return True
 
     def takes(self, argument: str) -> bool:
@@ -304,15 +339,10 @@ class ServingEngine:
         for job in batch:
             if job.on_start is not None:
                 job.on_start()
-        lora = batch[0].settings.lora
         try:
             with self.pipe_lock:
-                for transformer in self.adapter.transformers(self.pipe).values():
-                    use_lora(transformer, *(lora or (None,)))
-                self.handle.reset()
-                images = run_loop.call_pipeline(self.pipe, self.adapter, workload, prompts, seeds,
-                                                frames=batch[0].settings.num_frames is not None)
-                summary = self.handle.summary()
+                images, summary = self.runner.generate(workload, seeds, batch[0].settings.num_frames is not None,
+                                                       batch[0].settings.lora)
         except Exception as err:  # the request fails, the server keeps serving
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             for job in batch:
@@ -327,6 +357,9 @@ class ServingEngine:
             "cache_hit_ratio": summary["hit_ratio"],
             "steps_cached": summary["steps_cached"],
         }
+        parallel = next((t for t in summary["transforms"].values() if "world_size" in t), None)
+        if parallel is not None:  # every rank ran this call; rank 0 counted its collectives
+            stats.update(ranks=parallel["world_size"], collective_calls=parallel["collective_calls"])
         with self.lock:
             m = self.metrics
             m.images += len(prompts)
@@ -342,8 +375,8 @@ class ServingEngine:
     def close(self) -> None:
         self._stop.set()
         self.worker.join(timeout=5)
-        if not self.session.plan.irreversible_steps():
-            self.handle.remove()
+        with self.pipe_lock:
+            self.runner.close()
 
     def prometheus(self) -> str:
         """The counters in Prometheus' text format."""

@@ -31,12 +31,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _serve(args: list[str], folder: Path):
+    """A real server (``python -m dit_engine.serve *args``) until the generator is closed; yields its URL."""
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", *PLAN, f"serve.port={port}", f"serve.api_key={KEY}",
-                                "serve.max_body_mb=1"], cwd=tmp_path_factory.mktemp("serve"), env=env,
+    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", *args, f"serve.port={port}"], cwd=folder, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -53,17 +52,22 @@ def server(tmp_path_factory):
         pytest.fail("the server did not answer /health within 120 s")
     yield url
     process.terminate()
-    process.wait(timeout=30)
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from _serve([*PLAN, f"serve.api_key={KEY}", "serve.max_body_mb=1"], tmp_path_factory.mktemp("serve"))
 
 
 def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def _cli_images(tmp_path: Path, prompts: list[str], seed: int) -> list[np.ndarray]:
+def _cli_images(tmp_path: Path, prompts: list[str], seed: int, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
     from dit_engine.session import Session
 
-    overrides = [*PLAN, f"workload.prompts=[{','.join(prompts)}]", f"workload.seed={seed}", f"workload.batch_size={len(prompts)}",
+    overrides = [*PLAN, *extra, f"workload.prompts=[{','.join(prompts)}]", f"workload.seed={seed}", f"workload.batch_size={len(prompts)}",
                  "workload.warmup=0", "workload.repeats=1", "report.contact_sheet=false", "model.device=cpu"]
     metrics = Session.from_overrides(overrides).run(tmp_path / "cli")
     return [_pixels((tmp_path / "cli" / name).read_bytes()) for name in metrics["images"]]
@@ -149,7 +153,8 @@ def test_a_full_queue_answers_429_with_retry_after():
 
 @pytest.mark.parametrize("args,expected", [
     (["cache=dbcachee"], "unknown option cache=dbcachee"),
-    (["parallel=ulysses2"], "parallel= is not served yet"),
+    (["parallel=ulysses2", "lora=/no/such.safetensors"], "lora.path=/no/such.safetensors does not exist"),
+    (["parallel=ulysses2", "parallel.ulysses_degree=0"], "ulysses_degree"),
     (["workload.prompts=[cat]"], "unknown prompt 'cat' for the tiny model"),
 ])
 def test_the_server_refuses_bad_input_in_one_line_exit_2(args, expected, capsys):
@@ -196,7 +201,7 @@ def test_videos_queue_run_and_return_every_frame():
             served.seek(index)
             frames.append(np.asarray(served.convert("RGB")))
         settings = engine.settings(steps=None, guidance=None, size=(32, 32), negative_prompt=None, num_frames=5)
-        engine.handle.reset()
+        engine.runner.handle.reset()
         alone = run_loop.call_pipeline(pipe, engine.adapter, engine._workload(settings, ["a fox"]), ["a fox"], [7], frames=True)[0]
         assert len(frames) == 5 and all(np.array_equal(a, np.asarray(b.convert("RGB"))) for a, b in zip(frames, alone))
         assert client.delete(f"/v1/videos/{video['id']}").json()["deleted"] is True
@@ -318,7 +323,7 @@ def test_image_edits_take_a_multipart_image_and_equal_a_direct_call():
         settings = engine.settings(steps=None, guidance=None, size=None, negative_prompt=None)
         workload = engine._workload(settings, ["make it red"])
         workload.call_kwargs["image"] = picture.convert("RGB")
-        engine.handle.reset()
+        engine.runner.handle.reset()
         alone = run_loop.call_pipeline(pipe, engine.adapter, workload, ["make it red"], [5])[0]
         assert np.array_equal(served, np.asarray(alone.convert("RGB")))
         bad = client.post("/v1/images/edits", data={"prompt": "x"}, files={"image": ("in.png", b"not an image", "image/png")})
@@ -343,3 +348,40 @@ def test_a_text_to_image_model_refuses_edits():
         assert response.status_code == 400 and "does not edit images" in response.json()["error"]["message"]
     finally:
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def parallel_server(tmp_path_factory):
+    yield from _serve([*PLAN, "parallel=ulysses2"], tmp_path_factory.mktemp("serve_parallel"))
+
+
+def test_a_parallel_plan_is_served_by_every_rank_loras_too(parallel_server, tmp_path):
+    """parallel=ulysses2 on two gloo ranks: rank 0 serves, both run each call (collectives counted);
+    the images match the single-process CLI's; a LoRA loaded over HTTP reaches every rank, matches
+    the CLI's ``lora=<path>`` run, and unloads to the base images exactly."""
+    pytest.importorskip("peft")
+    from dit_engine.tiny import load_tiny_pipeline
+
+    assert httpx.get(f"{parallel_server}/health").json()["ranks"] == 2
+    client = openai.OpenAI(base_url=f"{parallel_server}/v1", api_key="unused")
+
+    def served(**extra):
+        result = client.images.generate(prompt="seven", n=2, extra_body={"seed": 3, **extra})
+        return [_pixels(base64.b64decode(item.b64_json)) for item in result.data], result.data[0].model_extra["dit_engine"]
+
+    def close(a, b):  # gloo ranks reorder float sums: within one level of 255
+        return np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+    base, measured = served()
+    assert measured["ranks"] == 2 and measured["collective_calls"] > 0
+    assert all(close(a, b) for a, b in zip(base, _cli_images(tmp_path / "plain", ["seven", "seven"], seed=3)))
+
+    lora = _tiny_lora(load_tiny_pipeline().transformer, tmp_path / "fox.safetensors")
+    assert httpx.post(f"{parallel_server}/v1/loras", json={"name": "fox", "path": str(lora)}).status_code == 200
+    styled, _ = served(lora="fox")
+    assert not any(np.array_equal(a, b) for a, b in zip(styled, base))
+    expected = _cli_images(tmp_path / "lora", ["seven", "seven"], seed=3, extra=(f"lora={lora}",))  # the alias of lora.path
+    assert all(close(a, b) for a, b in zip(styled, expected))
+    assert httpx.delete(f"{parallel_server}/v1/loras/fox").json()["deleted"] is True
+    again, _ = served()
+    assert all(np.array_equal(a, b) for a, b in zip(again, base))
