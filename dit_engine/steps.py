@@ -20,6 +20,9 @@ class StepState:
 
     request: int = 0
     num_steps: int = 0
+    #: the noise level of each step in [0, 1] (the scheduler's sigmas; timesteps / 1000 for
+    #: schedulers without them), or None when unknown
+    sigmas: list[float] | None = None
     step: int = 0
     transformer: str = ""
     branch: int = 0
@@ -45,10 +48,18 @@ class StepState:
         for listener in self._step_listeners:
             listener()
 
-    def start_request(self, num_steps: int = 0) -> None:
-        """A new request of ``num_steps`` denoising steps (0 when unknown) starts."""
+    @property
+    def sigma(self) -> float | None:
+        """The noise level of the current step in [0, 1], or None when unknown."""
+        sigmas = self.sigmas
+        return sigmas[self.step] if sigmas is not None and self.step < len(sigmas) else None
+
+    def start_request(self, num_steps: int = 0, sigmas: list[float] | None = None) -> None:
+        """A new request of ``num_steps`` denoising steps (0 when unknown) starts; ``sigmas``:
+        each step's noise level in [0, 1] when the scheduler says."""
         self.request += 1
         self.num_steps = num_steps
+        self.sigmas = sigmas
         self.step = 0
         self.in_request = True
         self.calls_in_step.clear()

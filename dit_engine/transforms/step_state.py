@@ -48,7 +48,7 @@ class StepStateTransform(Transform):
         def set_timesteps(*args, **kwargs):
             result = original_set_timesteps(*args, **kwargs)
             timesteps = getattr(scheduler, "timesteps", None)
-            state.start_request(len(timesteps) if timesteps is not None else 0)
+            state.start_request(len(timesteps) if timesteps is not None else 0, noise_levels(scheduler))
             return result
 
         @functools.wraps(original_step)
@@ -73,7 +73,7 @@ class StepStateTransform(Transform):
             self._unwrap()
             self._wrap(scheduler)
             timesteps = getattr(scheduler, "timesteps", None)
-            self.state.start_request(len(timesteps) if timesteps is not None else 0)
+            self.state.start_request(len(timesteps) if timesteps is not None else 0, noise_levels(scheduler))
         self.state.begin_call(name)
 
     def remove(self, pipe: Any) -> None:
@@ -86,3 +86,20 @@ class StepStateTransform(Transform):
 
     def stats(self) -> dict[str, Any]:
         return {"transformer_calls": dict(self.state.calls_total), "requests": self.state.request}
+
+
+def noise_levels(scheduler: Any) -> list[float] | None:
+    """Each step's noise level in [0, 1]: the scheduler's ``sigmas`` (flow matching: the share of
+    noise in the sample), else ``timesteps / num_train_timesteps``; None when neither is known."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None:
+        return None
+    count = len(timesteps)
+    sigmas = getattr(scheduler, "sigmas", None)
+    try:
+        if sigmas is not None and len(sigmas) >= count and float(max(sigmas[:count])) <= 1.0:
+            return [float(s) for s in sigmas[:count]]
+        train = getattr(getattr(scheduler, "config", None), "num_train_timesteps", None) or 1000
+        return [min(1.0, max(0.0, float(t) / train)) for t in timesteps]
+    except (TypeError, ValueError):
+        return None
