@@ -224,6 +224,8 @@ class BlockCache:
 
     def store_span(self, state: BranchState, span: int, hidden: torch.Tensor, encoder: torch.Tensor | None) -> None:
         """Keep a computed middle-span residual (folded into the forecaster's history if bound)."""
+        if span == 0 and getattr(self.rule, "wants_forecast_error", False) and span in state.span_residual:
+            self._report_forecast_error(state, hidden)
         if self.forecaster is None:
             state.span_residual[span] = (hidden, encoder)
             return
@@ -231,6 +233,14 @@ class BlockCache:
         new_hidden = self.forecaster.update(old_hidden, hidden, state.step)
         new_encoder = self.forecaster.update(old_encoder, encoder, state.step) if encoder is not None else None
         state.span_residual[span] = (new_hidden, new_encoder)
+
+    def _report_forecast_error(self, state: BranchState, computed: torch.Tensor) -> None:
+        """Tell the rule how far off a forecast of this computed step would have been (relative
+        L1 of the first span, from the history before this step): the adaptive policy's signal."""
+        stored = state.span_residual[0][0]
+        forecast = self.forecaster.forecast(stored, state.step) if self.forecaster is not None else stored
+        if forecast.shape == computed.shape:
+            self.rule.forecast_error(state, state.step, relative_l1(computed, forecast, self.group))
 
     def span_delta(self, state: BranchState, span: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The residual a hit adds for ``span``: the stored one or its forecast."""

@@ -2,8 +2,10 @@
 compute, on top of the block cache.
 
 Flags are True where a step must compute. Presets are defined relative to the step count so the
-same preset serves 8, 28 or 50 steps; explicit masks of another length are resampled. On the other
-steps the ``dynamic`` policy still applies DBCache's threshold, ``static`` reuses unconditionally;
+same preset serves 8, 28 or 50 steps; explicit masks of another length are resampled; ``cache.budget`` asks for a fraction of
+steps computed instead of a preset. On the other steps the ``dynamic`` policy still applies
+DBCache's threshold, ``static`` reuses unconditionally; ``adaptive`` spends the budget where the
+forecast error measured at computed steps says the trajectory bends (:class:`AdaptiveStepRule`);
 ``skip_level=model`` answers a cached step without running the transformer at all.
 """
 
@@ -41,7 +43,15 @@ class SCMConfig(BlockCacheConfig):
         mask: explicit bit string, ``1`` = compute, ``0`` = may cache (e.g. ``1111010101...``);
             overrides ``preset``. A mask of another length than the step count is resampled
             proportionally (step i of N reads bit floor(i * len / N)).
-        policy: ``dynamic`` or ``static`` (see above).
+        budget: the fraction of steps to compute, in (0, 1] (``cache.budget=0.2``: one step in
+            five): ask for a speed instead of a preset. Overrides ``preset``; 1.0 computes every
+            step (identical to no cache). Laid out like a preset (the first tenth, then evenly
+            strided), or placed by the ``adaptive`` policy.
+        policy: ``dynamic``, ``static`` (see above) or ``adaptive``: a budget of computed steps
+            (``budget``, else the preset's fraction) placed one step at a time: after each
+            computed step the forecast error of that step (what the calibrator, or plain reuse,
+            would have answered vs what was computed) sets how far the next compute may be, so
+            computes gather where the trajectory bends and thin out where it is smooth.
         skip_level: ``blocks`` (cached steps skip the middle blocks) or ``model`` (static policy
             only: a cached step skips the whole transformer call and reuses, or with a
             calibrator forecasts, the model output; front/back blocks are not used).
@@ -50,12 +60,18 @@ class SCMConfig(BlockCacheConfig):
     name: str = "scm"
     preset: Optional[str] = "medium"
     mask: Optional[str] = None
+    budget: Optional[float] = None
     policy: str = "dynamic"
     skip_level: str = "blocks"
 
 
 def preset_flags(preset: str, num_steps: int) -> list[bool]:
-    """Compute the first tenth of the steps (at least one), then evenly strided computes.
+    """The flags of a preset: :func:`budget_flags` at the preset's fraction."""
+    return budget_flags(PRESET_FRACTIONS[preset], num_steps)
+
+
+def budget_flags(fraction: float, num_steps: int) -> list[bool]:
+    """Compute ``fraction`` of the steps: the first tenth (at least one), then evenly strided.
 
     The computes after the head sit at the end of each stride, so every forecast or reuse runs
     from a recent computed step; measured on the embedded model, this beats spending a compute
@@ -63,15 +79,28 @@ def preset_flags(preset: str, num_steps: int) -> list[bool]:
     """
     if num_steps <= 0:
         return []
-    target = max(1, round(PRESET_FRACTIONS[preset] * num_steps))
-    head = min(num_steps, max(1, math.ceil(0.1 * num_steps)))
+    target = max(1, round(fraction * num_steps))
+    if target >= num_steps:
+        return [True] * num_steps
+    head = min(target, max(1, math.ceil(0.1 * num_steps)))
     flags = [i < head for i in range(num_steps)]
-    remaining = min(target - head, num_steps - head)
+    remaining = target - head
     if remaining > 0:
         stride = (num_steps - head) / (remaining + 0.5)  # half a stride of forecasts after the last compute
         for k in range(remaining):
             flags[min(num_steps - 1, head - 1 + round((k + 1) * stride))] = True
+    for i in range(num_steps):  # strides under one step collide: the budget is still spent
+        if sum(flags) >= target:
+            break
+        flags[i] = True
     return flags
+
+
+def budget_problem(budget: float | None) -> str | None:
+    """Why ``cache.budget`` is unusable, or None."""
+    if budget is not None and not 0 < budget <= 1:  # NaN fails too
+        return f"cache.budget={budget} must be in (0, 1]: the fraction of steps computed, e.g. cache.budget=0.2"
+    return None
 
 
 def mask_problem(mask: str) -> str | None:
@@ -120,6 +149,90 @@ class StepMaskRule:
         return True
 
 
+#: an error constant this many times the earlier ones' (geometric) mean is a bend
+BEND = 1.5
+
+
+@dataclass
+class AdaptiveBranch:
+    """Per CFG branch: the computed steps so far and the error constants measured at them."""
+
+    computed: list[int]
+    constants: list[float]
+
+
+class AdaptiveStepRule:
+    """Spend a budget of computed steps where the forecast is worst.
+
+    The first tenth of the steps computes, as in the presets. After that, each computed step
+    measures the error the forecast would have made there (relative L1 between the forecast from
+    the history before it and the computed value; see :meth:`BlockCache.store_span`) and turns it
+    into an error constant ``C = error / gap**p`` (``p`` = forecaster order + 1, the error's growth
+    with the gap; 1 for plain reuse). The next compute comes after the gap whose forecast error
+    ``C * gap**p`` reaches what an even spread of the remaining budget would allow at the
+    constants' mean: ``gap = even_gap * (mean C / C) ** (1 / p)``, kept within [1, 2 x even_gap]
+    and always leaving room for the remaining computes. A smooth stretch stretches the gap, a
+    bend shortens it; the total stays ``round(budget * steps)``.
+    """
+
+    wants_forecast_error = True
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+        self.order = 0  # the bound forecaster's order (0: plain reuse), read at each request
+
+    def new_request(self, cache: BlockCache) -> None:
+        forecaster = cache.forecaster
+        self.order = getattr(forecaster, "order", 1) if forecaster is not None else 0
+
+    def _branch(self, state: BranchState) -> AdaptiveBranch:
+        if state.rule is None:
+            state.rule = AdaptiveBranch([], [])
+        return state.rule
+
+    def forecast_error(self, state: BranchState, step: int, error: float) -> None:
+        """Computed ``step``: the forecast from the previous computed step would have been
+        ``error`` off (relative L1)."""
+        branch = self._branch(state)
+        if len(branch.computed) < 2 or branch.computed[-1] != step or not math.isfinite(error):
+            return
+        gap = step - branch.computed[-2]
+        branch.constants.append(max(error, 1e-12) / gap ** (self.order + 1))
+
+    def should_hit(self, cache: BlockCache, state: BranchState, step: int, front_residual, entry) -> bool:
+        branch = self._branch(state)
+        hit = self._decide(cache, state, branch, step)
+        if not hit:
+            branch.computed.append(step)
+        return hit
+
+    def _decide(self, cache: BlockCache, state: BranchState, branch: AdaptiveBranch, step: int) -> bool:
+        if cache.follows_leader():
+            return cache.leader_hit(step)
+        num_steps = cache.step_state.num_steps
+        if not num_steps or not cache.may_cache(state, step):
+            return False  # no step count to budget, or nothing stored to answer from
+        budget = max(1, round(self.fraction * num_steps))
+        head = min(budget, max(1, math.ceil(0.1 * num_steps)))
+        left = budget - len(branch.computed)
+        if left <= 0:
+            return True
+        if step < head or left >= num_steps - step:
+            return False  # the head, or every remaining step is needed to spend the budget
+        last = branch.computed[-1]
+        even_gap = (num_steps - 1 - last) / (left + 0.5)  # as the strided layout would space them
+        gap = even_gap
+        if len(branch.constants) >= 2:
+            # A bend: the last forecast error grew past what the earlier ones predict. Come back
+            # sooner, by the gap at which the new error constant gives the usual error. Never
+            # later than the even spread: a smooth stretch keeps the budget for later bends.
+            typical = math.exp(sum(math.log(c) for c in branch.constants[:-1]) / (len(branch.constants) - 1))
+            if branch.constants[-1] > BEND * typical:
+                gap = even_gap * (typical / branch.constants[-1]) ** (1 / (self.order + 1))
+        gap = max(gap, 1.0)
+        return step - last < round(gap)
+
+
 class SCMTransform(ForecastableBlockCache):
     """The block cache driven by a steps computation mask (``cache=scm``, ``cache=scm_static``)."""
 
@@ -131,25 +244,38 @@ class SCMTransform(ForecastableBlockCache):
     @classmethod
     def check(cls, config: SCMConfig, context: PlanContext) -> list[str]:
         problems = cls.block_problems(config, context, needs_threshold=config.policy == "dynamic")
-        if config.policy not in ("static", "dynamic"):
-            problems.append(f"cache.policy={config.policy} is unknown; use static (cache every masked step) or dynamic (masked steps obey the threshold)")
+        if config.policy not in ("static", "dynamic", "adaptive"):
+            problems.append(f"cache.policy={config.policy} is unknown; use static (cache every masked step), dynamic (masked "
+                            "steps obey the threshold) or adaptive (a budget of computes placed by the forecast error)")
         elif config.policy == "dynamic" and config.front_blocks < 1:
             problems.append("cache.policy=dynamic decides from the front blocks' residual: use cache.front_blocks>=1 or cache.policy=static")
         if config.skip_level not in ("blocks", "model"):
             problems.append(f"cache.skip_level={config.skip_level} is unknown; use blocks or model")
-        elif config.skip_level == "model" and config.policy != "static":
-            problems.append("cache.skip_level=model skips whole steps without a probe: it needs cache.policy=static")
+        elif config.skip_level == "model" and config.policy == "dynamic":
+            problems.append("cache.skip_level=model skips whole steps without a probe: it needs cache.policy=static or adaptive")
+        problem = budget_problem(config.budget)
+        if problem:
+            problems.append(problem)
+        elif config.budget is not None and config.mask is not None:
+            problems.append("cache.budget and cache.mask both say which steps compute; drop one of them")
+        if config.policy == "adaptive" and config.mask is not None:
+            problems.append("cache.policy=adaptive places its computes itself: give cache.budget=<fraction> instead of cache.mask")
         if config.mask is not None:
             problem = mask_problem(config.mask)
             if problem:
                 problems.append(problem)
-        elif config.preset not in PRESET_FRACTIONS:
+        elif config.budget is None and config.preset not in PRESET_FRACTIONS:
             problems.append(f"cache.preset={config.preset} is unknown; use one of {', '.join(PRESET_FRACTIONS)} or give cache.mask=<bits>")
         return problems
 
     @classmethod
     def describe(cls, config: SCMConfig, model_info: ModelInfo) -> str:
-        source = f"mask {config.mask} (resampled to the step count)" if config.mask else f"preset {config.preset} (~{PRESET_FRACTIONS[config.preset]:.0%} of steps computed)"
+        if config.mask:
+            source = f"mask {config.mask} (resampled to the step count)"
+        elif config.budget is not None:
+            source = f"budget {config.budget:g} of the steps computed"
+        else:
+            source = f"preset {config.preset} (~{PRESET_FRACTIONS[config.preset]:.0%} of steps computed)"
         threshold = f", threshold={config.threshold}" if config.policy == "dynamic" else ""
         level = "whole transformer call" if config.skip_level == "model" else f"F{config.front_blocks}B{config.back_blocks} over {model_info.total_blocks} blocks"
         return f"SCM {level}, {source}, policy={config.policy}{threshold}, warmup_steps={config.warmup_steps}"
@@ -157,7 +283,13 @@ class SCMTransform(ForecastableBlockCache):
     def model_level(self) -> bool:
         return self.config.skip_level == "model"
 
-    def make_rule(self, transformer: str, context: ApplyContext) -> StepMaskRule:
+    def fraction(self) -> float:
+        """The share of steps computed: the budget, else the preset's."""
+        return self.config.budget if self.config.budget is not None else PRESET_FRACTIONS[self.config.preset]
+
+    def make_rule(self, transformer: str, context: ApplyContext) -> StepMaskRule | AdaptiveStepRule:
         c = self.config
-        step_mask = (lambda n: resample(c.mask, n)) if c.mask else (lambda n: preset_flags(c.preset, n))
+        if c.policy == "adaptive":
+            return AdaptiveStepRule(self.fraction())
+        step_mask = (lambda n: resample(c.mask, n)) if c.mask else (lambda n: budget_flags(self.fraction(), n))
         return StepMaskRule(step_mask, c.policy, c.threshold if c.threshold is not None else 0.0)

@@ -1,0 +1,101 @@
+"""``cache.budget`` (a fraction of steps computed) on the step-mask cache, and the ``adaptive``
+policy that places that budget from the forecast error measured at computed steps."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import dit_engine
+from dit_engine.caches.block_cache import BranchState
+from dit_engine.caches.scm import AdaptiveStepRule, budget_flags, flags_to_string, preset_flags
+from dit_engine.errors import PlanError
+from dit_engine.session import Session
+from test_dbcache import run_tiny
+
+
+@pytest.mark.parametrize("steps", [8, 28, 50])
+@pytest.mark.parametrize("budget", [0.1, 0.2, 0.5, 0.9, 1.0])
+def test_a_budget_computes_that_share_of_the_steps(steps, budget):
+    flags = budget_flags(budget, steps)
+    assert len(flags) == steps and flags[0]
+    assert sum(flags) == max(1, round(budget * steps))
+
+
+def test_presets_are_budgets_of_their_fraction():
+    assert budget_flags(0.25, 28) == preset_flags("ultra", 28)
+    assert flags_to_string(preset_flags("fast", 28)) == "1110001000100010010001000100"  # unchanged layout
+
+
+def _summary(pipe, *overrides):
+    handle = dit_engine.apply(pipe, *overrides)
+    try:
+        return run_tiny(pipe), handle.summary()
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("policy", ["static", "adaptive"])
+def test_budget_one_is_identical_to_no_cache(tiny_pipe, policy):
+    reference = run_tiny(tiny_pipe)
+    output, summary = _summary(tiny_pipe, "cache=scm_static", "calibrator=taylorseer", "cache.budget=1.0", f"cache.policy={policy}")
+    assert torch.equal(reference, output) and summary["steps_cached"] == 0
+
+
+@pytest.mark.parametrize("policy", ["static", "adaptive"])
+def test_the_budget_is_what_is_computed(tiny_pipe, policy):
+    _, summary = _summary(tiny_pipe, "cache=scm_static", "calibrator=taylorseer", "cache.budget=0.25", f"cache.policy={policy}")
+    assert summary["compute_fraction"] == pytest.approx(7 / 28)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["cache=scm_static", "cache.budget=0"], "cache.budget=0.0 must be in (0, 1]"),
+    (["cache=scm_static", "cache.budget=1.5"], "cache.budget=1.5 must be in (0, 1]"),
+    (["cache=scm_static", "cache.budget=nan"], "cache.budget=nan is not a finite number"),
+    (["cache=scm_static", "cache.budget=0.2", "cache.mask=1010"], "cache.budget and cache.mask both say"),
+    (["cache=scm_static", "cache.policy=adaptive", "cache.mask=1010"], "give cache.budget=<fraction> instead of cache.mask"),
+    (["cache=scm", "cache.policy=sometimes"], "cache.policy=sometimes is unknown"),
+])
+def test_bad_budgets_are_one_line_plan_errors(overrides, message):
+    with pytest.raises(PlanError) as err:
+        Session.from_overrides(overrides).prepare()
+    assert message in str(err.value) and len(str(err.value).strip().splitlines()) == 1
+
+
+class _Cache:
+    """What the rule reads of a block cache: the step count and the limits (none here)."""
+
+    def __init__(self, steps):
+        self.step_state = SimpleNamespace(num_steps=steps)
+        self.forecaster = None
+
+    def follows_leader(self):
+        return False
+
+    def may_cache(self, state, step):
+        return step > 0
+
+
+def _mask(rule, steps, error_at):
+    cache, state = _Cache(steps), BranchState()
+    rule.new_request(cache)
+    flags = []
+    for step in range(steps):
+        hit = rule.should_hit(cache, state, step, None, None)
+        flags.append(not hit)
+        if not hit:
+            rule.forecast_error(state, step, error_at(step))
+    return flags
+
+
+def test_adaptive_spreads_evenly_while_the_error_is_steady_and_comes_back_sooner_after_a_bend():
+    steady = _mask(AdaptiveStepRule(0.25), 28, lambda step: 0.02 * (step + 1))
+    assert sum(steady) == 7 and steady == budget_flags(0.25, 28)
+    # the error jumps at the third compute after the head: the next compute comes sooner
+    bent = _mask(AdaptiveStepRule(0.25), 28, lambda step: 1.0 if 12 <= step <= 15 else 0.02)
+    computed, even = [i for i, f in enumerate(bent) if f], [i for i, f in enumerate(steady) if f]
+    assert sum(bent) == 7
+    after = next(i for i in computed if i >= 12)
+    assert computed[computed.index(after) + 1] - after < even[even.index(next(i for i in even if i >= 12)) + 1] - next(i for i in even if i >= 12)
