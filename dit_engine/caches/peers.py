@@ -78,6 +78,34 @@ class DiffusersMagCacheConfig:
 
 
 @dataclass
+class DiffusersSeaCacheConfig:
+    """Peer: diffusers' own SeaCache (``cache=diffusers_seacache``), beside ``cache=seacache``.
+
+    diffusers reads the step index, sigma and step count from the ``cache_context`` the pipeline
+    opens; pipelines that do not pass them (FluxPipeline, the tiny model) run it fail-open: every
+    block computes (diffusers warns once per apply). ``cache=seacache`` is the same algorithm on
+    the engine's step state.
+
+    Attributes:
+        name: transform implementation (``diffusers_seacache``).
+        threshold: diffusers' ``SeaCacheConfig.threshold`` (accumulated relative L1 budget).
+        residual_order: 0 reuses the last residual, 1 extrapolates from the last two.
+        retention_steps: the first scheduler steps always compute.
+        cache_end_steps: the last scheduler steps always compute.
+        max_consecutive_cached: most cached steps in a row; 0 for no limit.
+        power_exp: exponent of the SEA filter's clean-signal power prior.
+    """
+
+    name: str = "diffusers_seacache"
+    threshold: float = 0.25
+    residual_order: int = 1
+    retention_steps: int = 1
+    cache_end_steps: int = 1
+    max_consecutive_cached: int = 2
+    power_exp: float = 3.0
+
+
+@dataclass
 class CacheDiTDBCacheConfig:
     """Peer: cache-dit's own DBCache (``cache=cachedit_dbcache``; needs ``pip install --no-deps cache-dit``).
 
@@ -277,6 +305,38 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
         c = self.config
         return MagCacheConfig(threshold=c.threshold, max_skip_steps=c.max_skip_steps, retention_ratio=c.retention_ratio,
                               num_inference_steps=c.num_inference_steps, mag_ratios=c.mag_ratios)
+
+
+class DiffusersSeaCacheTransform(DiffusersCacheTransform):
+    """``cache=diffusers_seacache``: diffusers' SeaCache (fail-open without step metadata in the
+    pipeline's ``cache_context``; the block counter shows what really ran)."""
+
+    name = "cache.diffusers_seacache"
+    config_class = DiffusersSeaCacheConfig
+
+    @classmethod
+    def check(cls, config: DiffusersSeaCacheConfig, context: PlanContext) -> list[str]:
+        from dit_engine.caches.seacache import SeaCacheTransform
+
+        # the same settings and limits as cache=seacache (diffusers would raise on them at apply)
+        return SeaCacheTransform.check(SeaCacheTransform.config_class(**vars(config) | {"name": "seacache"}), context)
+
+    @classmethod
+    def describe(cls, config: DiffusersSeaCacheConfig, model_info: ModelInfo) -> str:
+        return (
+            f"peer: diffusers SeaCache, threshold={config.threshold}, residual_order={config.residual_order}, "
+            f"retention_steps={config.retention_steps}, cache_end_steps={config.cache_end_steps}, "
+            f"max_consecutive_cached={config.max_consecutive_cached} (fail-open unless the pipeline's cache_context "
+            "passes step_index, sigma and num_inference_steps)"
+        )
+
+    def diffusers_config(self):
+        from diffusers.hooks import SeaCacheConfig
+
+        c = self.config
+        return SeaCacheConfig(threshold=c.threshold, residual_order=c.residual_order, retention_steps=c.retention_steps,
+                              cache_end_steps=c.cache_end_steps, max_consecutive_cached=c.max_consecutive_cached,
+                              power_exp=c.power_exp)
 
 
 #: Our block patterns -> cache-dit's ForwardPattern names.

@@ -66,7 +66,8 @@ def test_each_experiment_composes_and_compiles(experiment):
 
 
 #: Pairs that must be refused at plan time, with the reason the refusal names.
-UNCALIBRATABLE = ("none", "dbprune", "calibrate", "calibration_run", "diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache", "cachedit_dbcache")
+UNCALIBRATABLE = ("none", "dbprune", "calibrate", "calibration_run", "diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache",
+                  "diffusers_seacache", "cachedit_dbcache")
 UNCALIBRATED_MODELS = ("wan", "qwen_image")  # no published TeaCache / MagCache data in their adapters
 
 
@@ -101,7 +102,7 @@ def expected_refusal(pair: dict[str, str]) -> str | None:
 
 
 #: caches that decide on one rank's shard alone (peers) or record one process (calibration)
-RANK_INCONSISTENT_CACHES = {"diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache", "cachedit_dbcache",
+RANK_INCONSISTENT_CACHES = {"diffusers_fbc", "diffusers_taylorseer", "diffusers_magcache", "diffusers_seacache", "cachedit_dbcache",
                             "calibration_run", "calibrate"}
 
 
