@@ -44,13 +44,40 @@ class DBPruneConfig(BlockCacheConfig):
 
 @dataclass
 class PrunedBlock:
-    """What one block saw and produced at the last step it computed."""
+    """What one block saw and produced at the last step it computed.
+
+    The residuals (output - entry) are taken only when the block is first pruned: a step that
+    computes every block (threshold 0, or a step that changed a lot) pays no subtraction. The
+    tensors' versions are recorded: one changed in place since (a model adding a control
+    residual to a block's output) is no longer what the block produced, and the block computes."""
 
     entry: torch.Tensor
-    residual_hidden: torch.Tensor
-    residual_encoder: torch.Tensor | None
+    output: torch.Tensor
+    entry_encoder: torch.Tensor | None
+    output_encoder: torch.Tensor | None
     pruned: int = 0  # this request
     pruned_in_a_row: int = 0
+    _residuals: tuple | None = None
+    _versions: tuple = ()
+
+    def __post_init__(self):
+        self._versions = self._tensor_versions()
+
+    def _tensor_versions(self) -> tuple:
+        return tuple(t._version for t in (self.entry, self.output, self.entry_encoder, self.output_encoder) if t is not None)
+
+    def intact(self) -> bool:
+        """Whether the stored tensors are still what the block saw and produced."""
+        return self._residuals is not None or self._tensor_versions() == self._versions
+
+    def residuals(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(hidden residual, encoder residual or None), computed once."""
+        if self._residuals is None:
+            encoder = None
+            if self.entry_encoder is not None and self.output_encoder is not None and self.entry_encoder.shape == self.output_encoder.shape:
+                encoder = self.output_encoder - self.entry_encoder
+            self._residuals = (self.output - self.entry, encoder)
+        return self._residuals
 
 
 @dataclass
@@ -108,6 +135,7 @@ class DBPruneState:
             and s.threshold > 0
             and state.calls - 1 >= s.warmup_steps
             and block.entry.shape == hidden.shape
+            and block.intact()
             and (s.max_cached_steps < 0 or block.pruned < s.max_cached_steps)
             and (s.max_continuous_cached_steps < 0 or block.pruned_in_a_row < s.max_continuous_cached_steps)
             and relative_l1(hidden, block.entry, self.group) < s.threshold
@@ -163,16 +191,14 @@ class DBPruneBlockHook(StatefulHook):
         if cache.may_prune(state, block, hidden):
             block.pruned += 1
             block.pruned_in_a_row += 1
-            if encoder is not None and block.residual_encoder is not None:
-                encoder = encoder + block.residual_encoder
-            return self.pattern.make_output(hidden + block.residual_hidden, encoder)
+            residual_hidden, residual_encoder = block.residuals()
+            if encoder is not None and residual_encoder is not None:
+                encoder = encoder + residual_encoder
+            return self.pattern.make_output(hidden + residual_hidden, encoder)
         output = self.fn_ref.original_forward(*args, **kwargs)
         out_hidden, out_encoder = self.pattern.read_outputs(output)
-        residual_encoder = None
-        if encoder is not None and out_encoder is not None and encoder.shape == out_encoder.shape:
-            residual_encoder = out_encoder - encoder
         pruned = block.pruned if block is not None else 0
-        state.blocks[self.index] = PrunedBlock(hidden, out_hidden - hidden, residual_encoder, pruned, 0)
+        state.blocks[self.index] = PrunedBlock(hidden, out_hidden, encoder, out_encoder, pruned, 0)
         cache.count_computed(state, self.path)
         return output
 
