@@ -31,6 +31,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec
+from dit_engine.caches.constant_modules import forget_constant_modules, memoize_constant_modules
 from dit_engine.hooks import StatefulHook, remove_hook
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext, Transform
@@ -492,6 +493,7 @@ class BlockCacheTransform(Transform):
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         self.caches: list[BlockCache] = []
         self.hooked: list[torch.nn.Module] = []
+        self.constant_modules = []  # what does not change between steps runs once per request
         for name, transformer in context.transformers.items():
             lists = context.adapter.block_lists(transformer)
             rule = self.make_rule(name, context)
@@ -499,6 +501,7 @@ class BlockCacheTransform(Transform):
                 cache, hooked = install_output_cache(name, transformer, lists, self.config, rule, context.step_state)
             else:
                 cache, hooked = install_block_cache(name, lists, self.config, rule, context.step_state)
+                self.constant_modules += memoize_constant_modules(transformer, context.step_state)
             cache.group = context.sequence_group
             self.caches.append(cache)
             self.hooked.extend(hooked)
@@ -506,15 +509,19 @@ class BlockCacheTransform(Transform):
     def remove(self, pipe: Any) -> None:
         for module in self.hooked:
             remove_hook(module, HOOK_NAME)
-        self.hooked = []
+        forget_constant_modules(self.constant_modules)
+        self.hooked, self.constant_modules = [], []
 
     def reset_stats(self) -> None:
         for cache in self.caches:
             cache.reset_stats()
+        for _, memo in self.constant_modules:
+            memo.reused_total = 0
 
     def stats(self) -> dict[str, Any]:
         merged: dict[str, Any] = {"blocks_computed": 0, "blocks_total": 0, "blocks_skipped": 0,
-                                  "steps_cached": 0, "steps_total": 0, "block_lists": {}, "branches": {}}
+                                  "steps_cached": 0, "steps_total": 0, "block_lists": {}, "branches": {},
+                                  "constant_module_calls_reused": sum(m.reused_total for _, m in self.constant_modules)}
         for cache in self.caches:
             stats = cache.stats()
             for key in ("blocks_computed", "blocks_total", "blocks_skipped", "steps_cached", "steps_total"):

@@ -16,6 +16,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo
+from dit_engine.caches.constant_modules import forget_constant_modules, memoize_constant_modules
 from dit_engine.caches.block_cache import BlockCacheConfig, BlockCacheTransform, block_sequence, relative_l1
 from dit_engine.hooks import StatefulHook, remove_hook
 from dit_engine.plan import Stage
@@ -242,8 +243,10 @@ class DBPruneTransform(BlockCacheTransform):
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         self.caches = []
         self.hooked = []
+        self.constant_modules = []
         for name, transformer in context.transformers.items():
             cache, hooked = install_dbprune(name, context.adapter.block_lists(transformer), self.config, context.step_state)
+            self.constant_modules += memoize_constant_modules(transformer, context.step_state)
             cache.group = context.sequence_group
             self.caches.append(cache)
             self.hooked.extend(hooked)
@@ -251,4 +254,5 @@ class DBPruneTransform(BlockCacheTransform):
     def remove(self, pipe: Any) -> None:
         for block in self.hooked:
             remove_hook(block, HOOK_NAME)
-        self.hooked = []
+        forget_constant_modules(self.constant_modules)
+        self.hooked, self.constant_modules = [], []
