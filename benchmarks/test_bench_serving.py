@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 
 from dit_engine.tiny import CLASS_NAMES
+from interleave import TABLES
 
 REQUESTS, CLIENTS = 100, 8
 JOBS = [(CLASS_NAMES[i % len(CLASS_NAMES)], 1000 + i) for i in range(REQUESTS)]
@@ -114,7 +115,8 @@ def test_load(label, max_batch, expected):
 def test_report():
     if len(RESULTS) < 2:
         pytest.skip("run the whole module")
-    print(f"\n{REQUESTS} requests, {CLIENTS} clients, embedded model, 28 steps, cache=none, CPU")
-    print(f"{'':14} {'images/s':>9} {'p50 s':>7} {'p95 s':>7} {'mean batch':>11}")
+    lines = [f"serving: {REQUESTS} requests, {CLIENTS} clients, embedded model, 28 steps, cache=none, CPU",
+             f"{'':14} {'images/s':>9} {'p50 s':>7} {'p95 s':>7} {'mean batch':>11}"]
     for label, r in RESULTS.items():
-        print(f"{label:14} {r['images_s']:9.2f} {r['p50']:7.3f} {r['p95']:7.3f} {r['batch']:11.2f}")
+        lines.append(f"{label:14} {r['images_s']:9.2f} {r['p50']:7.3f} {r['p95']:7.3f} {r['batch']:11.2f}")
+    TABLES.append("\n".join(lines))

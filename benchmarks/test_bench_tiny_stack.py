@@ -2,23 +2,25 @@
 
     python -m pytest benchmarks/test_bench_tiny_stack.py -p no:cacheprovider -s
 
-Every variant gets a freshly loaded pipeline (quantization and compilation cannot be removed),
-is warmed up (compilation happens there) and timed over the same 10 images x 28 steps; the last
-test prints each median as a speedup over eager next to the PSNR against eager's images and the
-compute fraction (docs/performance.md holds the table of a quiet run).
+Every variant gets a freshly loaded pipeline (quantization and compilation cannot be removed), is
+warmed up (compilation happens there) and timed over the same 10 images x 28 steps, interleaved
+with the others (a speedup is the median of the per-round ratios eager / variant); the table
+(speedup over eager, PSNR against eager's images, compute fraction) prints at the end of the
+session (docs/performance.md holds the table of a quiet run).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
-import pytest
 import torch
 
 import dit_engine
 from dit_engine.tiny import CLASS_NAMES, load_tiny_pipeline
+from interleave import TABLES, contention, interleaved, seconds_of
 
-ROUNDS = 8
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
 VARIANTS = {
     "eager": (),
     "compile": ("compile=regional",),
@@ -28,7 +30,6 @@ VARIANTS = {
     "compile+int8_dynamic+dbcache": ("compile=regional", "quant=int8_dynamic", "cache=dbcache"),
     "compile+step_forecast": ("compile=regional", "cache=scm_static", "calibrator=taylorseer"),
 }
-RESULTS: dict[str, dict] = {}
 
 
 def generate(pipe) -> torch.Tensor:
@@ -36,30 +37,32 @@ def generate(pipe) -> torch.Tensor:
     return pipe(prompt=list(CLASS_NAMES), num_inference_steps=28, generator=generators, output_type="pt").images
 
 
-@pytest.mark.parametrize("label", list(VARIANTS))
-def test_variant(benchmark, label):
-    pipe = load_tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    handle = dit_engine.apply(pipe, *VARIANTS[label]) if VARIANTS[label] else None
-    images = benchmark.pedantic(generate, args=(pipe,), rounds=ROUNDS, warmup_rounds=2, iterations=1)
-    RESULTS[label] = {"median": benchmark.stats.stats.median, "images": images,
-                      "fraction": handle.summary()["compute_fraction"] if handle else 1.0, "extra_info": benchmark.extra_info}
-
-
 def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
     mse = torch.mean((reference - other) ** 2).item()
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
-def test_report():
-    if len(RESULTS) < len(VARIANTS):
-        pytest.skip("run the whole file: the ratios need every variant")
-    eager = RESULTS["eager"]
-    print(f"\n{'variant':32} {'median s':>9} {'speedup':>8} {'PSNR dB':>8} {'compute':>8}")
-    for label, result in RESULTS.items():
-        speedup = eager["median"] / result["median"]
-        quality = psnr(eager["images"], result["images"])
-        result["extra_info"].update(speedup_vs_eager=speedup, psnr_vs_eager=quality, compute_fraction=result["fraction"])
-        print(f"{label:32} {result['median']:9.3f} {speedup:8.2f} {quality:8.1f} {100 * result['fraction']:7.1f}%")
+def test_stack(benchmark):
+    pipes, handles, images = {}, {}, {}
+    for label, overrides in VARIANTS.items():  # quantization and compilation cannot be removed: a pipeline each
+        pipe = load_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        handles[label] = dit_engine.apply(pipe, *overrides) if overrides else None
+        pipes[label] = pipe
+    runners = {label: (lambda pipe=pipe: seconds_of(lambda: generate(pipe))) for label, pipe in pipes.items()}
+    timings = benchmark.pedantic(interleaved, args=(runners, ROUNDS), kwargs={"warmup": 2}, rounds=1, iterations=1)
+    for label, pipe in pipes.items():
+        images[label] = generate(pipe)
+    untrusted = contention(timings, "eager")
+    lines = [f"eager vs compile / int8 / cache on the embedded model, 10 images x 28 steps ({ROUNDS} interleaved rounds)"
+             f"{'  UNTRUSTED: ' + untrusted if untrusted else ''}",
+             f"{'variant':32} {'median s':>9} {'speedup':>8} {'PSNR dB':>8} {'compute':>8}"]
+    for label in VARIANTS:
+        speedup = timings.ratio("eager", label)
+        quality = psnr(images["eager"], images[label])
+        fraction = handles[label].summary()["compute_fraction"] if handles[label] else 1.0
+        benchmark.extra_info[label] = {"speedup_vs_eager": speedup, "psnr_vs_eager": quality, "compute_fraction": fraction}
+        lines.append(f"{label:32} {timings.median(label):9.3f} {speedup:8.2f} {quality:8.1f} {100 * fraction:7.1f}%")
+    TABLES.append("\n".join(lines))
     # compile must not change the images beyond float reordering
-    assert psnr(eager["images"], RESULTS["compile"]["images"]) > 60
+    assert psnr(images["eager"], images["compile"]) > 60
