@@ -79,6 +79,9 @@ class FoCaForecaster:
 
     #: the scheme's order (BDF2 / Heun); the forecast itself is linear in the step distance
     order = 2
+    #: the forecast's degree in the step distance (its error grows like distance ** 2): what the
+    #: adaptive step policy spaces computes by
+    degree = 1
 
     def __init__(self, warmup: int, correction: float):
         self.warmup = warmup

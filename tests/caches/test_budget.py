@@ -26,7 +26,9 @@ def test_a_budget_computes_that_share_of_the_steps(steps, budget):
 
 def test_presets_are_budgets_of_their_fraction():
     assert budget_flags(0.25, 28) == preset_flags("ultra", 28)
-    assert flags_to_string(preset_flags("fast", 28)) == "1110001000100010010001000100"  # unchanged layout
+    assert flags_to_string(preset_flags("fast", 28)) == "1001000100100010010010001001"  # 9 of 28, spread to the end
+    assert flags_to_string(budget_flags(0.18, 28)) == "1000001000000100000010000010"  # 5 of 28: the last one step early
+    assert flags_to_string(budget_flags(0.11, 28)) == "1000000000001000000000001000"  # 3 of 28: three steps early
 
 
 def _summary(pipe, *overrides):
@@ -91,7 +93,7 @@ def _mask(rule, steps, error_at):
 
 
 def test_adaptive_spreads_evenly_while_the_error_is_steady_and_comes_back_sooner_after_a_bend():
-    steady = _mask(AdaptiveStepRule(0.25), 28, lambda step: 0.02 * (step + 1))
+    steady = _mask(AdaptiveStepRule(0.25), 28, lambda step: 0.05)
     assert sum(steady) == 7 and steady == budget_flags(0.25, 28)
     # the error jumps at the third compute after the head: the next compute comes sooner
     bent = _mask(AdaptiveStepRule(0.25), 28, lambda step: 1.0 if 12 <= step <= 15 else 0.02)
