@@ -16,8 +16,7 @@ from dit_engine.console import quiet_known_noise as _quiet_known_noise
 
 _quiet_known_noise()
 
-from dit_engine.api import apply  # noqa: E402
-from dit_engine.errors import (
+from dit_engine.errors import (  # noqa: E402
     AlreadyAppliedError,
     ConfigError,
     DitEngineError,
@@ -25,9 +24,23 @@ from dit_engine.errors import (
     RegistryError,
     UnsupportedPipelineError,
 )
-from dit_engine.handle import Handle
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``apply`` and ``Handle`` import torch and diffusers: loaded on first use, so that
+    # ``python -m dit_engine --help`` and shell completion start without them.
+    if name == "apply":
+        from dit_engine.api import apply
+
+        return apply
+    if name == "Handle":
+        from dit_engine.handle import Handle
+
+        return Handle
+    raise AttributeError(f"module 'dit_engine' has no attribute {name!r}")
+
 
 __all__ = [
     "AlreadyAppliedError",

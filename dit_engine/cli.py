@@ -4,8 +4,14 @@ plans and runs.
 Every cell is checked before anything runs, by a Hydra callback (``PlanCheckCallback``, registered
 in ``conf/config.yaml``): a single run is planned in ``on_run_start``, before Hydra creates its
 run directory, and reused by the job, so it is composed and planned once; a sweep's cells (the
-command line's and ``hydra.sweeper.params``' choices, crossed) are all composed and planned in
-``on_multirun_start``, before the first cell runs. Bad input is one line on stderr with exit code 2.
+command line's and ``hydra.sweeper.params``' choices, crossed) are all composed (by the running
+app's config loader, so ``--config-dir`` and ``hydra.searchpath`` options compose as in the
+launcher) and planned in ``on_multirun_start``, before the first cell runs. A config that defines
+a sweep, started without ``-m``, and an internal schema chosen as an option are refused there too.
+Bad input is one line on stderr with exit code 2.
+
+``--help`` and shell completion (``-sc``, see :mod:`dit_engine.completion`) import neither torch
+nor diffusers: this module imports the session, the plan and the launcher only inside a run.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,16 +34,19 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+# Only light modules here: ``--help`` and shell completion import this module and must start
+# without torch, diffusers or transformers (tests/test_cli_startup.py checks it). The session, the
+# plan and the parallel launcher are imported where a run needs them.
 from dit_engine.atomic import atomic_write_text
 from dit_engine.config import register_schemas
 from dit_engine.config.compose import expand_aliases, explain_compose_error
-from dit_engine.console import fail, quiet_known_noise
-from dit_engine.outputs import writable_dir_problem
+from dit_engine.config.schema import is_schema_name
+from dit_engine.config.schema_source import schema_choice_problem
+from dit_engine.console import FINAL_LINE, fail, quiet_known_noise
 from dit_engine.errors import ConfigError, DitEngineError
-from dit_engine.parallel.launch import run_on_ranks
-from dit_engine.parallel.mesh import bind_local_device, launched_world, rank_from_env
-from dit_engine.plan import parallel_world_size
-from dit_engine.session import Session
+
+if TYPE_CHECKING:
+    from dit_engine.session import Session
 
 #: A sweep larger than this is checked on its first cells only (a search space, not a grid).
 MAX_CHECKED_CELLS = 512
@@ -49,7 +58,7 @@ _USER_FULL_ERROR = "DIT_ENGINE_USER_HYDRA_FULL_ERROR"
 log = logging.getLogger(__name__)
 
 #: Sessions planned by the callback, by their sorted overrides, for the job to reuse.
-_planned: dict[tuple[str, ...], Session] = {}
+_planned: dict[tuple[str, ...], "Session"] = {}
 
 
 def _task_config(config: DictConfig) -> DictConfig:
@@ -91,6 +100,8 @@ def sweep_cells(config: DictConfig) -> list[list[str]]:
 
 def output_dir_problem(key: str, path: str, what: str) -> str | None:
     """Why ``path`` cannot hold a new run (or sweep): an earlier one's directory, a file, unwritable."""
+    from dit_engine.outputs import writable_dir_problem
+
     folder = Path(path).expanduser()
     if folder.is_dir() and any(folder.iterdir()):
         return f"{key}={path} already holds files (an earlier {what}?); dit_engine never writes into an earlier run: choose a new directory"
@@ -133,16 +144,90 @@ def _remove_new_folders() -> None:
     _new_run_dir.clear()
 
 
+def _choices_problem(config: DictConfig) -> str | None:
+    """An internal schema chosen as a group option (``cache=schema_dbcache``), from Hydra's record."""
+    return schema_choice_problem(OmegaConf.select(config, "hydra.runtime.choices") or {})
+
+
+def _sweep_without_multirun_problem(config: DictConfig, overrides: list[str]) -> str | None:
+    """A config whose ``hydra.sweeper.params`` define a sweep, started as a single run (no ``-m``):
+    Hydra would silently run one job with the config's defaults instead of the sweep."""
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    if not params:
+        return None
+    experiment = (OmegaConf.select(config, "hydra.runtime.choices") or {}).get("experiment")
+    what = f"+experiment={experiment}" if experiment else "this config"
+    command = " ".join(["python -m dit_engine -m", *overrides])
+    return f"{what} is a sweep (hydra.sweeper.params: {', '.join(map(str, params))}); run it with -m: {command}"
+
+
+def _running_config_loader():
+    """The config loader of the Hydra app running now (its search path holds ``--config-dir`` and
+    ``hydra.searchpath``), or None outside one."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    global_hydra = GlobalHydra.instance()
+    return global_hydra.hydra.config_loader if global_hydra.is_initialized() else None
+
+
+def _compose_cell(master: DictConfig, cell: list[str]) -> DictConfig:
+    """A sweep cell's config composed exactly as Hydra's launcher will compose it: the running app's
+    config loader (same search path), the sweep's hydra overrides plus the cell's."""
+    loader = _running_config_loader()
+    if loader is None:  # not under a Hydra app (a test calling the callback): the shipped config tree
+        from dit_engine.config import compose_config
+
+        return compose_config(cell)
+    try:
+        config = loader.load_sweep_config(master, list(cell))
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(explain_compose_error(err)) from None
+    problem = _choices_problem(config)
+    if problem:
+        raise ConfigError(problem)
+    return _task_config(config)
+
+
+def _quiet_optuna(config: DictConfig) -> None:
+    """Optuna's sweeper starts with set-up lines that say nothing a user chose: alembic (imported
+    by Optuna's storage) logs each of its plugins, Optuna announces the new study and the sweeper
+    logs study name, storage, sampler and directions. Warnings and the best trial still show."""
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    if "optuna" not in target.lower():
+        return
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before optuna imports it
+    logging.getLogger("hydra_plugins.hydra_optuna_sweeper._impl").addFilter(_DropSetupLines())
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # the sweeper reports its own missing dependency
+        pass
+
+
+class _DropSetupLines(logging.Filter):
+    PREFIXES = ("Study name:", "Storage:", "Sampler:", "Directions:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIXES)
+
+
 class PlanCheckCallback(Callback):
     """Plans every cell before anything runs; bad input exits 2 with one line (see the module doc).
 
     It also refuses an output directory that is a file, unwritable, or an earlier run's, before
-    Hydra writes anything into it.
+    Hydra writes anything into it, an internal schema chosen as an option, and a sweep config
+    (``hydra.sweeper.params``) started without ``-m``.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from dit_engine.session import Session
+
         overrides = _user_overrides(list(config.hydra.overrides.task))
         try:
+            problem = _choices_problem(config) or _sweep_without_multirun_problem(config, overrides)
+            if problem:
+                raise ConfigError(problem)
             run_dir = str(config.hydra.run.dir)
             problem = output_dir_problem("hydra.run.dir", run_dir, "run")
             if problem:
@@ -154,7 +239,12 @@ class PlanCheckCallback(Callback):
         _planned[tuple(sorted(overrides))] = session
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from dit_engine.session import Session
+
         try:
+            problem = _choices_problem(config)
+            if problem:
+                raise ConfigError(problem)
             problem = output_dir_problem("hydra.sweep.dir", str(config.hydra.sweep.dir), "sweep")
             if problem:
                 raise ConfigError(problem)
@@ -163,10 +253,11 @@ class PlanCheckCallback(Callback):
             fail(err)
         for cell in cells:
             try:
-                session = Session.from_overrides(cell).prepare()
+                session = Session(_compose_cell(config, cell), cell).prepare()
             except DitEngineError as err:
                 fail(f"sweep cell [{' '.join(cell)}]: {err}" if len(cells) > 1 else err)
             _planned[tuple(sorted(cell))] = session
+        _quiet_optuna(config)
 
 
 @hydra.main(config_path="pkg://dit_engine.conf", config_name="config", version_base=None)
@@ -177,11 +268,16 @@ def run_job(cfg: DictConfig) -> float | None:
     traceback in the run's log). A sweep cell that fails writes ``failed.json`` (the reason, one
     line) into its directory and the sweep goes on; its report marks the cell FAILED.
     """
+    from dit_engine.parallel.launch import run_on_ranks
+    from dit_engine.parallel.mesh import bind_local_device, launched_world
+    from dit_engine.plan import parallel_world_size
+    from dit_engine.session import Session
+
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.runtime.choices.get("hydra/job_logging") == "disabled":
         cfg.quiet = True  # logging switched off: progress bars go too
     if cfg.quiet:
-        logging.getLogger("dit_engine").setLevel(logging.WARNING)
+        quiet_console()
     overrides = _user_overrides(list(hydra_cfg.overrides.task))
     planned = _planned.pop(tuple(sorted(overrides)), None)
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -216,6 +312,24 @@ def run_job(cfg: DictConfig) -> float | None:
     return None if metrics is None else metrics["objective"]
 
 
+class _QuietConsole(logging.Filter):
+    """``quiet=true`` on the console: warnings, errors and the run's final line (where its outputs
+    went, marked ``extra={FINAL_LINE: True}``); the log file still gets everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or bool(getattr(record, FINAL_LINE, False))
+
+
+def quiet_console() -> None:
+    """Filter every console handler of the root and ``dit_engine`` loggers (Hydra's job logging)
+    through :class:`_QuietConsole`; file handlers, and so the run's log file, are left as they are."""
+    for logger in (logging.getLogger(), logging.getLogger("dit_engine")):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                if not any(isinstance(f, _QuietConsole) for f in handler.filters):
+                    handler.addFilter(_QuietConsole())
+
+
 def _shared_cores_note(hydra_cfg) -> str | None:
     """Why this job's timings cannot be trusted, when sweep cells run at once (joblib n_jobs != 1)."""
     if hydra_cfg.mode != RunMode.MULTIRUN:
@@ -236,8 +350,11 @@ def _join_torchrun() -> str | None:
     """Under torchrun every rank runs this CLI: rank 0 writes the run directory, the others run
     into a scratch folder (returned, removed at the end). Sweeps are refused there: each sweep
     cell starts its own ranks when run without torchrun."""
-    if launched_world() is None:
+    world = os.environ.get("WORLD_SIZE")  # parallel.mesh.launched_world, read without importing torch
+    if not (world and world.isdigit()):
         return None
+    from dit_engine.parallel.mesh import rank_from_env
+
     if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
         fail(DitEngineError("sweeps (-m) do not run under torchrun; run the sweep without torchrun, each cell starts its own ranks"))
     if rank_from_env() == 0:
@@ -250,12 +367,53 @@ def _join_torchrun() -> str | None:
 
 
 def _leave_torchrun(scratch: str | None) -> None:
-    import torch.distributed as dist
+    if "torch.distributed" in sys.modules:  # only a run imports it (never --help or completion)
+        import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+#: Hydra's flags that take a value (the next argument is not an override)
+_FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package", "-sc", "--shell-completion", "-cp", "--config-path",
+                     "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun"}
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _command_line_overrides(args: list[str]) -> list[str]:
+    """The overrides among the arguments (Hydra's flags and their values left out)."""
+    overrides, skip = [], False
+    for index, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in _FLAGS_WITH_VALUE or (arg == "--info" and index + 1 < len(args) and args[index + 1] in _INFO_VALUES)
+        else:
+            overrides.append(arg)
+    return overrides
+
+
+def _schema_override_problem(args: list[str]) -> str | None:
+    """A command-line override that chooses an internal schema as a group option
+    (``cache=schema_dbcache``, also inside a sweep list): refused before Hydra composes anything."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(_command_line_overrides(args))
+    except Exception:  # noqa: BLE001 - a malformed override: Hydra reports it itself
+        return None
+    for override in parsed:
+        group = override.key_or_group
+        if "." in group or group.startswith("hydra") or override.is_delete():
+            continue
+        try:
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:  # noqa: BLE001 - an interval or range: not an option name
+            continue
+        chosen = next((str(v) for v in values if is_schema_name(str(v))), None)
+        if chosen is not None:
+            return schema_choice_problem({group: chosen})
+    return None
 
 
 def main() -> None:
@@ -267,9 +425,15 @@ def main() -> None:
     ``HYDRA_FULL_ERROR=1`` themselves gets Hydra's full traceback, as Hydra documents. Ctrl-C
     exits 130 with one line; the interrupted run's files were never moved into place.
     """
+    from dit_engine import completion
+
     register_schemas()
     quiet_known_noise()
+    completion.handle(sys.argv[1:])  # -sc install/uninstall=bash: our script; query: the line normalised
     sys.argv[1:] = expand_aliases(sys.argv[1:])
+    problem = _schema_override_problem(sys.argv[1:])
+    if problem:
+        fail(problem)
     scratch = _join_torchrun()
     users_value = os.environ.get("HYDRA_FULL_ERROR")
     wants_traceback = users_value == "1"

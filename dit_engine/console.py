@@ -8,6 +8,11 @@ import sys
 from typing import NoReturn
 
 
+#: ``extra`` key of a log record that ``quiet=true`` still shows on the console: a run's final
+#: line, which says where its outputs went (``log.info(..., extra={FINAL_LINE: True})``).
+FINAL_LINE = "dit_engine_final"
+
+
 def fail(message: object) -> NoReturn:
     """Print ``dit_engine: error: <message>`` on stderr and exit with code 2 (bad input)."""
     print(f"dit_engine: error: {message}", file=sys.stderr)

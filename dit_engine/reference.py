@@ -47,13 +47,36 @@ def reference_key(material: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing); the file is removed when
+    the lock is released, so no ``.lock`` file is left behind.
+
+    Removing a lock file is safe only with a check on the other side: a process that opened the
+    file before it was removed may get the lock on the removed file while a newcomer locks a new
+    file of the same name. So a lock counts only if, once held, ``path`` still names the file
+    that was locked; otherwise it is dropped and taken again. The holder removes the file before
+    it releases the lock, so a waiter always sees the removal.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    # O_NOFOLLOW: a symlink planted at the lock's name must not make us open (or create) its target.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    while True:
+        # O_NOFOLLOW: a symlink planted at the lock's name must not make us open (or create) its target.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)  # locked a file its holder removed: take the lock on the current one
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         os.close(fd)  # closing releases the lock
 
 

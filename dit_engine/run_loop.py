@@ -76,12 +76,73 @@ def reference_run(pipe, adapter: Adapter, workload: Workload, device: torch.devi
     return images, sum(seconds) / len(seconds)
 
 
-def profile_first_batch(pipe, adapter: Adapter, workload: Workload, device: torch.device, trace: Path, quiet: bool = False) -> None:
-    """One extra request of the first batch under torch.profiler, written as a Chrome trace."""
-    from torch.profiler import ProfilerActivity, profile
+def interleaved_timings(pipe, adapter: Adapter, workload: Workload, device: torch.device, handle, pairs: int,
+                        warm_plain: bool = True, quiet: bool = False) -> dict[str, list[float]]:
+    """``pairs`` plain and accelerated runs of the workload in turn (plain first in even pairs,
+    accelerated first in odd ones), the plan removed from and applied again to ``pipe`` through
+    ``handle`` between them: machine load then weighs on both sides of a pair alike. The handle is
+    applied again at the end. ``warm_plain`` first runs the workload's warm-up on the plain pipeline."""
+    seconds: dict[str, list[float]] = {"plain_s": [], "accelerated_s": []}
+
+    def run(kind: str) -> None:
+        if kind == "plain_s" and handle.applied:
+            handle.remove()
+        elif kind == "accelerated_s" and not handle.applied:
+            handle.apply()
+        start = time.perf_counter()
+        generate(pipe, adapter, workload, device, quiet)
+        seconds[kind].append(time.perf_counter() - start)
+
+    if warm_plain:
+        handle.remove()
+        warm_up(pipe, adapter, workload, device, quiet)
+    for index in range(pairs):
+        for kind in (("plain_s", "accelerated_s") if index % 2 == 0 else ("accelerated_s", "plain_s")):
+            run(kind)
+    if not handle.applied:
+        handle.apply()
+    return seconds
+
+
+#: transformer calls let by before the profiler records one (the first calls carry one-off costs)
+PROFILE_SKIPPED_CALLS = 2
+
+
+def profile_first_batch(pipe, adapter: Adapter, workload: Workload, device: torch.device, trace: Path,
+                        quiet: bool = False) -> dict:
+    """One extra request of the first batch under torch.profiler, written as a Chrome trace.
+
+    Only one denoising step is recorded: the third transformer call and what runs until the next
+    (a whole request of 28 steps is about 30 MB of JSON; one step shows the same kernels). A
+    request with fewer transformer calls is recorded whole. Returns what was recorded, for
+    ``metrics.json``: the trace's size, the calls recorded, shapes off.
+    """
+    from torch.profiler import ProfilerActivity, profile, schedule
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     first = Workload(**{**asdict(workload), "prompts": [workload.prompts[i] for i in workload.batches()[0]]})
-    with profile(activities=activities, record_shapes=False) as profiler:
-        generate(pipe, adapter, first, device, quiet)
-    profiler.export_chrome_trace(str(trace))
+    transformers = list(adapter.transformers(pipe).values())
+    exported: list[bool] = []
+
+    def ready(profiler) -> None:
+        profiler.export_chrome_trace(str(trace))
+        exported.append(True)
+
+    steps = schedule(wait=PROFILE_SKIPPED_CALLS, warmup=1, active=1, repeat=1)
+    with profile(activities=activities, record_shapes=False, schedule=steps, on_trace_ready=ready) as profiler:
+        # a step boundary before every transformer call: the recorded window is one call and the
+        # scheduler step after it
+        hooks = [t.register_forward_pre_hook(lambda *_: profiler.step()) for t in transformers]
+        try:
+            generate(pipe, adapter, first, device, quiet)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    recorded = f"transformer call {PROFILE_SKIPPED_CALLS + 1} of one request ({len(first.prompts)} prompt(s))"
+    if not exported:  # too few transformer calls to reach the recorded one: the whole request
+        with profile(activities=activities, record_shapes=False) as whole:
+            generate(pipe, adapter, first, device, quiet)
+        whole.export_chrome_trace(str(trace))
+        recorded = f"one whole request ({len(first.prompts)} prompt(s))"
+    return {"trace": str(trace), "size_mb": round(Path(trace).stat().st_size / 2**20, 3), "recorded": recorded,
+            "record_shapes": False}

@@ -16,7 +16,10 @@ from dit_engine.metrics import compare_images, summarize
 from dit_engine.metrics.clip import clip_scores
 from dit_engine.outputs import writable_dir_problem
 
-OBJECTIVES = ("latency", "speedup", "psnr")
+OBJECTIVES = ("latency", "compute", "speedup", "psnr")
+#: objectives that need the reference run (report=quality)
+QUALITY_OBJECTIVES = ("compute", "speedup", "psnr")
+REFERENCE_TIMINGS = ("fresh", "interleaved", "cached")
 
 
 def report_problems(report: DictConfig) -> list[str]:
@@ -34,12 +37,15 @@ def report_problems(report: DictConfig) -> list[str]:
         problem = writable_dir_problem("report.reference_dir", report.reference_dir)
         if problem:
             problems.append(problem)
-    if report.reference_timing not in ("fresh", "cached"):
-        problems.append(f"report.reference_timing={report.reference_timing} is unknown; use fresh or cached")
+    if report.reference_timing not in REFERENCE_TIMINGS:
+        problems.append(f"report.reference_timing={report.reference_timing} is unknown; use {', '.join(REFERENCE_TIMINGS)}")
     if report.objective not in OBJECTIVES:
         problems.append(f"report.objective={report.objective} is unknown; use one of {', '.join(OBJECTIVES)}")
-    elif report.objective in ("speedup", "psnr") and not report.quality:
+    elif report.objective in QUALITY_OBJECTIVES and not report.quality:
         problems.append(f"report.objective={report.objective} needs the reference run: use report=quality (or report.quality=true)")
+    elif report.objective == "speedup" and report.reference_timing == "cached":
+        problems.append("report.objective=speedup times the plain pipeline in this run, interleaved with the accelerated one; "
+                        "report.reference_timing=cached would reuse another moment's timing: drop it, or use report.objective=compute")
     return problems
 
 
@@ -87,23 +93,41 @@ def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, s
 
 
 def quality_metrics(reference, reference_latency: float, reference_timing: str, names: list[str], images: list,
-                    latency_s: float) -> dict[str, Any]:
-    """PSNR / SSIM / MAE of every image against the reference, and the speedup vs it."""
+                    latency_s: float, pairs: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """PSNR / SSIM / MAE of every image against the reference, and the speedup vs it.
+
+    With ``pairs`` (interleaved plain / accelerated timings, see ``run_loop.interleaved_timings``)
+    the speedup is the median of the pairs' ratios and the reference latency the median plain run;
+    otherwise the reference's latency over this run's.
+    """
     scores = compare_images(names, reference.images, images)
+    if pairs is not None:
+        ratios = [plain / fast for plain, fast in zip(pairs["plain_s"], pairs["accelerated_s"])]
+        speedup, reference_latency, timing = median(ratios), median(pairs["plain_s"]), "interleaved"
+    else:
+        speedup = reference_latency / latency_s
+        timing = "this run" if not reference.reused or reference_timing != "cached" else "cached"
     return {
         "reference": {
             "key": reference.key,
             "dir": str(reference.path),
             "latency_s": reference_latency,
             "cached_latency_s": reference.latency_s,
-            "timing": "this run" if not reference.reused or reference_timing == "fresh" else "cached",
+            "timing": timing,
             "created": reference.created,
             "reused": reference.reused,
+            **({"pairs": {**pairs, "speedups": ratios}} if pairs is not None else {}),
         },
-        "speedup_vs_reference": reference_latency / latency_s,
+        "speedup_vs_reference": speedup,
         "aggregate": summarize(scores),
         "per_image": [score.as_dict() for score in scores],
     }
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def clip_metrics(clip_model: str, images: list, prompts: list[str]) -> dict[str, Any]:
@@ -122,6 +146,12 @@ def objective(report: DictConfig, metrics: dict[str, Any]) -> float | None:
     psnr = quality["aggregate"]["psnr"]
     if report.objective == "psnr":
         return psnr
+    if report.objective == "compute":
+        # compute fraction under a quality floor (minimise): deterministic, no clock involved. An
+        # infeasible configuration scores above every feasible one (at most 1.0), the more so the
+        # further below the floor, so an optimiser is led back to the floor.
+        fraction = metrics["compute"]["compute_fraction"]
+        return fraction if psnr >= report.psnr_floor else 1.0 + (report.psnr_floor - psnr) / report.psnr_floor
     # speedup under a quality floor: infeasible configurations score 0 so an optimiser drops them
     return quality["speedup_vs_reference"] if psnr >= report.psnr_floor else 0.0
 

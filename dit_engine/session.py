@@ -31,6 +31,7 @@ from dit_engine import run_loop
 from dit_engine.adapter import Adapter
 from dit_engine.config import compose_config
 from dit_engine.config.validate import config_problems
+from dit_engine.console import FINAL_LINE
 from dit_engine.devices import DTYPES, dtype_problem, resolve_device
 from dit_engine.errors import DitEngineError, PlanError
 from dit_engine.handle import Handle
@@ -220,13 +221,17 @@ class Session:
         except BaseException:
             files.discard()
             raise
+        artifacts = "".join(f"; {name}: {run_dir / name}" for name in metrics.get("artifacts", []))
+        # the final line shows even with quiet=true (the CLI's console filter lets FINAL_LINE through)
         log.info(
-            "done: %.3f s per workload run, %.1f %% of block forwards computed, %d/%d steps cached; outputs in %s",
+            "done: %.3f s per workload run, %.1f %% of block forwards computed, %d/%d steps cached; outputs in %s%s",
             metrics["latency"]["total_s"],
             100 * metrics["compute"]["compute_fraction"],
             metrics["compute"]["steps_cached"],
             metrics["compute"]["steps_total"],
             run_dir,
+            artifacts,
+            extra={FINAL_LINE: True},
         )
         return metrics
 
@@ -248,10 +253,14 @@ class Session:
             )
             log.info("reference %s (%s)", reference.path, "reused" if reference.reused else "computed now")
             reference_latency = reference.latency_s
-            if reference.reused and cfg.report.reference_timing == "fresh":
+            interleave = self._interleaves()
+            if reference.reused and cfg.report.reference_timing != "cached" and not interleave:
                 reference_latency = run_loop.reference_run(pipe, adapter, workload, device, quiet)[1]
 
         handle = self.apply(pipe)
+        pairs = None
+        artifacts = []
+        profile = None
         try:
             run_loop.warm_up(pipe, adapter, workload, device, quiet)
             handle.reset()
@@ -261,8 +270,15 @@ class Session:
             for transform in handle.transforms:
                 for name, data in transform.artifacts().items():
                     files.write_json(name, data)
+                    artifacts.append(name)
             if cfg.report.profile:
-                run_loop.profile_first_batch(pipe, adapter, workload, device, files.path("trace.json"), quiet)
+                profile = run_loop.profile_first_batch(pipe, adapter, workload, device, files.path("trace.json"), quiet)
+                profile["trace"] = str(run_dir / "trace.json")
+            if reference is not None and interleave:
+                # plain and accelerated runs in turn (the handle is removed and applied again), so
+                # the load of the moment weighs on both sides of every pair alike
+                pairs = run_loop.interleaved_timings(pipe, adapter, workload, device, handle, max(workload.repeats, 3),
+                                                     warm_plain=reference.reused, quiet=quiet)
         finally:
             if not self.plan.irreversible_steps():  # a quantized or compiled pipeline is dropped instead
                 handle.remove()
@@ -284,13 +300,29 @@ class Session:
             from dit_engine.parallel.report import per_rank_metrics
 
             metrics["parallel"] = per_rank_metrics(parallel, metrics["latency"])
+        if artifacts:
+            metrics["artifacts"] = artifacts
+        if profile is not None:
+            metrics["profile"] = profile
         if reference is not None:
             metrics["quality"] = quality_metrics(reference, reference_latency, cfg.report.reference_timing, names, images,
-                                                 metrics["latency"]["total_s"])
+                                                 metrics["latency"]["total_s"], pairs=pairs)
         if cfg.report.clip_model:
             metrics["clip_score"] = clip_metrics(cfg.report.clip_model, images, workload.prompts)
         metrics["objective"] = objective(cfg.report, metrics)
         return metrics
+
+    def _interleaves(self) -> bool:
+        """Whether the speedup is timed from interleaved plain / accelerated pairs: asked for
+        (``report.reference_timing=interleaved``) or needed (``report.objective=speedup``), and
+        possible (every plan step can be removed and applied again)."""
+        report = self.cfg.report
+        wanted = report.reference_timing == "interleaved" or report.objective == "speedup"
+        if wanted and self.plan.irreversible_steps():
+            names = ", ".join(step.name for step in self.plan.irreversible_steps())
+            log.warning("speedup timed plain-then-accelerated, not interleaved: %s cannot be removed and applied again", names)
+            return False
+        return wanted
 
     def reference_material(self, device: torch.device) -> dict[str, Any]:
         """Everything that determines the reference images (the key of the on-disk cache)."""

@@ -41,9 +41,26 @@ def test_objectives():
     assert objective(OmegaConf.create({"objective": "latency"}), metrics) == 2.0
 
 
+def test_compute_objective_is_the_compute_fraction_under_the_floor():
+    report = OmegaConf.create({"objective": "compute", "psnr_floor": 30.0})
+    metrics = {"latency": {"total_s": 2.0}, "compute": {"compute_fraction": 0.4},
+               "quality": {"speedup_vs_reference": 9.9, "aggregate": {"psnr": 33.0}}}
+    assert objective(report, metrics) == 0.4  # no clock in it: the speedup does not matter
+    metrics["quality"]["aggregate"]["psnr"] = math.inf
+    assert objective(report, metrics) == 0.4
+    metrics["quality"]["aggregate"]["psnr"] = 27.0  # below the floor: worse than any feasible (<= 1.0) ...
+    assert objective(report, metrics) == pytest.approx(1.1)
+    metrics["quality"]["aggregate"]["psnr"] = 15.0  # ... and the further below, the worse
+    assert objective(report, metrics) == pytest.approx(1.5)
+
+
 def test_quality_objectives_need_the_reference():
     with pytest.raises(PlanError, match="report.objective=speedup needs the reference run: use report=quality"):
         prepare(compose_config(["report.objective=speedup"]))
+    with pytest.raises(PlanError, match="report.objective=compute needs the reference run: use report=quality"):
+        prepare(compose_config(["report.objective=compute"]))
+    with pytest.raises(PlanError, match="report.reference_timing=cached would reuse another moment's timing"):
+        prepare(compose_config(["report=quality", "report.objective=speedup", "report.reference_timing=cached"]))
     with pytest.raises(PlanError, match="report.objective=fast is unknown"):
         prepare(compose_config(["report.objective=fast"]))
 
@@ -60,7 +77,8 @@ def test_quality_sweep_runs_the_reference_once(quality_sweep):
     cells = cells_of(quality_sweep / "sweep")
     metrics = [json.loads((cell / "metrics.json").read_text()) for cell in cells]
     assert len(metrics) == 3
-    assert len(list((quality_sweep / "outputs" / "references").iterdir())) == 2  # one reference + its lock file
+    # one reference, and no lock file left behind
+    assert [p.name for p in (quality_sweep / "outputs" / "references").iterdir()] == [metrics[0]["quality"]["reference"]["key"]]
     assert len({m["quality"]["reference"]["key"] for m in metrics}) == 1
     assert sum(not m["quality"]["reference"]["reused"] for m in metrics) == 1
     by_cache = {m["config"]["cache"]["front_blocks"] if m["config"]["cache"]["name"] != "none" else "none": m for m in metrics}
@@ -86,14 +104,21 @@ def test_quality_sweep_writes_a_consistent_report(quality_sweep):
         assert float(row["latency_s"]) == pytest.approx(metrics["latency"]["total_s"], rel=1e-3)
         assert float(row["compute_fraction"]) == pytest.approx(metrics["compute"]["compute_fraction"], rel=1e-3)
     markdown = (sweep / "summary.md").read_text()
-    assert all(cell.name in markdown or cell.name.split("_", 1)[1] in markdown for cell in cells_of(sweep))
+    # cells are named by what differs between them: report=quality and quiet=true are in every cell
+    assert sorted(row["label"] for row in rows) == ["#0 cache=none", "#1 cache=dbcache", "#2 cache=fbcache"]
+    assert all(f"`{row['label']}`" in markdown for row in rows)
 
 
 def test_profile_writes_a_chrome_trace(tmp_path):
     result = dit_engine("report.profile=true", "workload=one_prompt", "quiet=true", "hydra.run.dir=prof", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    trace = json.loads((tmp_path / "prof" / "trace.json").read_text())
+    path = tmp_path / "prof" / "trace.json"
+    trace = json.loads(path.read_text())
     assert any("transformer" in str(event.get("name", "")).lower() or "aten::" in str(event.get("name", "")) for event in trace["traceEvents"])
+    profile = json.loads((tmp_path / "prof" / "metrics.json").read_text())["profile"]
+    assert profile["trace"] == str(path) and profile["size_mb"] == pytest.approx(path.stat().st_size / 2**20, abs=1e-3)
+    assert "transformer call 3" in profile["recorded"] and profile["record_shapes"] is False
+    assert path.stat().st_size < 4 * 2**20  # one denoising step, not the whole request's ~30 MB
 
 
 def test_joblib_launcher_cells_share_one_reference(tmp_path):
@@ -113,14 +138,44 @@ def test_optuna_search_three_trials(tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(cells_of(tmp_path / "opt")) == 3
     best = yaml.safe_load((tmp_path / "opt" / "optimization_results.yaml").read_text())
-    trial_objectives = [json.loads((c / "metrics.json").read_text())["objective"] for c in cells_of(tmp_path / "opt")]
-    assert best["best_value"] == pytest.approx(max(trial_objectives))
+    trials = [json.loads((c / "metrics.json").read_text()) for c in cells_of(tmp_path / "opt")]
+    # the objective is the compute fraction under the PSNR floor (no clock): minimised
+    for trial in trials:
+        psnr = trial["quality"]["aggregate"]["psnr"]
+        feasible = psnr is None or psnr >= 35.0  # null: identical to the reference
+        assert (trial["objective"] == trial["compute"]["compute_fraction"]) == feasible
+        assert (trial["objective"] <= 1.0) == feasible
+    assert best["best_value"] == pytest.approx(min(t["objective"] for t in trials))
     assert set(best["best_params"]) == {"cache.threshold", "cache.front_blocks", "cache.back_blocks", "cache.warmup_steps"}
+    # Optuna's and the sweeper's set-up lines are gone; the best trial is still reported
+    output = result.stdout + result.stderr
+    noise = ("setup plugin", "A new study created", "Study name:", "Storage:", "Sampler:", "Directions:")
+    assert not [word for word in noise if word in output]
+    assert "Best value:" in output
+
+
+def test_speedup_objective_is_timed_from_interleaved_pairs(tmp_path):
+    result = dit_engine("report=quality", "report.objective=speedup", "cache=dbcache", "workload=smoke", "quiet=true",
+                        "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    reference = metrics["quality"]["reference"]
+    pairs = reference["pairs"]
+    assert reference["timing"] == "interleaved" and len(pairs["plain_s"]) == len(pairs["accelerated_s"]) == 3
+    ratios = sorted(p / a for p, a in zip(pairs["plain_s"], pairs["accelerated_s"]))
+    assert metrics["quality"]["speedup_vs_reference"] == pytest.approx(ratios[1])  # the median pair
+    assert reference["latency_s"] == pytest.approx(sorted(pairs["plain_s"])[1])
+    assert metrics["objective"] == metrics["quality"]["speedup_vs_reference"]
+    # the counters cover the accelerated timed runs only, as without interleaving
+    assert metrics["compute"]["steps_total"] == metrics["workload"]["repeats"] * 4  # 4 steps, one batched call each
 
 
 def test_calibration_run_feeds_teacache_and_magcache(tmp_path):
     result = dit_engine("cache=calibration_run", "workload=one_prompt", "quiet=true", "hydra.run.dir=calib", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    final = next(line for line in (result.stdout + result.stderr).splitlines() if "done:" in line)  # shown despite quiet
+    assert final.endswith(f"calibration.json: {tmp_path / 'calib' / 'calibration.json'}")
+    assert json.loads((tmp_path / "calib" / "metrics.json").read_text())["artifacts"] == ["calibration.json"]
     calibration = json.loads((tmp_path / "calib" / "calibration.json").read_text())
     entry = calibration["transformers"]["transformer"]
     assert len(entry["teacache"]["coefficients"]) == 5

@@ -16,10 +16,10 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from dit_engine.config.schema import EngineConfig, NoneConfig, group_schemas, register_schemas
+from dit_engine.config.schema import ENGINE_SCHEMAS, EngineConfig, NoneConfig, group_schemas, register_schemas
 from dit_engine.errors import ConfigError
 
 CONFIG_MODULE = "dit_engine.conf"
@@ -90,13 +90,21 @@ def _compose(overrides: list[str]) -> DictConfig:
     global_hydra.clear()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
-            return compose(config_name="config", overrides=overrides)
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise ConfigError(explain_compose_error(err)) from None
     finally:
         global_hydra.clear()
         if running_app is not None:
             global_hydra.initialize(running_app)
+    from dit_engine.config.schema_source import schema_choice_problem
+
+    problem = schema_choice_problem(cfg.hydra.runtime.choices)
+    if problem:
+        raise ConfigError(problem)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def overrides_touch_group(overrides: Sequence[str], group: str) -> bool:
@@ -126,12 +134,15 @@ def explain_compose_error(err: Exception) -> str:
     missing = re.search(r"Could not find '([\w/]+)/([^']+)'", full)
     if missing:
         group, option = missing.group(1), missing.group(2)
-        options = ", ".join(group_options(group)) or "(none shipped)"
+        # Hydra lists the group's options on its whole search path (user config dirs included)
+        listed = re.search(rf"Available options in '{re.escape(group)}':\n((?:\t[^\n]*\n?)*)", full)
+        found = [line.strip() for line in listed.group(1).splitlines() if line.strip()] if listed else group_options(group)
+        options = ", ".join(found) or "(none shipped)"
         return f"unknown option {group}={option}; available {group} options: {options}"
 
     unknown_group = re.search(r"Could not override '([^']+)'.*?No match in the defaults list", full, re.S)
     if unknown_group:
-        return f"unknown config group '{unknown_group.group(1)}'; groups: {', '.join(group_schemas())}"
+        return f"unknown config group '{unknown_group.group(1)}'; groups: {', '.join(ENGINE_SCHEMAS)}"
 
     bad_key = re.search(r"Key '([^']+)' not in '(\w+)'", full)
     if bad_key:

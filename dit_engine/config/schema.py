@@ -1,8 +1,12 @@
-"""Typed schemas of every config group, stored in Hydra's ConfigStore.
+"""Typed schemas of every config group, served to Hydra by :mod:`dit_engine.config.schema_source`.
 
 Each YAML option under ``conf/<group>/`` extends one of these schemas (``defaults: [schema_<x>]``),
 so a misspelt key or a value of the wrong type fails when Hydra composes the config, before
 anything runs. The field docs below are the reference for what each key does.
+
+This module imports neither torch nor any transform: ``--help`` and shell completion compose the
+default config with it alone. A technique's schema (its transform's ``config_class``) is imported
+only when a composed option uses it.
 """
 
 from __future__ import annotations
@@ -10,10 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
-
-from dit_engine.caches.block_cache import BlockCacheConfig
 
 
 @dataclass
@@ -48,13 +49,24 @@ class NoneConfig:
 
 
 @dataclass
-class NoCacheConfig(BlockCacheConfig):
+class NoCacheConfig:
     """``cache=none``: nothing is cached.
 
     The shared cache settings are accepted and ignored, so that one sweep can cross cache
-    options with their settings (``-m cache=none,dbcache cache.threshold=0.05,0.2``).
+    options with their settings (``-m cache=none,dbcache cache.threshold=0.05,0.2``). They are
+    the fields of :class:`dit_engine.caches.block_cache.BlockCacheConfig` (documented there),
+    repeated here so that composing the default config imports no torch; ``tests/config`` checks
+    that the two stay the same.
     """
 
+    front_blocks: int = 1
+    back_blocks: int = 0
+    threshold: Optional[float] = None
+    threshold_scale: float = 1.0
+    warmup_steps: int = 2
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+    separate_cfg: Optional[bool] = None
     name: str = "none"
 
 
@@ -111,17 +123,25 @@ class ReportConfig:
         reference_dir: where references are cached (relative to the working directory).
         reference_timing: ``fresh`` re-times the plain pipeline in this run (side by side with
             the accelerated one, so the speedup is not skewed by another moment's machine load;
-            the cached reference images are still the ones compared against); ``cached`` trusts
-            the latency stored with the reference (saves one plain run per cell).
+            the cached reference images are still the ones compared against); ``interleaved``
+            times plain and accelerated runs in turn (``max(workload.repeats, 3)`` pairs, the
+            plan removed and applied again between them) and takes the median of the pairs'
+            speedups, so a load spike weighs on both sides alike; ``cached`` trusts the latency
+            stored with the reference (saves one plain run per cell).
         clip_model: a local directory with a CLIP model (transformers ``save_pretrained`` format);
             when set, metrics.json gets the CLIP score of every image against its prompt. Never
             downloaded. (LPIPS is not offered: its backbone weights would have to be fetched.)
-        profile: write ``trace.json``, a torch.profiler Chrome trace of one extra request
-            (open it in chrome://tracing or Perfetto).
+        profile: write ``trace.json``, a torch.profiler Chrome trace of one denoising step (the
+            third transformer call) of one extra request (open it in chrome://tracing or
+            Perfetto); ``metrics.json`` records its path and size under ``profile``.
         objective: what the run returns to a Hydra sweeper: ``latency`` (seconds, minimise),
-            ``speedup`` (vs the reference, maximise; needs ``quality``) or ``psnr``.
-        psnr_floor: constraint of the ``speedup`` objective: a run whose mean PSNR is below it
-            returns 0, so an optimiser only keeps configurations that hold the quality floor.
+            ``compute`` (the fraction of block forwards computed, minimise, under ``psnr_floor``;
+            deterministic, no clock involved: the honest objective for a search on a busy
+            machine; needs ``quality``), ``speedup`` (vs the reference, maximise, from
+            interleaved plain / accelerated timings; needs ``quality``) or ``psnr``.
+        psnr_floor: quality constraint of the ``compute`` and ``speedup`` objectives: a run whose
+            mean PSNR is below it scores 0 (``speedup``) or above 1 (``compute``: 1 plus the
+            relative shortfall), so an optimiser only keeps configurations that hold the floor.
     """
 
     name: str = "latency"
@@ -210,7 +230,7 @@ class EngineConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
-#: The engine's own schemas. Technique schemas come with their transforms (see ``register_schemas``).
+#: The engine's own schemas. Technique schemas come with their transforms (see ``transform_schema``).
 ENGINE_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"schema_model": ModelConfig},
     "cache": {"schema_none": NoCacheConfig},
@@ -224,47 +244,89 @@ ENGINE_SCHEMAS: dict[str, dict[str, type]] = {
     "report": {"schema_report": ReportConfig},
 }
 
+#: The root schema (``defaults: [schema_engine]`` in ``conf/config.yaml``).
+ROOT_SCHEMA = "schema_engine"
+
+#: Group -> entry-point prefix of its transforms (``calibrator=taylorseer`` -> ``calibrate.taylorseer``):
+#: ``dit_engine.plan.GROUP_STAGES`` spelled without importing the plan (tests/config checks they agree).
+GROUP_PREFIXES: dict[str, str] = {
+    "quant": "quantize",
+    "parallel": "shard",
+    "cache": "cache",
+    "calibrator": "calibrate",
+    "compile": "compile",
+    "attention": "adapt",
+    "offload": "offload",
+}
+
+
+def transform_schema_names(registry=None) -> dict[str, dict[str, str]]:
+    """Group -> {``schema_<impl>`` -> transform entry-point name} of every installed transform,
+    read from the entry points alone (nothing is imported)."""
+    from dit_engine.registry import TRANSFORM_GROUP, Registry
+
+    registry = registry or Registry()
+    by_prefix = {prefix: group for group, prefix in GROUP_PREFIXES.items()}
+    names: dict[str, dict[str, str]] = {group: {} for group in GROUP_PREFIXES}
+    for name in registry.names(TRANSFORM_GROUP):
+        prefix, _, impl = name.partition(".")
+        if prefix in by_prefix:
+            names[by_prefix[prefix]][f"schema_{impl}"] = name
+    return names
+
+
+def transform_schema(entry_point: str, registry=None) -> type | None:
+    """The ``config_class`` of a transform (imports its module); None when it has none.
+    Raises :class:`~dit_engine.errors.RegistryError` when the transform cannot be loaded."""
+    from dit_engine.registry import Registry
+
+    transform_class, _ = (registry or Registry()).transform_class(entry_point)
+    return transform_class.config_class
+
+
 def group_schemas(registry=None) -> dict[str, dict[str, type]]:
     """Group -> {schema name -> dataclass}: the engine's plus one ``schema_<impl>`` per installed
     transform (its ``config_class``), so a plugin's transform brings its own schema.
 
-    A transform entry point that fails to import is left out here (its options then fail to
-    compose); using it reports the import error through the registry.
+    This imports every transform (and so torch); composing a config never calls it (the schema
+    source imports only the schemas a composition uses). A transform entry point that fails to
+    import is left out here; using it reports the import error.
     """
     from dit_engine.errors import RegistryError
-    from dit_engine.plan import GROUP_STAGES, entry_point_prefix
-    from dit_engine.registry import TRANSFORM_GROUP, Registry
+    from dit_engine.registry import Registry
 
     registry = registry or Registry()
     schemas = {group: dict(options) for group, options in ENGINE_SCHEMAS.items()}
-    prefixes = {entry_point_prefix(stage): group for group, stage in GROUP_STAGES.items()}
-    for name in registry.names(TRANSFORM_GROUP):
-        prefix, _, impl = name.partition(".")
-        if prefix not in prefixes:
-            continue
-        try:
-            transform_class, _ = registry.transform_class(name)
-        except RegistryError:
-            continue
-        if transform_class.config_class is not None:
-            schemas[prefixes[prefix]][f"schema_{impl}"] = transform_class.config_class
+    for group, names in transform_schema_names(registry).items():
+        for schema_name, entry_point in names.items():
+            try:
+                config_class = transform_schema(entry_point, registry)
+            except RegistryError:
+                continue
+            if config_class is not None:
+                schemas[group][schema_name] = config_class
     return schemas
+
+
+def is_schema_name(option: object) -> bool:
+    """Whether a group option names an internal schema (``schema_dbcache``), not a user option."""
+    return isinstance(option, str) and option.startswith("schema_")
 
 
 _registered = False
 
 
 def register_schemas() -> None:
-    """Store every schema in Hydra's ConfigStore (once per process)."""
+    """Make Hydra find the schemas and the plugins' config folders (once per process).
+
+    The schemas are served by :class:`~dit_engine.config.schema_source.SchemaSource`, which
+    Hydra asks for ``<group>/schema_<name>`` while composing; it never lists them, so they are
+    not options of any group (``--help`` and completion leave them out).
+    """
     global _registered
     if _registered:
         return
     from dit_engine.config.search_path import register_search_path_plugin
 
     register_search_path_plugin()
-    cs = ConfigStore.instance()
-    cs.store(name="schema_engine", node=EngineConfig)
-    for group, schemas in group_schemas().items():
-        for name, node in schemas.items():
-            cs.store(group=group, name=name, node=node)
     _registered = True

@@ -30,13 +30,21 @@ def plugin_config_modules() -> list[tuple[str, str]]:
 
 
 class DitEngineSearchPathPlugin(SearchPathPlugin):
-    """Appends ``pkg://<config package>`` of every ``dit_engine.conf`` entry point."""
+    """Appends ``pkg://<config package>`` of every ``dit_engine.conf`` entry point, then the
+    schema source (:mod:`dit_engine.config.schema_source`)."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from dit_engine.config.schema_source import PROVIDER, SEARCH_PATH
+
         for name, module in plugin_config_modules():
             search_path.append(provider=f"dit_engine-plugin-{name}", path=f"pkg://{module}")
+        search_path.append(provider=PROVIDER, path=SEARCH_PATH)
 
 
 def register_search_path_plugin() -> None:
-    """Make Hydra use :class:`DitEngineSearchPathPlugin` (idempotent)."""
-    Plugins.instance().register(DitEngineSearchPathPlugin)
+    """Make Hydra use :class:`DitEngineSearchPathPlugin` and the schema source (idempotent)."""
+    from dit_engine.config.schema_source import SchemaSource
+
+    plugins = Plugins.instance()
+    plugins.register(SchemaSource)
+    plugins.register(DitEngineSearchPathPlugin)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from dit_engine.report.cells import Cell, sweep_name
+from dit_engine.report.cells import Cell, short_labels, sweep_name
 
 FRONT_COLOR = "#d95f02"
 OTHER_COLOR = "#6b7b8c"
@@ -83,50 +83,24 @@ def _layout(figure: Figure, notes: Sequence[str], left: float) -> None:
     figure.subplots_adjust(left=left, right=0.96, top=0.84, bottom=0.13 + 0.035 * len(notes))
 
 
-def short_labels(cells: Sequence[Cell]) -> dict[str, str]:
-    """Per cell name, its overrides minus those equal in every cell, keys shortened to their last part.
-
-    ``cache=dbcache cache.threshold=0.1`` in a sweep over both becomes ``cache=dbcache threshold=0.1``;
-    a key's full dotted name is kept when two varying keys share the last part. A cell left with
-    no override is labelled with its job number (``#0``).
-    """
-    parsed = {c.name: _parse_overrides(c.overrides) for c in cells}
-    keys: list[str] = []
-    for overrides in parsed.values():
-        keys += [k for k in overrides if k not in keys]
-    varying = [k for k in keys if len({overrides.get(k) for overrides in parsed.values()}) > 1]
-    tails = [k.rsplit(".", 1)[-1] for k in varying]
-    short = {k: t if tails.count(t) == 1 else k for k, t in zip(varying, tails)}
-    labels = {}
-    for cell in cells:
-        overrides = parsed[cell.name]
-        text = " ".join(f"{short[k]}={overrides[k]}" for k in varying if k in overrides)
-        labels[cell.name] = text or (f"#{cell.job_num}" if cell.job_num is not None else cell.name)
-    return labels
-
-
-def _parse_overrides(overrides: Sequence[str]) -> dict[str, str]:
-    parsed = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        parsed[key.lstrip("+~")] = value
-    return parsed
-
-
 def _default_title(cells: Sequence[Cell]) -> str:
     parents = {Path(c.dir).parent for c in cells if c.name.count("/") == 0}
-    name = sweep_name(parents.pop()) if len(parents) == 1 else "sweep"
+    name = sweep_name(parents.pop(), cells) if len(parents) == 1 else sweep_name("sweep", cells)
     return f"Sweep {name}: speedup vs quality"
 
 
 def _notes(cells: Sequence[Cell], plotted: Sequence[Cell]) -> list[str]:
     notes = []
-    failed = [c.name for c in cells if not c.ok]
+    failed = [c.label or c.name for c in cells if not c.ok]
     if failed:
         notes.append(_shorten(f"failed ({len(failed)}): " + ", ".join(failed)))
-    missing = [c.name for c in cells if c.ok and c not in plotted]
+    missing = [c.label or c.name for c in cells if c.ok and c not in plotted]
     if plotted and missing:
         notes.append(_shorten(f"not plotted, no speedup or PSNR ({len(missing)}): " + ", ".join(missing)))
+    outliers = [c.label or c.name for c in plotted if c.timing_outlier]
+    if outliers:
+        notes.append(_shorten(f"speedup not comparable, reference run timed during a load spike, kept off the front "
+                              f"({len(outliers)}): " + ", ".join(outliers)))
     return notes
 
 

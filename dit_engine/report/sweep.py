@@ -20,16 +20,20 @@ import yaml
 
 from dit_engine.atomic import atomic_path, atomic_write_text
 from dit_engine.errors import DitEngineError
-from dit_engine.report.cells import Cell, sweep_name
+from dit_engine.report.cells import Cell, display_names, sweep_name
 
 #: Groups that choose what is run and how it is reported, not how it is accelerated: a cell that
 #: selects ``none`` in every other group is the sweep's no-acceleration (reference) cell.
 NEUTRAL_GROUPS = frozenset({"model", "workload", "report"})
-#: Acceleration groups assumed when the installed config tree cannot be listed.
+#: The acceleration groups: those whose options are plan transforms. Bundles of them (``method``,
+#: ``experiment``) are judged by what they chose in these groups.
 FALLBACK_GROUPS = frozenset({"cache", "calibrator", "parallel", "quant", "compile", "attention", "offload"})
+#: A cell's reference run that took this many times longer (or shorter) than the median of the
+#: other cells' reference runs of the same workload was timed under other conditions (a load spike).
+TIMING_OUTLIER_FACTOR = 1.5
 #: Columns of ``summary.csv``, in order (``pareto`` is 1 for cells on the Pareto front).
 CSV_COLUMNS = (
-    "name", "dir", "overrides", "status", "latency_s", "speedup", "compute_fraction",
+    "name", "label", "dir", "overrides", "status", "latency_s", "speedup", "compute_fraction",
     "psnr", "ssim", "mae", "peak_memory_mb", "pareto",
 )
 REPORT_FILES = {"csv": "summary.csv", "md": "summary.md", "png": "pareto.png"}
@@ -56,14 +60,42 @@ def collect_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
             "pass the sweep directory itself, e.g. outputs/sweeps/<date>/<time>"
         )
     cells.sort(key=lambda c: (c.job_num is None, c.job_num if c.job_num is not None else 0, c.name))
+    names = display_names(cells)
+    for cell in cells:
+        cell.label = names[cell.name]
+    _mark_timing_outliers(cells)
     _fill_speedups(cells)
     for cell in pareto_front(cells):
         cell.pareto = True
     return cells
 
 
+def _mark_timing_outliers(cells: list[Cell]) -> None:
+    """Mark the cells whose own reference run (``report=quality``, timed in the cell) is an outlier
+    against the other cells' reference runs of the same workload (same reference key): more than
+    ``TIMING_OUTLIER_FACTOR`` times longer or shorter than their median. Such a cell's speedup
+    says more about the machine's load at that moment than about its method."""
+    by_key: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if cell.ok and cell.speedup_source == "quality" and cell.reference_latency_s and cell.reference_key:
+            by_key.setdefault(cell.reference_key, []).append(cell)
+    for group in by_key.values():
+        if len(group) < 3:  # too few to tell which side is off
+            continue
+        for cell in group:
+            others = sorted(c.reference_latency_s for c in group if c is not cell)
+            middle = len(others) // 2
+            typical = others[middle] if len(others) % 2 else (others[middle - 1] + others[middle]) / 2
+            ratio = cell.reference_latency_s / typical
+            if ratio > TIMING_OUTLIER_FACTOR or ratio < 1 / TIMING_OUTLIER_FACTOR:
+                cell.timing_outlier = (f"its reference run took {cell.reference_latency_s:.3g} s against a median of "
+                                       f"{typical:.3g} s in the other {len(others)} cells ({ratio:.2g}x)")
+
+
 def reference_cell(cells: list[Cell]) -> Cell | None:
-    """The first successful cell that selects ``none`` in every acceleration group, if any."""
+    """The first successful cell that runs without acceleration, if any: ``none`` in every
+    acceleration group (however chosen: ``cache=none``, ``+method=none``, an experiment's
+    default), and every block forward computed when that was recorded."""
     groups = _acceleration_groups()
     return next((c for c in cells if c.ok and c.latency_s and _is_unaccelerated(c, groups)), None)
 
@@ -71,10 +103,11 @@ def reference_cell(cells: list[Cell]) -> Cell | None:
 def pareto_front(cells: list[Cell]) -> list[Cell]:
     """Cells not dominated in (speedup, PSNR), both higher is better; identical counts as +inf dB.
 
-    Only successful cells with both numbers take part. Equal points do not dominate each other, so
+    Only successful cells with both numbers take part, and not a cell whose speedup was timed
+    during a load spike (``timing_outlier``). Equal points do not dominate each other, so
     duplicates are all on the front.
     """
-    points = [c for c in cells if c.ok and c.speedup is not None and c.psnr is not None]
+    points = [c for c in cells if c.ok and c.speedup is not None and c.psnr is not None and not c.timing_outlier]
 
     def dominates(a: Cell, b: Cell) -> bool:
         return a.speedup >= b.speedup and a.psnr >= b.psnr and (a.speedup > b.speedup or a.psnr > b.psnr)
@@ -98,9 +131,9 @@ def write_report_files(sweep_dir: str | os.PathLike, cells: list[Cell]) -> dict[
     sweep_dir = Path(sweep_dir).resolve()
     paths = {key: sweep_dir / name for key, name in REPORT_FILES.items()}
     atomic_write_text(paths["csv"], summary_csv(cells))
-    atomic_write_text(paths["md"], summary_markdown(cells, sweep_name(sweep_dir)))
+    atomic_write_text(paths["md"], summary_markdown(cells, sweep_name(sweep_dir, cells)))
     with atomic_path(paths["png"]) as temporary:
-        pareto_plot(cells, temporary, title=f"Sweep {sweep_name(sweep_dir)}: speedup vs quality")
+        pareto_plot(cells, temporary, title=f"Sweep {sweep_name(sweep_dir, cells)}: speedup vs quality")
     return paths
 
 
@@ -124,7 +157,7 @@ def summary_csv(cells: list[Cell]) -> str:
     writer.writerow(CSV_COLUMNS)
     for cell in cells:
         row = {
-            "name": cell.name, "dir": str(cell.dir), "overrides": " ".join(cell.overrides), "status": cell.status,
+            "name": cell.name, "label": cell.label, "dir": str(cell.dir), "overrides": " ".join(cell.overrides), "status": cell.status,
             "latency_s": cell.latency_s, "speedup": cell.speedup, "compute_fraction": cell.compute_fraction,
             "psnr": cell.psnr, "ssim": cell.ssim, "mae": cell.mae, "peak_memory_mb": cell.peak_memory_mb,
             "pareto": cell.pareto,
@@ -140,10 +173,11 @@ def markdown_table(cells: list[Cell]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     for cell in cells:
         row = [
-            f"`{_md_escape(cell.name)}`",
+            f"`{_md_escape(_name(cell))}`",
             "ok" if cell.ok else "**FAILED**",
             _fmt(cell.latency_s, "{:.3g}"),
-            _fmt(cell.speedup, "{:.2f}×") + (" (shared cores)" if cell.untrusted_timing and cell.speedup is not None else ""),
+            _fmt(cell.speedup, "{:.2f}×") + (" (shared cores)" if cell.untrusted_timing and cell.speedup is not None else "")
+            + (" (timing outlier)" if cell.timing_outlier and cell.speedup is not None else ""),
             _fmt(None if cell.compute_fraction is None else 100 * cell.compute_fraction, "{:.1f} %"),
             "∞" if cell.psnr == math.inf else _fmt(cell.psnr, "{:.2f}"),
             _fmt(cell.ssim, "{:.4f}"),
@@ -156,18 +190,26 @@ def markdown_table(cells: list[Cell]) -> str:
 
 
 def summary_markdown(cells: list[Cell], name: str) -> str:
-    """``summary.md``: what the reference is, the Pareto front, the table, failures and the plot."""
+    """``summary.md``: what the reference is, the Pareto front, the table, failures and the plot.
+
+    Cells are named by job number and what differs between them (``#3 cache=fbcache``); their
+    folders are in ``summary.csv`` (and under failed cells below)."""
     lines = [f"# Sweep {name}", "", reference_line(cells), ""]
     untrusted = [c for c in cells if c.untrusted_timing]
     if untrusted:
         lines += [f"**Timings not comparable:** {len(untrusted)} of {len(cells)} cells measured while other cells shared the "
                   f"machine ({untrusted[0].untrusted_timing}); their latencies and speedups say little. Rerun with "
                   "`hydra.launcher.n_jobs=1` to measure speed; PSNR and compute are unaffected.", ""]
+    outliers = [c for c in cells if c.timing_outlier]
+    if outliers:
+        lines += ["**Timing outliers:** " + "; ".join(f"`{_md_escape(_name(c))}`: {c.timing_outlier}" for c in outliers)
+                  + ". The machine was busy while these cells timed their reference, so their speedups are not comparable "
+                  "and they are kept off the Pareto front; rerun them to measure their speed (PSNR and compute are unaffected).", ""]
     lines += [pareto_line(cells), "", markdown_table(cells)]
     failed = [c for c in cells if not c.ok]
     if failed:
         lines.append(f"Failed cells ({len(failed)} of {len(cells)}):\n")
-        lines.extend(f"- `{_md_escape(c.name)}`: {c.error}" for c in failed)
+        lines.extend(f"- `{_md_escape(_name(c))}` (`{_md_escape(c.name)}`): {c.error}" for c in failed)
         lines.append("")
     lines += [
         "PSNR, SSIM and MAE compare each cell's images with the reference images (∞ dB = identical); "
@@ -195,7 +237,7 @@ def reference_line(cells: list[Cell]) -> str:
     reference = reference_cell(cells)
     if any(c.speedup_source == "reference cell" for c in cells) and reference is not None:
         scope = " for the speedups of the other cells" if quality else ""
-        parts.append(f"the no-acceleration cell `{_md_escape(reference.name)}` ({reference.latency_s:.3g} s): "
+        parts.append(f"the no-acceleration cell `{_md_escape(_name(reference))}` ({reference.latency_s:.3g} s): "
                      f"speedup = its latency / the cell's latency{scope}")
     if not parts:
         return ("**Reference:** none: no cell runs without acceleration and none used `report=quality`, so speedup is blank; "
@@ -204,7 +246,7 @@ def reference_line(cells: list[Cell]) -> str:
     if reference is not None and reference.speedup_source == "quality" and not 0.8 <= reference.speedup <= 1.25:
         # The no-acceleration cell should run as fast as the reference; if not, the reference's
         # latency (possibly cached from another process or machine load) is not comparable.
-        text += (f" **Check the timings:** the no-acceleration cell `{_md_escape(reference.name)}` has speedup "
+        text += (f" **Check the timings:** the no-acceleration cell `{_md_escape(_name(reference))}` has speedup "
                  f"{reference.speedup:.2f}× against that reference instead of about 1×, so the reference latency was "
                  "measured under other conditions; compare speedups within this sweep (latency column) instead.")
     if not any(c.psnr is not None for c in cells):
@@ -217,8 +259,12 @@ def pareto_line(cells: list[Cell]) -> str:
     front = [c for c in cells if c.pareto]
     if not front:
         return "**Pareto front** (speedup ↑, PSNR ↑): empty: no successful cell has both a speedup and a PSNR."
-    names = ", ".join(f"`{_md_escape(c.name)}`" for c in sorted(front, key=lambda c: c.speedup))
+    names = ", ".join(f"`{_md_escape(_name(c))}`" for c in sorted(front, key=lambda c: c.speedup))
     return f"**Pareto front** (speedup ↑, PSNR ↑; {len(front)} of {len(cells)} cells, ★ below): {names}."
+
+
+def _name(cell: Cell) -> str:
+    return cell.label or cell.name
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -280,6 +326,7 @@ def _read_cell(sweep_dir: Path, cell_dir: Path) -> Cell:
         # On GPU the allocator peak is what the run itself needed; the RSS peak is mostly the runtime.
         peak_memory_mb=memory if memory is not None else _number(_get(metrics, "memory", "peak_rss_mb")),
         reference_latency_s=_number(_get(metrics, "quality", "reference", "latency_s")),
+        reference_key=_get(metrics, "quality", "reference", "key"),
         choices=choices,
         untrusted_timing=_get(metrics, "latency", "untrusted"),
     )
@@ -321,28 +368,29 @@ def _fill_speedups(cells: list[Cell]) -> None:
             cell.speedup_source = "reference cell"
 
 
+#: Groups that bundle acceleration groups' options (``+method=dbcache`` chooses cache and
+#: calibrator): judged by the groups they set when Hydra's choices are recorded, else by value.
+BUNDLE_GROUPS = frozenset({"method"})
+
+
 def _is_unaccelerated(cell: Cell, groups: frozenset[str]) -> bool:
+    if cell.compute_fraction is not None and cell.compute_fraction < 1.0:
+        return False  # some block forward was skipped: accelerated, whatever chose it
     if cell.choices:
-        # Hydra's record of the chosen option per group also covers defaults the sweep did not override.
-        own = {k: v for k, v in cell.choices.items() if "/" not in str(k) and not str(k).startswith("hydra")}
-        return all(v in (None, "none") for k, v in own.items() if k not in NEUTRAL_GROUPS)
+        # Hydra's record of the chosen option per group also covers defaults the sweep did not
+        # override, and what a bundle (+method=..., +experiment=...) chose in each group.
+        return all(cell.choices.get(group) in (None, "none") for group in groups)
     for override in cell.overrides:
         key, sep, value = override.partition("=")
         key = key.lstrip("+~")
-        if sep and "." not in key and key in groups and key not in NEUTRAL_GROUPS and value.strip() != "none":
+        if sep and "." not in key and key in groups | BUNDLE_GROUPS and value.strip() != "none":
             return False
     return True
 
 
 def _acceleration_groups() -> frozenset[str]:
-    try:
-        from importlib.resources import files
-
-        root = files("dit_engine.conf")
-        groups = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
-    except (ImportError, OSError, TypeError):
-        return FALLBACK_GROUPS
-    return frozenset(groups - NEUTRAL_GROUPS) or FALLBACK_GROUPS
+    """The groups whose options are plan transforms (see ``FALLBACK_GROUPS``)."""
+    return FALLBACK_GROUPS
 
 
 def _get(data: Any, *keys: str) -> Any:

@@ -129,15 +129,18 @@ def test_pareto_front_and_markdown(quality_sweep: Path) -> None:
     markdown = (quality_sweep / "summary.md").read_text()
     table = [line for line in markdown.splitlines() if line.startswith("| `")]
     assert len(table) == len(QUALITY_SWEEP)
+    # cells are named by their job number and what differs between cells: report=quality, shared
+    # by every cell, is left out
+    assert [c.label for c in cells][:2] == ["#0 cache=none threshold=0.1", "#1 cache=dbcache threshold=0.1"]
     for cell in cells:
-        assert f"`{cell.name}`" in markdown
-    failed_row = next(line for line in table if line.startswith("| `4_"))
+        assert f"`{cell.label}`" in markdown and "report=quality" not in cell.label
+    failed_row = next(line for line in table if line.startswith("| `#4 "))
     assert "FAILED" in failed_row
-    assert "∞" in next(line for line in table if line.startswith("| `0_"))
-    assert "38.50" in next(line for line in table if line.startswith("| `1_"))
+    assert "∞" in next(line for line in table if line.startswith("| `#0 "))
+    assert "38.50" in next(line for line in table if line.startswith("| `#1 "))
     front_line = next(line for line in markdown.splitlines() if line.startswith("**Pareto front**"))
-    assert all(f"`{c.name}`" in front_line for c in cells if c.pareto)
-    assert not any(f"`{c.name}`" in front_line for c in cells if not c.pareto)
+    assert all(f"`{c.label}`" in front_line for c in cells if c.pareto)
+    assert not any(f"`{c.label}`" in front_line for c in cells if not c.pareto)
     assert any(line.startswith("**Reference:**") and "report=quality" in line for line in markdown.splitlines())
     assert_valid_png(quality_sweep / "pareto.png")
 
@@ -166,7 +169,7 @@ def test_speedup_from_the_no_acceleration_cell_without_report_quality(tmp_path: 
     assert [c.speedup for c in cells] == [pytest.approx(2.0), pytest.approx(1.0), pytest.approx(0.8)]
     assert all(c.psnr is None and c.ssim is None and not c.pareto for c in cells)
     paths = write_sweep_report(sweep)
-    assert "`1_cache.threshold=0.1,cache=none`" in next(
+    assert "`#1 cache=none threshold=0.1`" in next(
         line for line in paths["md"].read_text().splitlines() if line.startswith("**Reference:**"))
     assert read_csv(paths["csv"])[0]["speedup"] == repr(0.4 / 0.2)
     assert_valid_png(paths["png"])

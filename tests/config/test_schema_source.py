@@ -1,0 +1,64 @@
+"""The schemas every option extends are internal: never listed as options, refused when chosen,
+served lazily (composing the default config imports no transform), and in step with the
+transforms they mirror."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from dit_engine.config import compose_config
+from dit_engine.config.schema import ENGINE_SCHEMAS, GROUP_PREFIXES, NoCacheConfig, group_schemas
+from dit_engine.config.schema_source import schema_exists
+from dit_engine.errors import ConfigError
+
+
+def test_no_schema_is_an_option_of_any_group():
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dit_engine.config import register_schemas
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="dit_engine.conf", version_base=None):
+        loader = GlobalHydra.instance().config_loader()
+        for group in ENGINE_SCHEMAS:
+            options = loader.get_group_options(group)
+            assert options and not [o for o in options if o.startswith("schema_")], (group, options)
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("overrides", [["cache=schema_dbcache"], ["cache=schema_none"], ["model=schema_model"],
+                                       ["calibrator=schema_taylorseer", "cache=dbcache"]])
+def test_choosing_a_schema_is_refused_naming_the_real_options(overrides):
+    group, _, option = overrides[0].partition("=")
+    with pytest.raises(ConfigError) as info:
+        compose_config(overrides)
+    message = str(info.value)
+    assert message.startswith(f"unknown option {group}={option} (an internal schema, not an option); available {group} options: ")
+    assert "schema_" not in message.split("options: ")[1] and "\n" not in message
+
+
+def test_every_installed_transform_schema_is_served():
+    for group, schemas in group_schemas().items():
+        for name, schema in schemas.items():
+            assert schema_exists(f"{group}/{name}"), (group, name)
+    assert not schema_exists("cache/dbcache") and not schema_exists("cache/schema_nosuch")
+
+
+def test_no_cache_schema_mirrors_the_block_cache_settings():
+    from dit_engine.caches.block_cache import BlockCacheConfig
+
+    def fields(schema):
+        return [(f.name, str(f.type), f.default) for f in dataclasses.fields(schema)]
+
+    assert fields(NoCacheConfig)[:-1] == fields(BlockCacheConfig)
+    assert fields(NoCacheConfig)[-1] == ("name", "str", "none")
+
+
+def test_group_prefixes_match_the_plan_stages():
+    from dit_engine.plan import GROUP_STAGES, entry_point_prefix
+
+    assert GROUP_PREFIXES == {group: entry_point_prefix(stage) for group, stage in GROUP_STAGES.items()}
