@@ -3,24 +3,41 @@ order, and a ratio is the median of per-round pairs, so slow drift (thermal, a b
 starting) hits every variant alike instead of whichever ran last.
 
 A result measured under load is not a result: :func:`contention` says why a run cannot be
-trusted (the machine was busy before it started, or the reference timings scattered), and the
+trusted (other processes took CPU time while it ran, or the reference timings scattered), and the
 benchmarks print the table marked UNTRUSTED and skip their speed checks instead of passing them.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-#: The 1-minute load average above which a benchmark does not start its measurement as trusted
-#: (the machine has this many other runnable processes on average).
-MAX_LOAD = 0.8
+#: The share of the machine's CPU time that other processes may take during a measurement
+#: (``/proc/stat`` busy time minus this process's own) before its ratios stop being results.
+MAX_OTHERS = 0.10
 #: The interquartile range of the reference timings, relative to their median, above which the
 #: timings scattered too much for a ratio of a few per cent to mean anything.
 MAX_SPREAD = 0.06
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds all processes have run (``/proc/stat``), or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @dataclass
@@ -28,8 +45,8 @@ class Timings:
     """Seconds per round for every variant, in the order they were added."""
 
     seconds: dict[str, list[float]] = field(default_factory=dict)
-    load_before: float = 0.0
-    load_after: float = 0.0
+    #: the share of the machine's CPU other processes took while the rounds ran (None: unknown)
+    others: float | None = None
 
     def median(self, name: str) -> float:
         return statistics.median(self.seconds[name])
@@ -53,12 +70,15 @@ def interleaved(runners: dict[str, Callable[[], float]], rounds: int, warmup: in
     for _ in range(warmup):
         for run in runners.values():
             run()
-    timings = Timings({name: [] for name in runners}, load_before=os.getloadavg()[0])
+    timings = Timings({name: [] for name in runners})
+    busy, own, start = _machine_busy(), _own_cpu(), time.perf_counter()
     names = list(runners)
     for index in range(rounds):
         for name in names if index % 2 == 0 else reversed(names):
             timings.seconds[name].append(runners[name]())
-    timings.load_after = os.getloadavg()[0]
+    if busy is not None:
+        elapsed = (time.perf_counter() - start) * (os.cpu_count() or 1)
+        timings.others = max(0.0, (_machine_busy() - busy) - (_own_cpu() - own)) / elapsed
     return timings
 
 
@@ -71,8 +91,8 @@ def seconds_of(call: Callable[[], object]) -> float:
 
 def contention(timings: Timings, reference: str) -> str | None:
     """Why these timings cannot be trusted, or None."""
-    if timings.load_before > MAX_LOAD:
-        return f"the machine was busy before the measurement (1-min load average {timings.load_before:.2f} > {MAX_LOAD})"
+    if timings.others is not None and timings.others > MAX_OTHERS:
+        return f"other processes took {timings.others:.0%} of the machine's CPU while it ran (> {MAX_OTHERS:.0%})"
     spread = timings.spread(reference)
     if spread > MAX_SPREAD:
         return f"the {reference} timings scattered (interquartile range {spread:.1%} of the median > {MAX_SPREAD:.0%})"

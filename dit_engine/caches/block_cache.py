@@ -225,7 +225,7 @@ class BlockCache:
 
     def store_span(self, state: BranchState, span: int, hidden: torch.Tensor, encoder: torch.Tensor | None) -> None:
         """Keep a computed middle-span residual (folded into the forecaster's history if bound)."""
-        if span == 0 and getattr(self.rule, "wants_forecast_error", False) and span in state.span_residual:
+        if span == 0 and span in state.span_residual and self._wants_forecast_error(state):
             self._report_forecast_error(state, hidden)
         if self.forecaster is None:
             state.span_residual[span] = (hidden, encoder)
@@ -234,6 +234,10 @@ class BlockCache:
         new_hidden = self.forecaster.update(old_hidden, hidden, state.step)
         new_encoder = self.forecaster.update(old_encoder, encoder, state.step) if encoder is not None else None
         state.span_residual[span] = (new_hidden, new_encoder)
+
+    def _wants_forecast_error(self, state: BranchState) -> bool:
+        wants = getattr(self.rule, "wants_forecast_error", None)
+        return wants is not None and wants(state)
 
     def _report_forecast_error(self, state: BranchState, computed: torch.Tensor) -> None:
         """Tell the rule how far off a forecast of this computed step would have been (relative

@@ -165,6 +165,7 @@ class AdaptiveBranch:
     plan: set[int] | None = None  # the steps to compute
     budget: int = 0
     end: int = 0  # where the static layout puts its last compute
+    steps: int = 0
 
 
 class AdaptiveStepRule:
@@ -179,8 +180,6 @@ class AdaptiveStepRule:
     ``even_gap * (mean C / C) ** (1 / p)``, and the remaining budget is spread again from there.
     A steady trajectory gets exactly the static layout; the total stays ``round(budget * steps)``.
     """
-
-    wants_forecast_error = True
 
     def __init__(self, fraction: float):
         self.fraction = fraction
@@ -213,13 +212,18 @@ class AdaptiveStepRule:
         if branch.plan is None:
             flags = budget_flags(self.fraction, num_steps)
             branch.plan = {i for i, f in enumerate(flags) if f}
-            branch.budget, branch.end = len(branch.plan), max(branch.plan)
+            branch.budget, branch.end, branch.steps = len(branch.plan), max(branch.plan), num_steps
         left = branch.budget - len(branch.computed)
         if not cache.may_cache(state, step):
             return False  # nothing stored to answer from
         if left <= 0:
             return True
         return step not in branch.plan and left < num_steps - step  # planned, or every step left is needed
+
+    def wants_forecast_error(self, state: BranchState) -> bool:
+        """Whether a decision is left to make (a budget of every step has none: no measuring)."""
+        branch = state.rule
+        return branch is not None and branch.plan is not None and len(branch.plan) < branch.steps
 
     def forecast_error(self, state: BranchState, step: int, error: float) -> None:
         """Computed ``step``: the forecast from the previous computed step would have been

@@ -162,6 +162,8 @@ class SeaCacheRule:
         latent, self.latent = self.latent, None
         if cache.follows_leader():
             return cache.may_cache(state, step) and cache.leader_hit(step)
+        if self.threshold <= 0:
+            return False  # nothing can ever be cached: the indicator (FFTs every step) is not worth computing
         signal = state.rule = state.rule or SeaBranch()
         # Retention, end and sigma go by the scheduler step, as the paper's schedule does.
         sigma = steps.sigma  # None past the end of the schedule: compute
