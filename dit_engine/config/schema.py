@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from dit_engine.caches.settings import BlockCacheConfig
+
 
 @dataclass
 class ModelConfig:
@@ -49,24 +51,14 @@ class NoneConfig:
 
 
 @dataclass
-class NoCacheConfig:
+class NoCacheConfig(BlockCacheConfig):
     """``cache=none``: nothing is cached.
 
-    The shared cache settings are accepted and ignored, so that one sweep can cross cache
-    options with their settings (``-m cache=none,dbcache cache.threshold=0.05,0.2``). They are
-    the fields of :class:`dit_engine.caches.block_cache.BlockCacheConfig` (documented there),
-    repeated here so that composing the default config imports no torch; ``tests/config`` checks
-    that the two stay the same.
+    The shared cache settings (:class:`~dit_engine.caches.settings.BlockCacheConfig`) are accepted
+    and ignored, so that one sweep can cross cache options with their settings
+    (``-m cache=none,dbcache cache.threshold=0.05,0.2``).
     """
 
-    front_blocks: int = 1
-    back_blocks: int = 0
-    threshold: Optional[float] = None
-    threshold_scale: float = 1.0
-    warmup_steps: int = 2
-    max_cached_steps: int = -1
-    max_continuous_cached_steps: int = -1
-    separate_cfg: Optional[bool] = None
     name: str = "none"
 
 

@@ -4,12 +4,11 @@ transforms they mirror."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
 from dit_engine.config import compose_config
-from dit_engine.config.schema import ENGINE_SCHEMAS, GROUP_PREFIXES, NoCacheConfig, group_schemas
+from dit_engine.config.schema import ENGINE_SCHEMAS, GROUP_PREFIXES, group_schemas
 from dit_engine.config.schema_source import schema_exists
 from dit_engine.errors import ConfigError
 
@@ -46,16 +45,6 @@ def test_every_installed_transform_schema_is_served():
         for name, schema in schemas.items():
             assert schema_exists(f"{group}/{name}"), (group, name)
     assert not schema_exists("cache/dbcache") and not schema_exists("cache/schema_nosuch")
-
-
-def test_no_cache_schema_mirrors_the_block_cache_settings():
-    from dit_engine.caches.block_cache import BlockCacheConfig
-
-    def fields(schema):
-        return [(f.name, str(f.type), f.default) for f in dataclasses.fields(schema)]
-
-    assert fields(NoCacheConfig)[:-1] == fields(BlockCacheConfig)
-    assert fields(NoCacheConfig)[-1] == ("name", "str", "none")
 
 
 def test_group_prefixes_match_the_plan_stages():
