@@ -400,6 +400,8 @@ class BlockCacheTransform(Transform):
 
     #: Fn = 0 is allowed only when the rule decides before the first block (no probe residual).
     min_front_blocks: int = 1
+    #: the name its hooks are registered under (removed by it)
+    hook_name: str = HOOK_NAME
 
     @classmethod
     def resolve_config(cls, node: Any, adapter: Any) -> Any:
@@ -472,7 +474,7 @@ class BlockCacheTransform(Transform):
 
     def remove(self, pipe: Any) -> None:
         for module in self.hooked:
-            remove_hook(module, HOOK_NAME)
+            remove_hook(module, self.hook_name)
         forget_constant_modules(self.constant_modules)
         self.hooked, self.constant_modules = [], []
 
@@ -506,3 +508,16 @@ class ForecastableBlockCache(BlockCacheTransform):
     def unbind_forecaster(self) -> None:
         for cache in self.caches:
             cache.forecaster = None
+
+
+class WholeStepBlockCache(ForecastableBlockCache):
+    """A forecastable block cache that skips the whole block stack: Fn = Bn = 0, decided before
+    the first block runs (TeaCache, MagCache, SeaCache)."""
+
+    min_front_blocks = 0
+
+    @classmethod
+    def resolve_config(cls, node: Any, adapter: Any) -> Any:
+        config = super().resolve_config(node, adapter)
+        config.front_blocks = config.back_blocks = 0
+        return config

@@ -16,9 +16,9 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo
-from dit_engine.caches.constant_modules import forget_constant_modules, memoize_constant_modules
+from dit_engine.caches.constant_modules import memoize_constant_modules
 from dit_engine.caches.block_cache import BlockCacheConfig, BlockCacheTransform, block_sequence, relative_l1
-from dit_engine.hooks import StatefulHook, remove_hook
+from dit_engine.hooks import StatefulHook
 from dit_engine.plan import Stage
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext
@@ -231,6 +231,7 @@ class DBPruneTransform(BlockCacheTransform):
     stage = Stage.CACHE
     config_class = DBPruneConfig
     min_front_blocks = 0
+    hook_name = HOOK_NAME
 
     @classmethod
     def describe(cls, config: DBPruneConfig, model_info: ModelInfo) -> str:
@@ -251,8 +252,3 @@ class DBPruneTransform(BlockCacheTransform):
             self.caches.append(cache)
             self.hooked.extend(hooked)
 
-    def remove(self, pipe: Any) -> None:
-        for block in self.hooked:
-            remove_hook(block, HOOK_NAME)
-        forget_constant_modules(self.constant_modules)
-        self.hooked, self.constant_modules = [], []

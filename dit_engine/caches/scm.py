@@ -86,11 +86,15 @@ def budget_flags(fraction: float, num_steps: int) -> list[bool]:
     target = max(1, round(fraction * num_steps))
     if target >= num_steps:
         return [True] * num_steps
-    end = last_compute(target, num_steps)
-    flags = [False] * num_steps
-    for i in range(target):
-        flags[round(i * end / (target - 1)) if target > 1 else 0] = True
-    return flags
+    computed = set(evenly_spaced(0, last_compute(target, num_steps), target))
+    return [i in computed for i in range(num_steps)]
+
+
+def evenly_spaced(first: int, last: int, count: int) -> list[int]:
+    """``count`` steps from ``first`` to ``last``, evenly spaced (rounded); just ``first`` for one."""
+    if count == 1:
+        return [first]
+    return [first + round(j * (last - first) / (count - 1)) for j in range(count)]
 
 
 def last_compute(computes: int, num_steps: int) -> int:
@@ -247,9 +251,7 @@ class AdaptiveStepRule:
         start = step + max(1, round(gap))
         if start >= upcoming[0]:
             return
-        end = max(branch.end, start + left - 1)
-        span = end - start
-        branch.plan = set(branch.computed) | {start + round(j * span / (left - 1)) if left > 1 else start for j in range(left)}
+        branch.plan = set(branch.computed) | set(evenly_spaced(start, max(branch.end, start + left - 1), left))
 
 
 class SCMTransform(ForecastableBlockCache):

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, relative_l1
+from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, WholeStepBlockCache, relative_l1
 from dit_engine.calibrators.abcache import PolynomialExtrapolationForecaster
 from dit_engine.errors import DitEngineError
 from dit_engine.plan import PlanContext, Stage
@@ -186,19 +186,12 @@ class SeaCacheRule:
         return hit
 
 
-class SeaCacheTransform(ForecastableBlockCache):
+class SeaCacheTransform(WholeStepBlockCache):
     """``cache=seacache``."""
 
     name = "cache.seacache"
     stage = Stage.CACHE
     config_class = SeaCacheConfig
-    min_front_blocks = 0
-
-    @classmethod
-    def resolve_config(cls, node: Any, adapter: Any) -> Any:
-        config = super().resolve_config(node, adapter)
-        config.front_blocks = config.back_blocks = 0  # decided before the first block runs
-        return config
 
     @classmethod
     def check(cls, config: SeaCacheConfig, context: PlanContext) -> list[str]:

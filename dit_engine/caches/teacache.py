@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from dit_engine.adapter import ModelInfo, Probe
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, relative_l1
+from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, WholeStepBlockCache, relative_l1
 from dit_engine.caches.calibration import CALIBRATE_HINT, calibration_problem, read_calibration, values_problem
 from dit_engine.plan import PlanContext, Stage
 from dit_engine.transforms.base import ApplyContext
@@ -75,19 +75,12 @@ class TeaCacheRule:
         return False
 
 
-class WholeStepCacheTransform(ForecastableBlockCache):
-    """A block cache that skips the whole block stack (Fn = Bn = 0) with calibrated values
-    (``section`` of a calibration.json, key ``value_key``): TeaCache and MagCache."""
+class WholeStepCacheTransform(WholeStepBlockCache):
+    """A whole-step block cache with calibrated values (``section`` of a calibration.json, key
+    ``value_key``): TeaCache and MagCache."""
 
-    min_front_blocks = 0
     section = ""
     value_key = ""
-
-    @classmethod
-    def resolve_config(cls, node: Any, adapter: Any) -> Any:
-        config = super().resolve_config(node, adapter)
-        config.front_blocks = config.back_blocks = 0  # decided before the first block runs
-        return config
 
     @classmethod
     def values(cls, config: Any, transformer: str | None = None):
