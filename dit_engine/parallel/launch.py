@@ -12,6 +12,7 @@ directory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -86,14 +88,43 @@ def launch_ranks(world: int, module: str, args: list[str], threads_per_rank: int
                 os.environ[key] = value
 
 
-def run_on_ranks(cfg: DictConfig, overrides: list[str], run_dir: Path, world: int) -> dict[str, Any] | None:
-    """Run the composed ``cfg`` on ``world`` local ranks; rank 0 writes ``run_dir``. Returns its metrics."""
+def launch_config(cfg: DictConfig, overrides: list[str], world: int, module: str, args: list[str]) -> None:
+    """Run ``python -m module WORK *args`` on ``world`` local ranks, where the folder WORK holds the
+    composed ``cfg`` and its ``overrides`` (read back by :func:`read_config`)."""
     work = Path(tempfile.mkdtemp(prefix="dit_engine_ranks_"))
     try:
         (work / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (work / "overrides.json").write_text(json.dumps(overrides))
-        launch_ranks(world, "dit_engine.parallel.worker", [str(work), str(run_dir)])
+        launch_ranks(world, module, [str(work), *args])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def read_config(work: str) -> tuple[DictConfig, list[str]]:
+    """A rank's composed config and overrides, as :func:`launch_config` wrote them."""
+    cfg = OmegaConf.load(Path(work, "config.yaml"))
+    return cfg, json.loads(Path(work, "overrides.json").read_text())
+
+
+def rank_exit_code(run: Callable[[], None], program: str) -> int:
+    """Run this rank's part; its exit code: 0, 2 for bad input (one line on stderr), 1 for anything
+    else (traceback in the log). Both failures are recorded for the launching process."""
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        run()
+        return 0
+    except DitEngineError as err:
+        record_failure(err, bad_input=True)
+        print(f"{program}: rank {rank}: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        record_failure(err, bad_input=False)
+        logging.getLogger("dit_engine").exception("rank %d failed", rank)
+        return 1
+
+
+def run_on_ranks(cfg: DictConfig, overrides: list[str], run_dir: Path, world: int) -> dict[str, Any] | None:
+    """Run the composed ``cfg`` on ``world`` local ranks; rank 0 writes ``run_dir``. Returns its metrics."""
+    launch_config(cfg, overrides, world, "dit_engine.parallel.worker", [str(run_dir)])
     metrics_file = run_dir / "metrics.json"
     return json.loads(metrics_file.read_text()) if metrics_file.is_file() else None

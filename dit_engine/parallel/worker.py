@@ -6,7 +6,6 @@ appends to the run's log), the others run into a scratch folder that is removed 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -14,11 +13,9 @@ import tempfile
 from pathlib import Path
 
 import torch.distributed as dist
-from omegaconf import OmegaConf
 
 from dit_engine.console import quiet_known_noise
-from dit_engine.errors import DitEngineError
-from dit_engine.parallel.launch import record_failure
+from dit_engine.parallel.launch import rank_exit_code, read_config
 from dit_engine.parallel.mesh import bind_local_device, rank_from_env
 from dit_engine.session import Session
 
@@ -26,8 +23,7 @@ from dit_engine.session import Session
 def main(work: str, run_dir: str) -> int:
     quiet_known_noise()
     rank = rank_from_env()
-    cfg = OmegaConf.load(Path(work, "config.yaml"))
-    overrides = json.loads(Path(work, "overrides.json").read_text())
+    cfg, overrides = read_config(work)
     if rank > 0:
         cfg.quiet = True  # one progress display: rank 0's
     logging.basicConfig(level=logging.WARNING if cfg.quiet else logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
@@ -36,19 +32,13 @@ def main(work: str, run_dir: str) -> int:
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][rank 0][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
     scratch = None if rank == 0 else Path(tempfile.mkdtemp(prefix=f"dit_engine_rank{rank}_"))
-    try:
+
+    def run() -> None:
         bind_local_device(cfg.model.device)
-        session = Session(cfg, overrides).prepare()
-        session.run(run_dir if rank == 0 else scratch)
-        return 0
-    except DitEngineError as err:
-        record_failure(err, bad_input=True)
-        print(f"dit_engine: rank {rank}: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        record_failure(err, bad_input=False)
-        logging.getLogger("dit_engine").exception("rank %d failed", rank)
-        return 1
+        Session(cfg, overrides).prepare().run(run_dir if rank == 0 else scratch)
+
+    try:
+        return rank_exit_code(run, "dit_engine")
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -14,16 +14,11 @@ the plan's own groups keep their short timeout for the collectives inside a call
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import sys
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from dit_engine.errors import DitEngineError
 from dit_engine.serve.engine import PipelineRunner
 from dit_engine.session import Session
 
@@ -116,51 +111,34 @@ def serve_rank(session: Session, serve_http) -> None:
 
 def serve_on_ranks(session: Session, overrides: list[str], world: int) -> None:
     """Start ``world`` local ranks that serve ``session``'s composed config (rank 0 listens)."""
-    from omegaconf import OmegaConf
-
-    from dit_engine.parallel.launch import launch_ranks
+    from dit_engine.parallel.launch import launch_config
 
     # A server ends by a signal: the launcher's own notices of it (three lines per stop) are noise.
     for name in ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    work = Path(tempfile.mkdtemp(prefix="dit_engine_serve_ranks_"))
-    try:
-        (work / "config.yaml").write_text(OmegaConf.to_yaml(session.cfg, resolve=True))
-        (work / "overrides.json").write_text(json.dumps(overrides))
-        launch_ranks(world, "dit_engine.serve.ranks", [str(work)])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    launch_config(session.cfg, overrides, world, "dit_engine.serve.ranks", [])
 
 
 def main(work: str) -> int:
     """One rank started by :func:`serve_on_ranks`."""
-    from omegaconf import OmegaConf
-
     from dit_engine.console import quiet_known_noise
-    from dit_engine.parallel.launch import record_failure
+    from dit_engine.parallel.launch import rank_exit_code, read_config
     from dit_engine.parallel.mesh import bind_local_device, rank_from_env
     from dit_engine.serve.__main__ import serve_http
 
     quiet_known_noise()
-    cfg = OmegaConf.load(Path(work, "config.yaml"))
-    overrides = json.loads(Path(work, "overrides.json").read_text())
-    rank = rank_from_env()
-    if rank > 0:
+    cfg, overrides = read_config(work)
+    if rank_from_env() > 0:
         cfg.quiet = True
-    try:
+
+    def run() -> None:
         bind_local_device(cfg.model.device)
-        serve_rank(Session(cfg, overrides).prepare(), serve_http)
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    except DitEngineError as err:
-        record_failure(err, bad_input=True)
-        print(f"dit_engine.serve: rank {rank}: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        record_failure(err, bad_input=False)
-        log.exception("rank %d failed", rank)
-        return 1
+        try:
+            serve_rank(Session(cfg, overrides).prepare(), serve_http)
+        except KeyboardInterrupt:  # Ctrl-C reaches every rank: a stop, not a failure
+            pass
+
+    return rank_exit_code(run, "dit_engine.serve")
 
 
 if __name__ == "__main__":
