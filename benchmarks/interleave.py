@@ -55,6 +55,12 @@ class Timings:
         """Median over rounds of reference time / variant time (> 1: the variant is faster)."""
         return statistics.median(a / b for a, b in zip(self.seconds[reference], self.seconds[name]))
 
+    def best_ratio(self, reference: str, name: str) -> float:
+        """Fastest reference round / fastest variant round: interference only ever adds time, so on
+        a noisy machine the minima are the steadier estimate of what the code itself costs (the
+        median of pairs stays the result; this is printed beside it)."""
+        return min(self.seconds[reference]) / min(self.seconds[name])
+
     def spread(self, name: str) -> float:
         """Interquartile range of ``name``'s timings over their median."""
         values = self.seconds[name]
@@ -101,3 +107,60 @@ def contention(timings: Timings, reference: str) -> str | None:
 
 #: Tables the benchmarks print at the end of the session (benchmarks/conftest.py), pass or fail.
 TABLES: list[str] = []
+
+
+@dataclass
+class Shares:
+    """Where a plain call's time goes: the share inside the transformer calls and the share inside
+    the block stacks (first block entered to last block left), measured with hooks on one
+    untimed pass.
+
+    A cache that skips blocks saves at most the block share; one that answers whole transformer
+    calls (step-level) at most the transformer share. The rest (embeddings, output layer,
+    scheduler, VAE, the pipeline's own Python) runs on every step whatever is cached, so the
+    *attainable* speedup at compute fraction ``c`` is ``1 / (1 - share + c * share)`` (Amdahl),
+    which is below the ideal ``1 / c`` by that fixed part.
+    """
+
+    transformer: float
+    blocks: float
+
+    def attainable(self, compute_fraction: float, model_level: bool) -> float:
+        share = self.transformer if model_level else self.blocks
+        return 1.0 / (1.0 - share + compute_fraction * share)
+
+
+def time_shares(pipe, adapter, call: Callable[[], object], repeats: int = 3) -> Shares:
+    """Measure :class:`Shares` of ``call`` on ``pipe`` (hooks are removed afterwards)."""
+    spent = {"transformer": 0.0, "blocks": 0.0}
+    started: dict[str, float] = {}
+    handles = []
+
+    def enter(key):
+        return lambda *_args, **_kwargs: started.__setitem__(key, time.perf_counter())
+
+    def leave(key, total):
+        def hook(*_args, **_kwargs):
+            spent[total] += time.perf_counter() - started[key]
+        return hook
+
+    for name, transformer in adapter.transformers(pipe).items():
+        handles.append(transformer.register_forward_pre_hook(enter(name)))
+        handles.append(transformer.register_forward_hook(leave(name, "transformer")))
+        for spec, blocks in adapter.block_lists(transformer):
+            key = f"{name}.{spec.path}"
+            handles.append(blocks[0].register_forward_pre_hook(enter(key)))
+            handles.append(blocks[-1].register_forward_hook(leave(key, "blocks")))
+    try:
+        call()  # warm-up
+        spent.update(transformer=0.0, blocks=0.0)
+        total = sum(seconds_of(call) for _ in range(repeats))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Shares(transformer=spent["transformer"] / total, blocks=spent["blocks"] / total)
+
+
+def is_model_level(handle) -> bool:
+    """Whether an applied plan answers whole transformer calls on cached steps (step-level caches)."""
+    return any(getattr(t, "model_level", lambda: False)() for t in handle.transforms)

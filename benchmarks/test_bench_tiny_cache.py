@@ -10,8 +10,16 @@ of the images vs the uncached ones (float outputs, before 8-bit quantisation), c
 speedup over its ideal 1 / compute) prints at the end of the session and goes into the benchmark's
 ``extra_info``. Targets: ``cache=none`` identical and within 1 % of plain diffusers; DBCache at its
 default threshold at least 1.5x faster with PSNR >= 30 dB; TaylorSeer raising PSNR at the same
-compute fraction; every cache at >= 0.95 of its ideal speedup. On a busy machine the table is
-marked UNTRUSTED and the speed targets are skipped, not passed.
+compute fraction; every cache at >= 0.95 of its *attainable* speedup. On a busy machine the
+table is marked UNTRUSTED and the speed targets are skipped, not passed.
+
+Ideal and attainable: the ideal speedup is 1 / compute, but what a cache skips is only part of a
+call: block caches skip blocks, step-level caches (``scm*``) whole transformer calls; the
+embeddings, output layer, scheduler, VAE and the pipeline's Python run on every step. Their
+shares of a plain call are measured in the same run (``interleave.time_shares``), and the
+attainable speedup is Amdahl's ``1 / (1 - share + compute * share)``. Both columns print; the
+target is on the attainable one (the fixed part caps "of ideal" below 0.95 at low compute on the
+embedded model: about 1.3 % of a call is outside the transformer and 4 % more outside the blocks).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import torch
 
 import dit_engine
 from dit_engine.tiny import CLASS_NAMES, load_tiny_pipeline
-from interleave import TABLES, contention, interleaved, seconds_of
+from interleave import TABLES, contention, interleaved, is_model_level, seconds_of, time_shares
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 VARIANTS = {
@@ -42,6 +50,8 @@ VARIANTS = {
     "scm_static": ("cache=scm_static",),
     "scm_static+taylorseer": ("cache=scm_static", "calibrator=taylorseer"),
     "scm_adaptive+taylorseer budget 0.2": ("cache=scm_adaptive", "calibrator=taylorseer", "cache.budget=0.2"),
+    "+method=step_adaptive_foca_018": ("+method=step_adaptive_foca_018",),
+    "+method=step_forecast_011": ("+method=step_forecast_011",),
 }
 
 
@@ -59,13 +69,16 @@ def test_caches_vs_plain_diffusers(benchmark):
     pipe = load_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
     reference = generate(pipe)
-    quality = {}
+    quality, model_level = {}, {}
     for label, overrides in VARIANTS.items():  # images and compute fraction, untimed
         handle = dit_engine.apply(pipe, *overrides)
         try:
             quality[label] = (psnr(reference, generate(pipe)), handle.summary()["compute_fraction"])
+            model_level[label] = is_model_level(handle)
+            adapter = handle.plan.adapter
         finally:
             handle.remove()
+    shares = time_shares(pipe, adapter, lambda: generate(pipe))
 
     def variant(overrides):
         def run() -> float:
@@ -82,14 +95,16 @@ def test_caches_vs_plain_diffusers(benchmark):
     rows = {}
     lines = [f"caches vs plain diffusers on the embedded model, 10 images x 28 steps ({ROUNDS} interleaved rounds)"
              f"{'  UNTRUSTED: ' + untrusted if untrusted else ''}",
-             f"{'variant':36} {'speedup':>8} {'PSNR dB':>8} {'compute':>8} {'of ideal':>9}"]
+             f"plain call: {shares.transformer:.1%} in the transformer, {shares.blocks:.1%} in the block stacks",
+             f"{'variant':36} {'speedup':>8} {'PSNR dB':>8} {'compute':>8} {'of ideal':>9} {'of attainable':>14}"]
     for label in VARIANTS:
         speedup = timings.ratio("plain", label)
         db, fraction = quality[label]
-        rows[label] = (speedup, db, fraction)
+        of_attainable = speedup / shares.attainable(fraction, model_level[label])
+        rows[label] = (speedup, db, fraction, of_attainable)
         benchmark.extra_info[label] = {"speedup_vs_plain": speedup, "psnr_db": db, "compute_fraction": fraction,
-                                       "speedup_vs_ideal": speedup * fraction}
-        lines.append(f"{label:36} {speedup:7.2f}x {db:8.2f} {fraction:8.3f} {speedup * fraction:9.2f}")
+                                       "speedup_vs_ideal": speedup * fraction, "speedup_vs_attainable": of_attainable}
+        lines.append(f"{label:36} {speedup:7.2f}x {db:8.2f} {fraction:8.3f} {speedup * fraction:9.2f} {of_attainable:14.2f}")
     TABLES.append("\n".join(lines))
     assert rows["none"][1] == math.inf, "cache=none must not change the output"
     assert rows["dbcache"][1] >= 30.0
@@ -100,5 +115,5 @@ def test_caches_vs_plain_diffusers(benchmark):
         pytest.skip(f"UNTRUSTED timings, speed targets not checked: {untrusted}")
     assert rows["none"][0] >= 0.99, "cache=none must stay within 1 % of plain diffusers"
     assert rows["dbcache"][0] >= 1.5
-    below = [f"{label} {speedup * fraction:.2f}" for label, (speedup, _, fraction) in rows.items() if label != "none" and speedup * fraction < 0.95]
-    assert not below, f"below 0.95 of the ideal speedup 1 / compute: {', '.join(below)}"
+    below = [f"{label} {share:.2f}" for label, (_, _, _, share) in rows.items() if label != "none" and share < 0.95]
+    assert not below, f"below 0.95 of the attainable speedup: {', '.join(below)}"

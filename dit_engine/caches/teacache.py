@@ -60,6 +60,8 @@ class TeaCacheRule:
         pass
 
     def should_hit(self, cache: BlockCache, state: BranchState, step: int, front_residual, entry) -> bool:
+        if self.threshold <= 0:
+            return False  # nothing can ever be cached: the probe (a modulation every step) is not worth computing
         signal = state.rule = state.rule or TeaBranch()
         probe = self.probe(*entry)
         previous, signal.probe = signal.probe, probe
