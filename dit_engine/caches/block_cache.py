@@ -24,6 +24,8 @@ adding a class with ``new_request`` and ``should_hit``.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,6 +78,22 @@ class DecisionRule(Protocol):
 
     def should_hit(self, cache: "BlockCache", state: BranchState, step: int,
                    front_residual: torch.Tensor | None, entry: tuple | None) -> bool: ...
+
+
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it: dataclass fields (set in place),
+    dicts, lists and tuples are followed; anything else is kept as it is."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: map_tensors(item, fn) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [map_tensors(item, fn) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            setattr(value, f.name, map_tensors(getattr(value, f.name), fn))
+    return value
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor, group: Any = None) -> float:
@@ -460,6 +478,7 @@ class BlockCacheTransform(Transform):
         self.caches: list[BlockCache] = []
         self.hooked: list[torch.nn.Module] = []
         self.constant_modules = []  # what does not change between steps runs once per request
+        self.sequence_group = context.sequence_group
         for name, transformer in context.transformers.items():
             lists = context.adapter.block_lists(transformer)
             rule = self.make_rule(name, context)
@@ -471,6 +490,16 @@ class BlockCacheTransform(Transform):
             cache.group = context.sequence_group
             self.caches.append(cache)
             self.hooked.extend(hooked)
+
+    def split_batch(self, shard: Callable[[torch.Tensor], torch.Tensor] | None, group: Any) -> None:
+        """CFG parallel now gives this rank its part of the batch: keep that part of every stored
+        residual, forecaster history and signal, and reduce the decision statistics over the whole
+        batch (``group``), so each rank decides as one process does on the whole batch."""
+        for cache in self.caches:
+            cache.group = self.sequence_group if shard is None else group
+            if shard is not None:
+                for state in cache.branches.values():
+                    map_tensors(state, shard)
 
     def remove(self, pipe: Any) -> None:
         for module in self.hooked:

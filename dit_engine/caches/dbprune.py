@@ -251,4 +251,16 @@ class DBPruneTransform(BlockCacheTransform):
             cache.group = context.sequence_group
             self.caches.append(cache)
             self.hooked.extend(hooked)
+        self.sequence_group = context.sequence_group
+
+    def split_batch(self, shard, group) -> None:
+        if shard is not None:  # a block whose stored tensors changed since computes anyway: drop it
+            for cache in self.caches:
+                for state in cache.branches.values():
+                    state.blocks = {index: block for index, block in state.blocks.items() if block.intact()}
+        super().split_batch(shard, group)
+        for cache in self.caches:  # this rank's parts are new tensors, as the block produced them
+            for state in cache.branches.values():
+                for block in state.blocks.values():
+                    block._versions = block._tensor_versions()
 

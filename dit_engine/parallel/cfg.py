@@ -16,6 +16,12 @@ whole on every rank):
 
 While a rank computes a kept branch-0 call, the step state says branch 0, so every cache below
 keeps that branch's own state, as in the single-process run.
+
+A batched pipeline's first step was computed whole, so the caches below stored whole-batch
+residuals and histories; when the step ends and the batch is split from then on, every applied
+transform takes its part of what it stored and reduces its decision statistics over the whole
+batch (:meth:`~dit_engine.transforms.base.Transform.split_batch`), so the ranks decide and
+forecast as one process does.
 """
 
 from __future__ import annotations
@@ -45,11 +51,17 @@ def _as_output(sample: torch.Tensor, kwargs: dict) -> Any:
 class CfgParallelHook(ModelHook):
     """One CFG branch (or half the batch) per rank of ``group``; see the module docstring."""
 
-    def __init__(self, group: SequenceGroup, step_state: StepState, batch_inputs: tuple[str, ...]):
+    def __init__(self, group: SequenceGroup, step_state: StepState, batch_inputs: tuple[str, ...],
+                 transforms: list | None = None, batch_group: SequenceGroup | None = None):
+        """``transforms``: the plan's applied transforms, told when the batch is split
+        (:meth:`Transform.split_batch`); ``batch_group``: the ranks that together hold the whole
+        batch once it is split (the cfg group, times the sequence group when there is one)."""
         super().__init__()
         self.group = group
         self.step_state = step_state
         self.batch_inputs = batch_inputs
+        self.transforms = transforms if transforms is not None else []
+        self.batch_group = batch_group or group
         self.pending: tuple | None = None
         step_state.before_step(self.end_of_step)
         step_state.on_request(self.new_request)
@@ -60,16 +72,34 @@ class CfgParallelHook(ModelHook):
         return module
 
     def new_request(self) -> None:
+        if getattr(self, "batch_size", None):  # the last request was split: start whole again
+            for transform in self.transforms:
+                transform.split_batch(None, None)
         self.pending = None
         self.shape = None
         self.calls_per_step: int | None = None  # learned at the end of the first step
         self.calls_this_step = 0
+        self.first_batch: int | None = None  # the batch of the request's first call
+        self.batch_size: int | None = None  # the whole batch, once it is split
 
     def end_of_step(self) -> None:
         self.flush()
         if self.calls_per_step is None and self.calls_this_step:
             self.calls_per_step = self.calls_this_step
+            if self.calls_per_step == 1 and self.first_batch is not None and self.first_batch >= self.group.size:
+                self._split_stored_state(self.first_batch)
         self.calls_this_step = 0
+
+    def _split_stored_state(self, size: int) -> None:
+        """From the next step each rank holds its part of a batch of ``size``: so must the state
+        the transforms below kept from the whole first step."""
+        self.batch_size = size
+
+        def shard(tensor: torch.Tensor) -> torch.Tensor:
+            return self.group.shard(tensor, 0) if tensor.dim() and tensor.shape[0] == size else tensor
+
+        for transform in self.transforms:
+            transform.split_batch(shard, self.batch_group)
 
     def flush(self) -> None:
         """Compute a kept branch-0 call that no branch-1 call followed, into its placeholder."""
@@ -89,6 +119,9 @@ class CfgParallelHook(ModelHook):
 
     def new_forward(self, module, *args, **kwargs):
         self.calls_this_step += 1
+        if self.calls_per_step is None and self.calls_this_step == 1:
+            batch = self._batch(args, kwargs)
+            self.first_batch = batch.shape[0] if isinstance(batch, torch.Tensor) and batch.dim() else None
         branch = self.step_state.branch
         if self.calls_per_step == 1:
             return self._split_batch(args, kwargs)
@@ -116,10 +149,15 @@ class CfgParallelHook(ModelHook):
         placeholder.copy_(both[0])
         return _as_output(both[1].clone(), kwargs)
 
+    def _batch(self, args, kwargs) -> Any:
+        """The call's ``hidden_states`` (whose first dimension is the batch), or None."""
+        if "hidden_states" in kwargs:
+            return kwargs["hidden_states"]
+        return dict(zip(self.argument_names, args)).get("hidden_states")
+
     def _split_batch(self, args, kwargs):
         """One call per step: this rank computes its part of the batch; the parts are gathered."""
-        named = dict(zip(self.argument_names, args))
-        batch = (kwargs.get("hidden_states") if "hidden_states" in kwargs else named.get("hidden_states"))
+        batch = self._batch(args, kwargs)
         if not isinstance(batch, torch.Tensor) or batch.shape[0] < self.group.size:
             return self.fn_ref.original_forward(*args, **kwargs)
         size = batch.shape[0]

@@ -104,7 +104,7 @@ class ParallelMesh:
         if not dist.is_initialized():  # degree 1 without a launcher: every group is this process
             self.mesh = None
             self.rank, self.world = 0, 1
-            self.sequence = self.ulysses = self.ring = self.cfg = SequenceGroup(None, self.stats)
+            self.sequence = self.ulysses = self.ring = self.cfg = self.cfg_sequence = SequenceGroup(None, self.stats)
             self.tp_mesh = None
             return
         if dist.get_world_size() != degrees.world:
@@ -119,6 +119,9 @@ class ParallelMesh:
         self.ring = SequenceGroup(self.mesh.get_group("ring"), self.stats)
         self.cfg = SequenceGroup(self.mesh.get_group("cfg"), self.stats)
         self.sequence = SequenceGroup(self.mesh["ring", "ulysses"]._flatten("sequence").get_group(), self.stats)
+        # the ranks that hold one whole batch once CFG parallel splits it (statistics over the batch)
+        self.cfg_sequence = (SequenceGroup(self.mesh["cfg", "ring", "ulysses"]._flatten("cfg_sequence").get_group(), self.stats)
+                             if degrees.cfg > 1 and degrees.sequence > 1 else self.cfg)
         self.tp_mesh = self.mesh["tp"]
 
     def forget_lengths(self) -> None:

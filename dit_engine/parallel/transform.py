@@ -214,7 +214,8 @@ class ParallelTransform(Transform):
         if self.config.cfg_degree < 2:
             return
         for transformer in context.transformers.values():
-            hook = CfgParallelHook(self.mesh.cfg, context.step_state, context.adapter.batch_inputs)
+            hook = CfgParallelHook(self.mesh.cfg, context.step_state, context.adapter.batch_inputs,
+                                   transforms=context.applied, batch_group=self.mesh.cfg_sequence)
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, CFG_HOOK)
             self.cfg_hooks.append(transformer)
 

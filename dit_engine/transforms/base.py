@@ -19,6 +19,7 @@ Lifecycle, declared per class so the plan and the session can honour it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -141,6 +142,15 @@ class Transform:
 
     def remove(self, pipe: Any) -> None:
         raise NotImplementedError
+
+    def split_batch(self, shard: Callable[[torch.Tensor], torch.Tensor] | None, group: Any) -> None:
+        """CFG parallel learned, at the end of a request's first step (computed whole on every
+        rank), that the pipeline batches its CFG branches: from the next step on each rank sees
+        only its part of the batch. A transform that keeps tensors across steps takes its part of
+        them with ``shard`` (it leaves tensors without the batch dimension alone) and reduces
+        statistics over the whole batch through ``group``. ``shard=None``: a new request starts
+        whole again (the transform goes back to its own group from :class:`ApplyContext`).
+        """
 
     def reset_stats(self) -> None:
         """Forget the counters (``Handle.reset``)."""
