@@ -57,17 +57,25 @@ class Registry:
     def __init__(self, blocked: Iterable[str] = (), entry_point_source=None):
         self.blocked = frozenset(blocked)
         self._source = entry_point_source or (lambda group: entry_points(group=group))
+        self._groups: dict[str, tuple[EntryPoint, ...]] = {}
         self._loaded: dict[tuple[str, str], tuple[type, Provider]] = {}
+
+    def _entry_points(self, group: str) -> tuple[EntryPoint, ...]:
+        # Scanned once per registry: a scan reads every installed distribution's metadata, and one
+        # adapter lookup asks for the adapter group dozens of times.
+        if group not in self._groups:
+            self._groups[group] = tuple(self._source(group))
+        return self._groups[group]
 
     def names(self, group: str) -> list[str]:
         """All names installed in ``group`` (blocked ones included), sorted."""
-        return sorted({ep.name for ep in self._source(group)})
+        return sorted({ep.name for ep in self._entry_points(group)})
 
     def _entry_point(self, group: str, name: str) -> EntryPoint:
         kind = "adapter" if group == ADAPTER_GROUP else "transform"
         if name in self.blocked:
             raise RegistryError(f"{kind} '{name}' is blocked by the config key 'blocked'; remove it from blocked to use it")
-        found = [ep for ep in self._source(group) if ep.name == name]
+        found = [ep for ep in self._entry_points(group) if ep.name == name]
         # The same distribution seen twice (e.g. an editable install listed on two paths) is one claim.
         claims = {(_provider(ep).distribution, ep.value): ep for ep in found}
         if not claims:

@@ -16,6 +16,7 @@ from dit_engine.config import compose_config
 from conftest import prepare
 from dit_engine.run_metrics import objective
 from dit_engine.errors import PlanError
+from dit_engine.testing.cli import run_cli
 from test_cli import dit_engine
 
 
@@ -186,7 +187,7 @@ def test_calibration_run_feeds_teacache_and_magcache(tmp_path):
         assert str(file) in prepared.plan.explain()
 
 
-def test_clip_score_from_a_local_model(tmp_path):
+def test_clip_score_from_a_local_model(tmp_path, monkeypatch):
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
@@ -209,5 +210,6 @@ def test_clip_score_from_a_local_model(tmp_path):
     clip = json.loads((tmp_path / "run" / "metrics.json").read_text())["clip_score"]
     assert len(clip["per_image"]) == 2 and all(0 <= s <= 100 for s in clip["per_image"])
     assert clip["mean"] == pytest.approx(sum(clip["per_image"]) / 2)
-    result = dit_engine("report.clip_model=/no/clip", cwd=tmp_path)
-    assert result.returncode == 2 and "is not a local CLIP model directory" in result.stderr
+    monkeypatch.chdir(tmp_path)  # the refusal through the CLI's code path in this process (start-up is most of a subprocess)
+    code, stderr = run_cli("report.clip_model=/no/clip")
+    assert code == 2 and "is not a local CLIP model directory" in stderr

@@ -20,6 +20,7 @@ import pytest
 
 from dit_engine.errors import DitEngineError
 from dit_engine.parallel.launch import RankFailedError, launch_ranks
+from dit_engine.testing.cli import run_cli
 
 HERE = Path(__file__).parent
 TOLERANCE = 1e-4  # max abs difference to the single-process output, fp32
@@ -36,16 +37,19 @@ CACHES = {
 }
 
 
-def case(model, parallel, cache=None, call=None, label=None):
+def case(model, parallel, cache=None, call=None, label=None, requests=1):
     mode = label or parallel[0].split("=")[-1]
     name = "-".join([model, mode, cache or "nocache"])
-    return {"id": name, "model": model, "parallel": parallel, "cache": CACHES.get(cache, []), "call": call or {}}
+    return {"id": name, "model": model, "parallel": parallel, "cache": CACHES.get(cache, []), "call": call or {},
+            "requests": requests}
 
 
 ULYSSES2, RING2 = ["parallel=ulysses2"], ["parallel=ring2"]
 #: families beyond the first-party four with a diffusers ``_cp_plan`` (docs/models.md lists them)
 OTHER_CP_FAMILIES = ("flux2", "chronoedit", "ltx_video")
 FLUX_TRUE_CFG = {"true_cfg_scale": 3.0, "negative_prompt": "blurry"}
+#: batched CFG (both branches in one call): under cfg parallel each rank takes half the batch
+BATCHED_CFG = {"guidance_scale": 3.0}
 TWO_RANKS = [
     *(case(m, mode) for m in ("flux", "wan", "qwen_image", "tiny") for mode in (ULYSSES2, RING2)),
     # the other families whose transformers carry a diffusers context-parallel plan (tiny zoo cases)
@@ -55,7 +59,10 @@ TWO_RANKS = [
     case("flux", ["parallel=cfg2"], call=FLUX_TRUE_CFG),
     case("wan", ["parallel=cfg2"]),
     case("qwen_image", ["parallel=cfg2"]),
-    case("tiny", ["parallel=cfg2"], call={"guidance_scale": 3.0}, label="cfg2_batched"),  # half the batch per rank
+    case("tiny", ["parallel=cfg2"], call=BATCHED_CFG, label="cfg2_batched"),  # half the batch per rank
+    # the first step runs whole; from step 1 each cache keeps its half and decides over the whole batch
+    *(case("tiny", ["parallel=cfg2"], cache, call=BATCHED_CFG, label="cfg2_batched", requests=2)
+      for cache in ("scm_taylorseer", "teacache", "dbprune", "dbcache")),
     case("tiny", ["parallel=cfg2"], call={"guidance_scale": 3.0, "separate_cfg": True}, label="cfg2_separate"),
     *(case("flux", mode, cache) for mode in (ULYSSES2, RING2) for cache in ("dbcache", "teacache", "scm_taylorseer")),
     *(case(m, mode, cache) for m in ("wan", "qwen_image") for mode in (ULYSSES2, RING2) for cache in ("dbcache", "scm_taylorseer")),
@@ -77,6 +84,8 @@ FOUR_RANKS = [
     case("flux", ["parallel=tp2", "parallel.ulysses_degree=2"], label="tp2xulysses2"),
     case("qwen_image", ["parallel=usp2x2"], "dbcache"),
     case("wan", ["parallel=ulysses2", "parallel.cfg_degree=2"], label="ulysses2xcfg2"),
+    case("tiny", ["parallel=ulysses2", "parallel.cfg_degree=2"], "scm_taylorseer", call=BATCHED_CFG,
+         label="ulysses2xcfg2_batched", requests=2),
 ]
 
 
@@ -110,6 +119,8 @@ def test_every_rank_returns_the_single_process_output(results, spec):
     for result in ranks:
         assert "error" not in result, result["error"]
         assert result["max_abs"] <= TOLERANCE, result["max_abs"]
+        if spec["requests"] == 2:  # the next request restores the whole batch and splits it again
+            assert result["second_max_abs"] <= TOLERANCE, result["second_max_abs"]
     assert len({r["hash"] for r in ranks}) == 1, "ranks returned different outputs"
     parallel = ranks[0]["parallel"]
     assert parallel["world_size"] == len(ranks)
@@ -119,7 +130,14 @@ def test_every_rank_returns_the_single_process_output(results, spec):
         assert parallel["collective_calls"] > 0  # the work really was spread
 
 
-CACHED = [c for c in ALL if c["cache"] and "parallel=cfg2" not in c["parallel"] and "parallel.cfg_degree=2" not in c["parallel"]]
+def splits_cfg_calls(spec: dict) -> bool:
+    """Whether cfg parallel gives each rank whole CFG calls (two calls a step): the ranks then
+    record different branches' decisions. With batched CFG every rank decides every step."""
+    cfg = "parallel=cfg2" in spec["parallel"] or "parallel.cfg_degree=2" in spec["parallel"]
+    return cfg and spec["call"] != BATCHED_CFG
+
+
+CACHED = [c for c in ALL if c["cache"] and not splits_cfg_calls(c)]
 
 
 @pytest.mark.parametrize("spec", CACHED, ids=[c["id"] for c in CACHED])
@@ -162,7 +180,7 @@ def test_a_failing_rank_ends_every_rank_with_its_message():
     assert time.monotonic() - started < 60
 
 
-def test_the_cli_starts_its_ranks_and_writes_the_single_process_images(tmp_path):
+def test_the_cli_starts_its_ranks_and_writes_the_single_process_images(tmp_path, monkeypatch):
     common = ["cache=dbcache", "workload=smoke", "workload.num_inference_steps=12", "report.quality=false", "quiet=true"]
 
     def cli(*args, out, launcher=()):
@@ -172,7 +190,11 @@ def test_the_cli_starts_its_ranks_and_writes_the_single_process_images(tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         return out
 
-    single = cli(out=tmp_path / "single")
+    # the single-process reference: the CLI's code path in this process (start-up is most of a subprocess)
+    monkeypatch.chdir(tmp_path)
+    code, stderr = run_cli(*common, f"hydra.run.dir={tmp_path / 'single'}")
+    assert code == 0, stderr[-3000:]
+    single = tmp_path / "single"
     parallel = cli("parallel=ulysses2", out=tmp_path / "parallel")
     # under torchrun every rank runs the CLI and joins torchrun's group; rank 0 writes
     joined = cli("parallel=ulysses2", out=tmp_path / "torchrun",

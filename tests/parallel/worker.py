@@ -1,9 +1,11 @@
 """One rank of the multi-process parallel tests (started by torch's launcher from test_parallel.py).
 
-For every case of the JSON case file: build the tiny pipeline (seeded, identical on every rank),
-run it single-process with the case's cache overrides (the reference, no collectives), then
-with the parallel overrides added, and record the max abs difference, the per-branch cache masks
-of both runs and a hash of this rank's output. Rank 0 writes the collected results as JSON.
+For every case of the JSON case file: the single-process reference (the tiny pipeline, seeded and
+identical on every rank, run with the case's cache overrides and no collectives), then the run
+with the parallel overrides added; record the max abs difference, the per-branch cache masks of
+both runs and a hash of this rank's output. The references are shared out between the ranks (each
+computes its part, then every rank receives all of them): a single-process run gives the same
+output on any rank. Rank 0 writes the collected results as JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dit_engine.testing.pipelines import (build_tiny_flux_pipeline, build_tiny_q
 
 
 def build(model: str):
+    torch.manual_seed(0)  # the same pipeline on every rank, whichever cases it built before
     if model == "tiny":
         case = conformance.tiny_model_case(steps=6)
         return case.pipe, case.call
@@ -50,18 +53,44 @@ def masks(summary: dict) -> dict:
     return found
 
 
-def run_case(case: dict) -> dict:
-    extra = case.get("call", {})
-    cache = case.get("cache", [])  # the same stack single-process (caches, and quant / compile)
+def reference(case: dict) -> dict:
+    """The case's single-process output and cache masks (the same stack: caches, quant, compile)."""
+    extra, cache = case.get("call", {}), case.get("cache", [])
     pipe, call = build(case["model"])
-    if cache:
-        handle = dit_engine.apply(pipe, *cache)
-        reference = conformance.run(pipe, call(**extra))
-        reference_masks = masks(handle.summary())
-        pipe, call = build(case["model"])  # a fresh pipeline: quant and compile cannot be removed
-    else:
-        reference = conformance.run(pipe, call(**extra))
-        reference_masks = {}
+    if not cache:
+        return {"output": conformance.run(pipe, call(**extra)), "masks": {}}
+    handle = dit_engine.apply(pipe, *cache)
+    return {"output": conformance.run(pipe, call(**extra)), "masks": masks(handle.summary())}
+
+
+def share_references(cases: list[dict], rank: int, world: int) -> dict[str, dict]:
+    """Every case's reference, each computed on one rank (the costliest first, each to the least
+    loaded rank) and gathered on every rank."""
+    def cost(case: dict) -> int:
+        stack = " ".join(case.get("cache", []))
+        return 8 if "compile=" in stack else 2 if stack else 1
+
+    load, mine = [0] * world, {}
+    for case in sorted(cases, key=cost, reverse=True):
+        owner = load.index(min(load))
+        load[owner] += cost(case)
+        if owner == rank:
+            try:
+                mine[case["id"]] = reference(case)
+            except Exception as err:  # recorded per case: one broken mode must not hide the others
+                mine[case["id"]] = {"error": f"{type(err).__name__}: {err}"}
+    everyone = [None] * world
+    dist.all_gather_object(everyone, mine)
+    return {key: value for part in everyone for key, value in part.items()}
+
+
+def run_case(case: dict, ref: dict) -> dict:
+    if "error" in ref:
+        return {"error": f"the single-process reference failed: {ref['error']}"}
+    extra = case.get("call", {})
+    cache = case.get("cache", [])
+    reference = ref["output"]
+    pipe, call = build(case["model"])  # a fresh pipeline: quant and compile cannot be removed
     handle = dit_engine.apply(pipe, *case["parallel"], *cache)
     output = conformance.run(pipe, call(**extra))
     summary = handle.summary()
@@ -69,10 +98,13 @@ def run_case(case: dict) -> dict:
         "max_abs": float((output - reference).abs().max()),
         "hash": hashlib.sha256(output.numpy().tobytes()).hexdigest(),
         "masks": masks(summary),
-        "reference_masks": reference_masks,
+        "reference_masks": ref["masks"],
         "parallel": summary["transforms"].get("shard.torch_distributed", {}),
         "compile": summary["transforms"].get("compile.torch_compile"),
     }
+    if case.get("requests", 1) == 2:  # a second request starts whole again, after the first one's split
+        again = conformance.run(pipe, call(**extra))
+        result["second_max_abs"] = float((again - reference).abs().max())
     try:
         handle.remove()
         result["removed"] = True
@@ -90,10 +122,11 @@ def main() -> None:
     torch.manual_seed(0)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
+    references = share_references(cases, rank, dist.get_world_size())
     results = {}
     for case in cases:
         try:
-            results[case["id"]] = run_case(case)
+            results[case["id"]] = run_case(case, references[case["id"]])
         except Exception as err:  # recorded per case: one broken mode must not hide the others
             results[case["id"]] = {"error": f"{type(err).__name__}: {err}"}
     everyone = [None] * dist.get_world_size()
