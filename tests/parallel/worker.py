@@ -63,6 +63,13 @@ def reference(case: dict) -> dict:
     return {"output": conformance.run(pipe, call(**extra)), "masks": masks(handle.summary())}
 
 
+def gather(value) -> list:
+    """Every rank's ``value``, in rank order, on every rank."""
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, value)
+    return everyone
+
+
 def share_references(cases: list[dict], rank: int, world: int) -> dict[str, dict]:
     """Every case's reference, each computed on one rank (the costliest first, each to the least
     loaded rank) and gathered on every rank."""
@@ -79,9 +86,7 @@ def share_references(cases: list[dict], rank: int, world: int) -> dict[str, dict
                 mine[case["id"]] = reference(case)
             except Exception as err:  # recorded per case: one broken mode must not hide the others
                 mine[case["id"]] = {"error": f"{type(err).__name__}: {err}"}
-    everyone = [None] * world
-    dist.all_gather_object(everyone, mine)
-    return {key: value for part in everyone for key, value in part.items()}
+    return {key: value for part in gather(mine) for key, value in part.items()}
 
 
 def run_case(case: dict, ref: dict) -> dict:
@@ -129,8 +134,7 @@ def main() -> None:
             results[case["id"]] = run_case(case, references[case["id"]])
         except Exception as err:  # recorded per case: one broken mode must not hide the others
             results[case["id"]] = {"error": f"{type(err).__name__}: {err}"}
-    everyone = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, results)
+    everyone = gather(results)
     if rank == 0:
         with open(out_file, "w") as f:
             json.dump(everyone, f, indent=1)
