@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,9 +101,12 @@ def sweep_cells(config: DictConfig) -> list[list[str]]:
 
 def output_dir_problem(key: str, path: str, what: str) -> str | None:
     """Why ``path`` cannot hold a new run (or sweep): an earlier one's directory, a file, unwritable."""
-    from dit_engine.outputs import writable_dir_problem
+    from dit_engine.outputs import name_length_problem, writable_dir_problem
 
     folder = Path(path).expanduser()
+    problem = name_length_problem(key, path)  # before is_dir(), which fails on such a name
+    if problem:
+        return problem
     if folder.is_dir() and any(folder.iterdir()):
         return f"{key}={path} already holds files (an earlier {what}?); dit_engine never writes into an earlier run: choose a new directory"
     return writable_dir_problem(key, path, verb="created")
@@ -278,6 +282,7 @@ def run_job(cfg: DictConfig) -> float | None:
         cfg.quiet = True  # logging switched off: progress bars go too
     if cfg.quiet:
         quiet_console()
+    _console_without_tracebacks()
     overrides = _user_overrides(list(hydra_cfg.overrides.task))
     planned = _planned.pop(tuple(sorted(overrides)), None)
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -293,10 +298,15 @@ def run_job(cfg: DictConfig) -> float | None:
             bind_local_device(cfg.model.device)
             metrics = session.run(output_dir, timing_note=_shared_cores_note(hydra_cfg))
     except Exception as err:  # noqa: BLE001 - every failure becomes one line (and a log entry)
+        from dit_engine.errors import NonFiniteOutputError
+
         bad_input = isinstance(err, DitEngineError)
-        reason = one_line(err) if bad_input else f"internal error: {type(err).__name__}: {one_line(err)}"
-        if not bad_input:
-            log.exception("internal error")
+        if bad_input or isinstance(err, NonFiniteOutputError):  # the message names the cause and the fix
+            reason = one_line(err)
+        else:
+            reason = f"internal error: {type(err).__name__}: {one_line(err)}"
+        if not bad_input:  # the traceback goes to the run's log; the console gets the one line below
+            log.error(reason, exc_info=True, extra={LOG_FILE_ONLY: True})
         if hydra_cfg.mode == RunMode.MULTIRUN:
             atomic_write_text(output_dir / FAILED_FILE, json.dumps({"reason": reason, "bad_input": bad_input}) + "\n")
             print(f"dit_engine: sweep cell {hydra_cfg.job.num} failed, the sweep goes on: {reason}", file=sys.stderr)
@@ -305,11 +315,36 @@ def run_job(cfg: DictConfig) -> float | None:
             _remove_new_folders()
             fail(err)
         log_file = output_dir / f"{hydra_cfg.job.name}.log"
-        print(f"dit_engine: {reason}; the traceback is in {log_file} (HYDRA_FULL_ERROR=1 prints it)", file=sys.stderr)
+        if isinstance(err, NonFiniteOutputError):
+            print(f"dit_engine: error: {reason}; nothing was written as a result (log: {log_file})", file=sys.stderr)
+        else:
+            print(f"dit_engine: {reason}; the traceback is in {log_file} (HYDRA_FULL_ERROR=1 prints it)", file=sys.stderr)
         if os.environ.get(_USER_FULL_ERROR) == "1":
             raise
         sys.exit(1)
     return None if metrics is None else metrics["objective"]
+
+
+#: ``extra={LOG_FILE_ONLY: True}`` on a log record: the run's log file gets it, the console not
+#: (a failure's traceback: the console gets one line instead).
+LOG_FILE_ONLY = "dit_engine_log_file_only"
+
+
+class _FileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, LOG_FILE_ONLY, False)
+
+
+def _console_handlers() -> list[logging.Handler]:
+    return [handler for logger in (logging.getLogger(), logging.getLogger("dit_engine")) for handler in logger.handlers
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)]
+
+
+def _console_without_tracebacks() -> None:
+    """Keep records marked LOG_FILE_ONLY (a failure's traceback) off the console handlers."""
+    for handler in _console_handlers():
+        if not any(isinstance(f, _FileOnly) for f in handler.filters):
+            handler.addFilter(_FileOnly())
 
 
 class _QuietConsole(logging.Filter):
@@ -323,11 +358,9 @@ class _QuietConsole(logging.Filter):
 def quiet_console() -> None:
     """Filter every console handler of the root and ``dit_engine`` loggers (Hydra's job logging)
     through :class:`_QuietConsole`; file handlers, and so the run's log file, are left as they are."""
-    for logger in (logging.getLogger(), logging.getLogger("dit_engine")):
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                if not any(isinstance(f, _QuietConsole) for f in handler.filters):
-                    handler.addFilter(_QuietConsole())
+    for handler in _console_handlers():
+        if not any(isinstance(f, _QuietConsole) for f in handler.filters):
+            handler.addFilter(_QuietConsole())
 
 
 def _shared_cores_note(hydra_cfg) -> str | None:
@@ -416,6 +449,29 @@ def _schema_override_problem(args: list[str]) -> str | None:
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that a run stops
+    the same way (its ranks stopped, its staged files discarded); the process then exits 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` (left alone when the process was started with SIGTERM
+    ignored, as Python leaves an ignored SIGINT); the handler it replaced."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    return previous
+
+
+def stop_exit_code(stop: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM (128 + the signal's number, as a shell reports it)."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
 def main() -> None:
     """Console entry point (``python -m dit_engine`` / ``dit-engine``).
 
@@ -423,8 +479,21 @@ def main() -> None:
     exits 1; with ``HYDRA_FULL_ERROR`` set it raises them instead, so this one handler turns
     them, like every DitEngineError, into one line and exit code 2. A user who set
     ``HYDRA_FULL_ERROR=1`` themselves gets Hydra's full traceback, as Hydra documents. Ctrl-C
-    exits 130 with one line; the interrupted run's files were never moved into place.
+    exits 130 and SIGTERM 143, each with one line, wherever the run was (its ranks, if it started
+    any, are stopped first); the stopped run's files were never moved into place.
     """
+    previous = stop_on_sigterm()
+    try:
+        _main()
+    except KeyboardInterrupt as stop:
+        how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        print(f"dit_engine: {how}; the unfinished run left no outputs in place", file=sys.stderr)
+        sys.exit(stop_exit_code(stop))
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() may run inside a test's process
+
+
+def _main() -> None:
     from dit_engine import completion
 
     register_schemas()
@@ -441,9 +510,6 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         run_job()
-    except KeyboardInterrupt:
-        print("dit_engine: interrupted; the unfinished run left no outputs in place", file=sys.stderr)
-        sys.exit(130)
     except DitEngineError as err:
         fail(err)
     except (HydraException, OmegaConfBaseException, ValueError) as err:

@@ -35,3 +35,9 @@ class AlreadyAppliedError(DitEngineError):
 
 class IrreversiblePlanError(DitEngineError):
     """``Handle.remove()`` on a plan with a step that cannot be undone (quantize, shard, compile)."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """A pipeline call produced NaN or infinite values: its images would be flat black, so the run
+    (or request) fails instead of reporting success. Not bad input in itself (exit 1 / HTTP 500);
+    the message names the likely cause (the guidance scale, a LoRA's weights or scale)."""

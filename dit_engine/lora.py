@@ -14,6 +14,10 @@ from typing import Any
 
 from dit_engine.errors import DitEngineError
 
+#: The largest LoRA scale accepted: adapters are trained for scale 1 and used from 0 to about 2;
+#: far beyond, the LoRA's delta swamps the weights and the outputs overflow to NaN.
+MAX_LORA_SCALE = 100.0
+
 
 def lora_problems(cfg: Any) -> list[str]:
     """Plan-time problems of ``lora.*`` with the rest of the config, each a one-line fix."""
@@ -24,8 +28,8 @@ def lora_problems(cfg: Any) -> list[str]:
     path = Path(os.path.expanduser(lora.path))
     if not path.exists():
         problems.append(f"lora.path={lora.path} does not exist; give a .safetensors file (or a folder holding one)")
-    if not lora.scale == lora.scale or lora.scale < 0:  # NaN too
-        problems.append(f"lora.scale={lora.scale} must be >= 0 (1 is the adapter as trained)")
+    if not 0 <= lora.scale <= MAX_LORA_SCALE:  # NaN and Inf too
+        problems.append(f"lora.scale={lora.scale} must be from 0 to {MAX_LORA_SCALE:g} (1 is the adapter as trained)")
     for group, what in (("quant", "quantized"), ("compile", "compiled")):
         if cfg[group].name != "none":
             option = f"quant.scheme={cfg.quant.get('scheme')}" if group == "quant" else f"compile.scope={cfg.compile.get('scope')}"
@@ -45,9 +49,17 @@ def _state_dict(path: Path) -> dict:
             raise DitEngineError(f"{path} holds no .safetensors file; give the LoRA's weights file")
         path = files[0]
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as err:  # not a safetensors file, truncated...
         raise DitEngineError(f"{path} is not a readable safetensors file ({str(err).splitlines()[0]})") from None
+    import torch
+
+    # NaN / Inf weights make every image NaN (flat black): refuse the file before it is used
+    bad = next((key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()), None)
+    if bad is not None:
+        raise DitEngineError(f"LoRA {path} holds NaN or infinite weights ({bad}); the file is damaged or was saved "
+                             "from a diverged training run: use another checkpoint")
+    return state
 
 
 def load_lora(transformer: Any, path: str, name: str) -> None:

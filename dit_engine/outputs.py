@@ -62,16 +62,45 @@ def contact_sheet(images: list[Image.Image], labels: list[str], cell: int = 128)
     return sheet
 
 
+def name_length_problem(key: str, path: str) -> str | None:
+    """A folder name or a whole path longer than the file system takes (ENAMETOOLONG on mkdir)."""
+    folder = Path(path).expanduser()
+    existing = Path(folder.anchor or ".")
+    for candidate in reversed([folder, *folder.parents]):  # the deepest ancestor that exists
+        try:
+            if candidate.is_dir():
+                existing = candidate
+        except OSError:
+            break
+    try:
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):  # not a POSIX file system: let mkdir say it
+        return None
+    too_long = next((part for part in folder.parts if len(os.fsencode(part)) > name_max), None)
+    if too_long is not None:
+        return (f"{key}={path}: the folder name {too_long[:24]}... has {len(os.fsencode(too_long))} bytes, the file system "
+                f"takes at most {name_max}; choose a shorter name")
+    if len(os.fsencode(str(folder.absolute()))) >= path_max:
+        return f"{key}: the path has {len(os.fsencode(str(folder.absolute())))} bytes, the file system takes at most {path_max - 1}; choose a shorter path"
+    return None
+
+
 def writable_dir_problem(key: str, path: str, verb: str = "written") -> str | None:
     """Why ``path`` (the value of config key ``key``) cannot be, or become, a writable directory;
     None when it can. ``verb`` says what would fail (``written``, ``created``)."""
     if not str(path).strip():
         return f"{key} is empty; give a directory"
     folder = Path(path).expanduser()
+    problem = name_length_problem(key, path)  # first: stat() itself fails on such a name
+    if problem:
+        return problem
     if folder.exists() and not folder.is_dir():
         return f"{key}={path} is a file, not a directory; choose a directory"
     existing = folder
     while not existing.exists():
+        if existing.is_symlink():  # a link to nothing: mkdir would fail on it
+            return (f"{key}={path} cannot be {verb}: {existing} is a symbolic link to {os.readlink(existing)}, which does "
+                    "not exist; create that directory or choose another")
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         return f"{key}={path} cannot be {verb} ({existing} is not a writable directory); choose a directory you can write"

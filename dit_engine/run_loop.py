@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dit_engine.adapter import Adapter
+from dit_engine.finite import FiniteWatch
 from dit_engine.outputs import film_strip
 from dit_engine.workload import Workload
 
@@ -40,11 +41,16 @@ def call_pipeline(pipe, adapter: Adapter, workload: Workload, prompts: list[str]
     """One pipeline call: ``prompts`` with one CPU generator per image seeded from ``seeds``, the
     workload's steps, guidance, size and extra arguments; one PIL image per prompt (a film strip
     of the frames for video pipelines; with ``frames`` the list of frames). The server runs its
-    batches through it too, so a served image equals the CLI's for the same prompt and seed."""
+    batches through it too, so a served image equals the CLI's for the same prompt and seed.
+
+    Raises NonFiniteOutputError (naming the likely cause) when the call produced NaN or Inf."""
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
     kwargs = adapter.call_kwargs(prompts, workload.num_inference_steps, workload.guidance_scale, workload.height, workload.width)
     kwargs.update(generator=generators, output_type="pil", **workload.call_kwargs)
-    output = pipe(**kwargs)
+    # NaN / Inf would come out as flat black images: such a call fails (NonFiniteOutputError)
+    with FiniteWatch(pipe, adapter.transformers(pipe), workload.guidance_scale) as watch:
+        output = pipe(**kwargs)
+    watch.check()
     if getattr(output, "images", None) is not None:
         return list(output.images)
     if frames:

@@ -41,7 +41,7 @@ from dit_engine.plan import Plan, compile_plan
 from dit_engine.reference import get_or_create
 from dit_engine.registry import Registry
 from dit_engine.run_metrics import clip_metrics, objective, quality_metrics, report_problems, run_metrics
-from dit_engine.workload import Workload, resolve_workload
+from dit_engine.workload import Workload, resolve_workload, workload_config_problems
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ class Session:
         problems = config_problems(cfg, self.registry)
         if problems:  # the rest would trip over the same keys
             raise PlanError(problems)
+        problems = workload_config_problems(cfg.workload)
+        if problems:  # the adapter's checks would trip over them
+            raise PlanError(problems)
         self.adapter = self.registry.adapter(cfg.model.adapter)
         self.workload = resolve_workload(cfg.workload, self.adapter)
         problems = self.adapter.check(cfg.model, self.workload, cfg.dry_run) + self.workload.problems()
@@ -146,7 +149,7 @@ class Session:
         The automatic adapter first traces one call: ``example_call`` (pipeline arguments) or,
         without it, the workload's first prompt.
         """
-        problems = config_problems(self.cfg, self.registry)
+        problems = config_problems(self.cfg, self.registry) or workload_config_problems(self.cfg.workload)
         if problems:
             raise PlanError(problems)
         self.adapter = self.registry.adapter_for_pipeline(pipe, adapter_name)

@@ -9,6 +9,67 @@ from omegaconf import DictConfig, OmegaConf
 
 from dit_engine.adapter import Adapter
 
+#: The largest |guidance_scale| accepted: trained guidance scales are single digits (FLUX's
+#: distilled guidance ~3.5, CFG 1-15); far beyond, the guided prediction overflows to Inf / NaN and
+#: every image comes out flat black.
+MAX_GUIDANCE_SCALE = 1000.0
+#: The largest seed: torch generators take an unsigned 64-bit seed (image i uses ``seed + i``).
+MAX_SEED = 2**64 - 1
+#: The largest height or width: 16384 px is beyond every DiT's training size, and a larger side
+#: cannot fit in memory (a 1048576^2 image is 3 TB of pixels before a single block runs).
+MAX_SIDE = 16384
+#: The most denoising steps: schedulers are trained on 1000 timesteps; far more only repeats them.
+MAX_STEPS = 10000
+#: Where each pipeline-call argument the engine sets comes from (``workload.call_kwargs`` must not
+#: override them behind the workload's back: ``metrics.json`` reports the workload's values).
+ENGINE_CALL_KWARGS = {
+    "prompt": "workload.prompts", "num_inference_steps": "workload.num_inference_steps",
+    "guidance_scale": "workload.guidance_scale", "height": "workload.height", "width": "workload.width",
+    "generator": "workload.seed", "output_type": "the engine (it needs PIL images)",
+}
+
+
+def _guidance_problem(key: str, value: Any) -> str | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_GUIDANCE_SCALE:
+        return (f"{key}={value:g} is far beyond any trained guidance (single digits; at most "
+                f"{MAX_GUIDANCE_SCALE:g}): the guided prediction would overflow to NaN and every image come out black")
+    return None
+
+
+def workload_config_problems(node: DictConfig) -> list[str]:
+    """What the ``workload`` node asks for that no run can produce, each a one-line fix; checked
+    before anything resolves or loads (a nested prompt list would trip the adapter's checks)."""
+    problems = []
+    prompts = OmegaConf.to_container(node.prompts, resolve=True) if node.prompts is not None else None
+    if prompts is not None:
+        bad = next((p for p in prompts if not isinstance(p, str)), None)
+        if bad is not None:
+            problems.append(f"workload.prompts holds {bad!r}, not a string; give a flat list of prompts, e.g. "
+                            "workload.prompts='[a cat,a dog]'")
+    seed = node.seed
+    count = node.num_prompts if node.num_prompts is not None else (len(prompts) if prompts else 1)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 or seed + max(count, 1) - 1 > MAX_SEED:
+        problems.append(f"workload.seed={seed}: seeds are integers from 0 to 2^64-1 (image i uses seed + i); "
+                        "pick one in that range")
+    for key in ("height", "width"):
+        value = node[key]
+        if value is not None and not 1 <= value <= MAX_SIDE:
+            problems.append(f"workload.{key}={value}: sizes run from 1 to {MAX_SIDE} pixels; pick a size the model was trained for")
+    steps = node.num_inference_steps
+    if steps is not None and steps > MAX_STEPS:
+        problems.append(f"workload.num_inference_steps={steps}: at most {MAX_STEPS} (schedulers have 1000 training "
+                        "timesteps; 20-50 steps is usual)")
+    if node.guidance_scale is not None:
+        problems.append(_guidance_problem("workload.guidance_scale", node.guidance_scale))
+    for key, value in (node.call_kwargs or {}).items():
+        if key in ENGINE_CALL_KWARGS:
+            source = ENGINE_CALL_KWARGS[key]
+            fix = f"set {source}={value}" if source.startswith("workload.") else "drop it"
+            problems.append(f"workload.call_kwargs.{key} would override {source} (and metrics.json would not say so); {fix} instead")
+        elif str(key).endswith(("guidance_scale", "cfg_scale")):
+            problems.append(_guidance_problem(f"workload.call_kwargs.{key}", value))
+    return [p for p in problems if p]
+
 
 @dataclass
 class Workload:
@@ -37,7 +98,7 @@ class Workload:
         problems = []
         if not self.prompts:
             problems.append("workload.prompts is empty (or workload.num_prompts=0); give at least one prompt")
-        if self.num_inference_steps < 1:
+        if self.num_inference_steps < 1:  # (the upper bounds: workload_config_problems)
             problems.append(f"workload.num_inference_steps={self.num_inference_steps}; use 1 or more")
         if self.batch_size < 0:
             problems.append(f"workload.batch_size={self.batch_size}; use 0 (all prompts in one call) or more")

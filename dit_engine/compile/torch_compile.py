@@ -63,6 +63,25 @@ class CompileConfig:
     backend: str = "inductor"
 
 
+#: torch.compile backends that torch lists but that need another package installed.
+BACKEND_PACKAGES = {"tvm": "tvm", "openxla": "torch_xla", "openxla_eval": "torch_xla", "onnxrt": "onnxruntime"}
+
+
+def _backend_problems(backend: str, cfg: Any) -> list[str]:
+    """A backend torch knows that cannot run here: its package missing, or CUDA graphs off CUDA."""
+    import importlib.util
+
+    package = BACKEND_PACKAGES.get(backend)
+    if package is not None and importlib.util.find_spec(package) is None:
+        return [f"compile.backend={backend} needs the {package} package, which is not installed; use inductor (or install {package})"]
+    device = str(cfg.model.device) if cfg is not None else "cpu"
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if backend == "cudagraphs" and not on_cuda:
+        return [f"compile.backend=cudagraphs records CUDA graphs, and model.device={device} is not a CUDA device; "
+                "use inductor (or run on a GPU)"]
+    return []
+
+
 def _graph_counters() -> dict[str, int]:
     from torch._dynamo.utils import counters
 
@@ -85,8 +104,10 @@ class CompileTransform(Transform):
             problems.append(f"compile.scope={config.scope}: use regional or full")
         if config.mode not in (None, *known_modes()):
             problems.append(f"compile.mode={config.mode} is not a torch.compile mode; use one of {', '.join(known_modes())}")
-        if config.backend not in known_backends():
+        if config.backend not in known_backends() or config.backend.endswith("_TESTING_ONLY"):
             problems.append(f"compile.backend={config.backend} is not a torch.compile backend; use inductor, aot_eager or eager")
+        else:
+            problems.extend(_backend_problems(config.backend, context.config))
         cfg = context.config
         hooked_groups = [g for g in ("cache", "calibrator") if cfg is not None and cfg[g].name != "none"]
         if config.scope == "full" and config.fullgraph and hooked_groups:
