@@ -102,3 +102,33 @@ def test_the_cost_of_doing_nothing(benchmark, model):
         pytest.skip(f"UNTRUSTED timings, targets not checked: {untrusted}")
     missed = [f"{label} {ratio:.3f} < {target}" for label, (ratio, target) in ratios.items() if label != "plain" and ratio < target]
     assert not missed, "; ".join(missed)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_the_cost_of_the_nan_watch(benchmark, model):
+    """Every engine pipeline call runs inside a FiniteWatch (NaN / Inf is never a success): a
+    forward hook per transformer call and a wrapped VAE decode. Target: >= 0.99 of plain."""
+    from dit_engine.finite import FiniteWatch
+
+    pipe, call = MODELS[model]()
+    pipe.set_progress_bar_config(disable=True)
+
+    def watched() -> float:
+        def run():
+            with FiniteWatch(pipe, {"transformer": pipe.transformer}, 1.0) as watch:
+                out = call()
+            watch.check()
+            return out
+        return seconds_of(run)
+
+    timings = benchmark.pedantic(interleaved, args=({"plain": lambda: seconds_of(call), "watched": watched}, ROUNDS),
+                                 rounds=1, iterations=1)
+    untrusted = contention(timings, "plain")
+    ratio = timings.ratio("plain", "watched")
+    benchmark.extra_info["watched ratio"] = ratio
+    TABLES.append(f"the NaN watch on {model} ({ROUNDS} interleaved rounds): plain {timings.median('plain'):.4f} s, "
+                  f"watched {timings.median('watched'):.4f} s, ratio {ratio:.3f} (target >= 0.99), best-of "
+                  f"{timings.best_ratio('plain', 'watched'):.3f}{'  UNTRUSTED: ' + untrusted if untrusted else ''}")
+    if untrusted:
+        pytest.skip(f"UNTRUSTED timings, target not checked: {untrusted}")
+    assert ratio >= 0.99, f"the NaN watch costs {1 - ratio:.1%} of a call"
