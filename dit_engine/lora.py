@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from dit_engine.errors import DitEngineError
@@ -40,6 +41,25 @@ def lora_problems(cfg: Any) -> list[str]:
     return problems
 
 
+def first_non_finite(tensors: Iterable[tuple[str, Any]]) -> str | None:
+    """The key of the first floating-point tensor holding NaN or Inf (None: all finite)."""
+    import torch
+
+    return next((key for key, value in tensors if value.is_floating_point() and not torch.isfinite(value).all()), None)
+
+
+def non_finite_weight_in_file(path: Path) -> str | None:
+    """:func:`first_non_finite` of a safetensors file, read one tensor at a time (None also for a
+    file that is not safetensors: loading says so in its own words)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return first_non_finite((key, weights.get_tensor(key)) for key in weights.keys())
+    except Exception:  # noqa: BLE001 - not a readable safetensors file
+        return None
+
+
 def _state_dict(path: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -52,10 +72,8 @@ def _state_dict(path: Path) -> dict:
         state = load_file(str(path))
     except Exception as err:  # not a safetensors file, truncated...
         raise DitEngineError(f"{path} is not a readable safetensors file ({str(err).splitlines()[0]})") from None
-    import torch
-
     # NaN / Inf weights make every image NaN (flat black): refuse the file before it is used
-    bad = next((key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()), None)
+    bad = first_non_finite(state.items())
     if bad is not None:
         raise DitEngineError(f"LoRA {path} holds NaN or infinite weights ({bad}); the file is damaged or was saved "
                              "from a diverged training run: use another checkpoint")

@@ -150,20 +150,40 @@ class ReportConfig:
 
 @dataclass
 class ServeConfig:
-    """``python -m dit_engine.serve``: the HTTP server (ignored by runs).
+    """``python -m dit_engine.serve``: the HTTP server (ignored by runs). Every key is checked at
+    startup (:func:`dit_engine.serve.settings.serve_problems`): a bad one is one line and exit 2.
 
     Attributes:
-        host: interface to listen on (``0.0.0.0`` for every interface).
-        port: TCP port.
-        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise).
-        max_queue: requests waiting at most; a full queue answers 429 with ``Retry-After``.
+        host: interface to listen on (``0.0.0.0`` for every interface); an IP address or a name
+            that resolves.
+        port: TCP port, 1 to 65535.
+        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise);
+            ``null`` (the default) turns authentication off. An empty key is refused.
+        max_queue: requests waiting at most (1 or more); a full queue answers 429 with ``Retry-After``.
         max_batch: images run in one pipeline call at most (requests with the same settings
             are batched when the plan's images do not depend on the batch: no cache, or a
             static step mask; data-driven caches run one request per call). 1: no batching.
         batch_wait_ms: how long the first request of a batch waits for others to join it.
         max_images: the largest ``n`` one request may ask for.
-        max_body_mb: the largest request body accepted (413 beyond).
-        keep_images: images kept for ``response_format=url`` (the oldest are dropped).
+        max_body_mb: the largest request body accepted, however it is sent (413 beyond).
+        keep_images: images (and videos) kept for ``response_format=url`` (the oldest are dropped).
+        max_steps: the largest ``num_inference_steps`` a request may ask for (422 beyond).
+        max_side: the largest width or height in pixels a request's ``size`` may ask for (422 beyond).
+        max_frames: the largest ``num_frames`` a video request may ask for (422 beyond).
+        max_guidance_scale: the largest ``|guidance_scale|`` a request may ask for (422 beyond; at
+            most the engine-wide bound, 1000: far beyond, the output overflows to NaN).
+        max_prompt_chars: the longest ``prompt`` (and ``negative_prompt``) in characters (422 beyond).
+        max_lora_scale: the largest LoRA ``scale`` a request may ask for (422 beyond).
+        request_timeout_s: how long a request may wait and run, in seconds; past it the request
+            answers 504 and its pipeline call is stopped at the next transformer call, freeing
+            the worker. The request body must also arrive within it (408).
+        header_timeout_s: a connection whose request headers are not complete within this many
+            seconds (after it opened, or after its previous response) is closed.
+        keep_alive_s: an idle keep-alive connection is closed after this many seconds.
+        max_connections: open connections (and requests in progress) at most; beyond, uvicorn
+            answers 503.
+        lora_dirs: the directories ``POST /v1/loras`` may load from (paths resolved, symlinks
+            followed: nothing outside them). The default is the server's working directory.
     """
 
     host: str = "127.0.0.1"
@@ -175,6 +195,17 @@ class ServeConfig:
     max_images: int = 8
     max_body_mb: float = 16.0
     keep_images: int = 256
+    max_steps: int = 200
+    max_side: int = 4096
+    max_frames: int = 256
+    max_guidance_scale: float = 100.0
+    max_prompt_chars: int = 4000
+    max_lora_scale: float = 10.0
+    request_timeout_s: float = 300.0
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 256
+    lora_dirs: list[str] = field(default_factory=lambda: ["."])
 
 
 @dataclass

@@ -8,27 +8,35 @@
   ``GET /metrics`` (Prometheus text).
 
 Every error is JSON in OpenAI's shape, ``{"error": {"message": "<one line>", "type": ...}}``:
-400 for a request the model cannot serve, 401 without the API key, 413 for a body over
-``serve.max_body_mb``, 422 for a malformed body or unknown fields, 429 (with ``Retry-After``) when
-the queue is full, 500 when generation failed; the server keeps serving after each.
+400 for a request the model cannot serve, 401 without the API key, 408 for a body that did not
+arrive within ``serve.request_timeout_s``, 413 for a body over ``serve.max_body_mb`` (counted as it
+arrives, chunked too), 422 for a malformed body, unknown fields, a field outside the server's
+limits (``serve.max_steps``...) or a number that is not finite, 429 (with ``Retry-After``) when the
+queue is full, 500 when generation failed (NaN / Inf output included), 503 while the server shuts
+down, 504 past ``serve.request_timeout_s``; the server keeps serving after each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import secrets
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 
-from dit_engine.serve.engine import BadRequestError, QueueFullError, ServingEngine
+from dit_engine.errors import DitEngineError
+from dit_engine.serve.engine import (BadRequestError, ImageJob, LimitError, QueueFullError, RequestCancelledError,
+                                     RequestTimeoutError, ServerStoppingError, ServingEngine)
 
 
 class LoraChoice(BaseModel):
@@ -54,7 +62,7 @@ class ImageGenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=4000)
+    prompt: str = Field(min_length=1)  # at most serve.max_prompt_chars (ServingEngine.check_limits)
     model: str | None = None
     n: int = 1
     size: str | None = None
@@ -72,10 +80,10 @@ class VideoRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=4000)
+    prompt: str = Field(min_length=1)
     model: str | None = None
     size: str | None = None
-    num_frames: int | None = Field(default=None, ge=1, le=1024)
+    num_frames: int | None = None
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     seed: int | None = None
@@ -101,13 +109,18 @@ def _one_line(errors: list) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _size(size: str | None) -> tuple[int, int] | None:
+def _size(size: str | None, max_side: int) -> tuple[int, int] | None:
+    """``"WxH"`` as ``(width, height)``; a side of more than nine digits is refused here, before
+    Python turns it into a number (the limit, ``serve.max_side``, is checked with the others)."""
     if size is None or size == "auto":
         return None
     parts = size.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 16384 for p in parts):
+    digits = [p.lstrip("0") if p.isascii() and p.isdigit() else "" for p in parts]
+    if len(parts) != 2 or not all(digits):
         raise BadRequestError(f"size={size!r}: give it as WIDTHxHEIGHT, e.g. 1024x1024")
-    return int(parts[0]), int(parts[1])
+    if any(len(d) > 9 for d in digits):
+        raise LimitError(f"size={size}: each side is at most {max_side} pixels (serve.max_side)")
+    return int(digits[0]), int(digits[1])
 
 
 def _lora(choice: str | LoraChoice | None) -> tuple[str, float] | None:
@@ -116,26 +129,88 @@ def _lora(choice: str | LoraChoice | None) -> tuple[str, float] | None:
     return (choice, 1.0) if isinstance(choice, str) else (choice.name, choice.scale)
 
 
+class _BodyTooLarge(Exception):
+    """The body passed ``serve.max_body_mb`` while it was arriving."""
+
+
+class Guard:
+    """ASGI middleware in front of every endpoint: the API key (401), then the whole body read
+    here, counted as it arrives whatever its framing (Content-Length or chunked): past
+    ``serve.max_body_mb`` it answers 413 at once, and a body that has not arrived within
+    ``serve.request_timeout_s`` 408. The endpoint then reads the body from memory."""
+
+    def __init__(self, app: Any, serve: Any):
+        self.app = app
+        self.serve = serve
+        self.max_body = int(serve.max_body_mb * 1024 * 1024)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        serve, headers = self.serve, Headers(scope=scope)
+        if serve.api_key and scope["path"] != "/health":
+            token = headers.get("authorization", "")
+            if not secrets.compare_digest(token.encode(), f"Bearer {serve.api_key}".encode()):
+                await error(401, "missing or wrong API key: send Authorization: Bearer <serve.api_key>",
+                            "authentication_error")(scope, receive, send)
+                return
+        too_large = error(413, f"the body is over {self.max_body} bytes; the limit is "
+                               f"serve.max_body_mb={serve.max_body_mb:g} MB")
+        length = headers.get("content-length", "")
+        if length.isascii() and length.isdigit() and int(length) > self.max_body:  # refused before a byte is read
+            await too_large(scope, receive, send)
+            return
+        try:
+            body = await asyncio.wait_for(self._body(receive), timeout=serve.request_timeout_s)
+        except _BodyTooLarge:
+            await too_large(scope, receive, send)
+            return
+        except asyncio.TimeoutError:
+            await error(408, f"the body did not arrive within serve.request_timeout_s={serve.request_timeout_s:g} s")(
+                scope, receive, send)
+            return
+        if body is None:  # the client left while sending it
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the client's disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _body(self, receive: Any) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
 def create_app(engine: ServingEngine) -> FastAPI:
     """The FastAPI application serving ``engine``."""
     serve = engine.serve
     app = FastAPI(title="dit_engine", version="1", docs_url=None, redoc_url=None)
-    max_body = int(serve.max_body_mb * 1024 * 1024)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if serve.api_key and request.url.path != "/health":
-            token = request.headers.get("authorization", "")
-            if not secrets.compare_digest(token.encode(), f"Bearer {serve.api_key}".encode()):
-                return error(401, "missing or wrong API key: send Authorization: Bearer <serve.api_key>", "authentication_error")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            return error(413, f"the body is {int(length)} bytes; the limit is serve.max_body_mb={serve.max_body_mb:g} MB")
-        return await call_next(request)
+    app.add_middleware(Guard, serve=serve)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         return error(422, _one_line(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):  # 404 for an unknown path..., in the same shape
+        return error(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.get("/health")
     async def health():
@@ -162,29 +237,62 @@ def create_app(engine: ServingEngine) -> FastAPI:
     async def generations(body: ImageGenerationRequest, request: Request):
         return await _generate(body, request)
 
+    def refused(err: Exception) -> JSONResponse:
+        """The answer to a request refused or failed with ``err`` (counted in /metrics)."""
+        if isinstance(err, (LimitError, BadRequestError)):
+            engine.count("bad_request")
+            return error(422 if isinstance(err, LimitError) else 400, str(err))
+        if isinstance(err, QueueFullError):
+            return error(429, str(err), "rate_limit_error", headers={"Retry-After": "1"})
+        if isinstance(err, ServerStoppingError):
+            engine.count("rejected")
+            return error(503, str(err), "server_error")
+        if isinstance(err, RequestTimeoutError):
+            engine.count("timeout")
+            return error(504, str(err), "server_error")
+        if isinstance(err, RequestCancelledError):  # nobody reads it
+            engine.count("cancelled")
+            return error(499, str(err))
+        engine.count("error")  # NonFiniteOutputError's one line names the likely cause
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return error(500, message, "server_error")
+
+    async def result(job: ImageJob, request: Request) -> Any:
+        """The job's ``(images, stats)`` once the worker is done with it. Past its deadline, when
+        the client leaves, or when the server stops, the job is cancelled (the worker drops it, or
+        stops its pipeline call) and this raises at once: no answer waits on the pipeline."""
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def wake(_future) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: the server has stopped
+                loop.call_soon_threadsafe(done.set)
+
+        job.future.add_done_callback(wake)
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), timeout=0.25)
+            except asyncio.TimeoutError:
+                reason = engine.unwanted(job)
+                if reason is None and await request.is_disconnected():
+                    reason = RequestCancelledError("the client went away")
+                if reason is not None:
+                    job.cancel()
+                    raise reason
+        return job.future.result()
+
     async def _generate(body: ImageGenerationRequest, request: Request, inputs: dict | None = None):
         started = time.perf_counter()
         try:
-            if not 1 <= body.n <= serve.max_images:
-                raise BadRequestError(f"n={body.n}: ask for 1 to {serve.max_images} images (serve.max_images)")
             settings = engine.settings(steps=body.num_inference_steps, guidance=body.guidance_scale,
-                                       size=_size(body.size), negative_prompt=body.negative_prompt, lora=_lora(body.lora))
-            engine.check(body.prompt, settings)
+                                       size=_size(body.size, serve.max_side), negative_prompt=body.negative_prompt,
+                                       lora=_lora(body.lora))
             seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-            future = engine.submit(body.prompt, body.n, seed, settings, inputs=inputs)
-        except BadRequestError as err:
-            engine.count("bad_request")
-            return error(400, str(err))
-        except QueueFullError as err:
-            return error(429, str(err), "rate_limit_error", headers={"Retry-After": "1"})
-        try:
-            images, stats = await asyncio.wrap_future(future)
-        except BadRequestError as err:
-            engine.count("bad_request")
-            return error(400, str(err))
-        except Exception as err:
-            engine.count("error")
-            return error(500, str(err).splitlines()[0] if str(err) else type(err).__name__, "server_error")
+            engine.check(body.prompt, settings, body.n, seed)
+            job = engine.submit(body.prompt, body.n, seed, settings, inputs=inputs)
+            images, stats = await result(job, request)
+        except (DitEngineError, RuntimeError) as err:  # the worker's failures are RuntimeErrors (NonFiniteOutputError too)
+            return refused(err)
         data = []
         for index, picture in enumerate(images):
             buffer = io.BytesIO()
@@ -204,7 +312,7 @@ def create_app(engine: ServingEngine) -> FastAPI:
         return {"created": int(time.time()), "data": data}
 
     @app.post("/v1/images/edits")
-    async def edits(request: Request, image: UploadFile = File(...), prompt: str = Form(..., min_length=1, max_length=4000),
+    async def edits(request: Request, image: UploadFile = File(...), prompt: str = Form(..., min_length=1),
                     n: int = Form(1), size: str | None = Form(None), response_format: str = Form("b64_json"),
                     model: str | None = Form(None), num_inference_steps: int | None = Form(None),
                     guidance_scale: float | None = Form(None), seed: int | None = Form(None),
@@ -239,10 +347,12 @@ def create_app(engine: ServingEngine) -> FastAPI:
 
     @app.post("/v1/loras")
     async def load_lora(body: LoraLoad):
+        """Load a LoRA from inside ``serve.lora_dirs``: 400 with one message for every path it may
+        not load (no hint whether a file exists outside them), 422 for non-finite weights."""
         try:
             await asyncio.to_thread(engine.load_lora, body.name, body.path)
-        except BadRequestError as err:
-            return error(400, str(err))
+        except (BadRequestError, LimitError) as err:
+            return refused(err)
         return {"name": body.name, "path": body.path, "loaded": True}
 
     @app.delete("/v1/loras/{name}")
@@ -257,17 +367,15 @@ def create_app(engine: ServingEngine) -> FastAPI:
             engine.count("bad_request")
             return error(400, f"model {engine.model_id()} generates images; use POST /v1/images/generations")
         try:
-            settings = engine.settings(steps=body.num_inference_steps, guidance=body.guidance_scale, size=_size(body.size),
-                                       negative_prompt=body.negative_prompt,
-                                       num_frames=body.num_frames or engine.session.workload.call_kwargs.get("num_frames"))
-            engine.check(body.prompt, settings)
+            frames = body.num_frames if body.num_frames is not None else engine.session.workload.call_kwargs.get("num_frames")
+            settings = engine.settings(steps=body.num_inference_steps, guidance=body.guidance_scale,
+                                       size=_size(body.size, serve.max_side), negative_prompt=body.negative_prompt,
+                                       num_frames=frames)
             seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+            engine.check(body.prompt, settings, seed=seed)
             record = engine.submit_video(body.prompt, seed, settings, engine.model_id())
-        except BadRequestError as err:
-            engine.count("bad_request")
-            return error(400, str(err))
-        except QueueFullError as err:
-            return error(429, str(err), "rate_limit_error", headers={"Retry-After": "1"})
+        except DitEngineError as err:
+            return refused(err)
         engine.count("ok")
         return _video_object(record)
 

@@ -1,6 +1,6 @@
 """Serving a parallel plan: rank 0 serves HTTP and broadcasts each pipeline operation to the others.
 
-``python -m dit_engine.serve parallel=ulysses2`` starts its ranks itself (torch's elastic launcher,
+``python -m dit_engine.serve parallel=ulysses2`` starts its ranks itself (:mod:`dit_engine.parallel.launch`,
 as a CLI run does); under ``torchrun --nproc-per-node N -m dit_engine.serve ...`` every process is
 one rank already. Every rank loads the pipeline and applies the same plan; then rank 0 runs the
 HTTP server and the other ranks wait in :func:`follow`. Rank 0's :class:`BroadcastingRunner`
@@ -9,11 +9,16 @@ deleted; stop) over a control group of its own before doing it itself, so every 
 same operations in the same order and the plan's collectives meet.
 
 The control group is gloo with a long timeout: an idle server waits for requests for days, while
-the plan's own groups keep their short timeout for the collectives inside a call.
+the plan's own groups keep their short timeout for the collectives inside a call. Operations travel
+as JSON bytes (:func:`encode`): nothing a rank receives is unpickled.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import io
+import json
 import logging
 import sys
 from datetime import timedelta
@@ -21,6 +26,7 @@ from typing import Any
 
 from dit_engine.serve.engine import PipelineRunner
 from dit_engine.session import Session
+from dit_engine.workload import Workload
 
 log = logging.getLogger("dit_engine.serve")
 
@@ -28,8 +34,50 @@ log = logging.getLogger("dit_engine.serve")
 IDLE_TIMEOUT = timedelta(days=365)
 
 
+def encode(operation: str, args: tuple) -> bytes:
+    """One operation as JSON. Besides JSON's own types, a :class:`~dit_engine.workload.Workload`
+    and PIL images (an edit's ``image``) are written as tagged objects; anything else is refused
+    (TypeError, before anything is sent)."""
+    return json.dumps({"operation": operation, "args": [_to_json(arg) for arg in args]}).encode()
+
+
+def decode(data: bytes) -> tuple[str, list]:
+    """The operation :func:`encode` wrote, and its arguments."""
+    message = json.loads(data, object_hook=_from_json)
+    return message["operation"], message["args"]
+
+
+def _to_json(value: Any) -> Any:
+    from PIL import Image
+
+    if isinstance(value, Workload):
+        return {"__workload__": {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, Image.Image):
+        png = io.BytesIO()
+        value.save(png, format="PNG")
+        return {"__png__": base64.b64encode(png.getvalue()).decode()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"cannot send a {type(value).__name__} to the other ranks")
+
+
+def _from_json(node: dict) -> Any:
+    if node.keys() == {"__workload__"}:
+        return Workload(**node["__workload__"])
+    if node.keys() == {"__png__"}:
+        from PIL import Image
+
+        return Image.open(io.BytesIO(base64.b64decode(node["__png__"]))).convert("RGB")
+    return node
+
+
 class RequestChannel:
-    """Rank 0 -> every rank: one picklable message at a time (``torch.distributed`` objects over gloo).
+    """Rank 0 -> every rank: one operation at a time, JSON (:func:`encode`) broadcast as a length
+    and a byte tensor over a gloo group of its own. Nothing a rank receives is unpickled.
 
     Created on every rank, after the plan's process group (a collective call: same order on all)."""
 
@@ -39,13 +87,21 @@ class RequestChannel:
         self._dist = dist
         self.group = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
 
-    def send(self, message: tuple) -> None:
-        self._dist.broadcast_object_list([message], src=0, group=self.group)
+    def send(self, operation: str, *args: Any) -> None:
+        import torch
 
-    def receive(self) -> tuple:
-        box: list[Any] = [None]
-        self._dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
+        data = encode(operation, args)
+        self._dist.broadcast(torch.tensor([len(data)], dtype=torch.int64), src=0, group=self.group)
+        self._dist.broadcast(torch.frombuffer(bytearray(data), dtype=torch.uint8), src=0, group=self.group)
+
+    def receive(self) -> tuple[str, list]:
+        import torch
+
+        size = torch.zeros(1, dtype=torch.int64)
+        self._dist.broadcast(size, src=0, group=self.group)
+        data = torch.empty(int(size.item()), dtype=torch.uint8)
+        self._dist.broadcast(data, src=0, group=self.group)
+        return decode(data.numpy().tobytes())
 
 
 class BroadcastingRunner(PipelineRunner):
@@ -56,21 +112,21 @@ class BroadcastingRunner(PipelineRunner):
         self.channel = channel_factory()
 
     def generate(self, workload, seeds, frames, lora):
-        self.channel.send(("generate", (workload, seeds, frames, lora)))
+        self.channel.send("generate", workload, seeds, frames, lora)
         return super().generate(workload, seeds, frames, lora)
 
     def load_lora(self, name, path):
-        self.channel.send(("load_lora", (name, path)))
+        self.channel.send("load_lora", name, path)
         super().load_lora(name, path)
 
     def unload_lora(self, name):
-        self.channel.send(("unload_lora", (name,)))
+        self.channel.send("unload_lora", name)
         super().unload_lora(name)
 
     def close(self):
         try:
-            self.channel.send(("stop", ()))
-        except Exception as err:  # a follower already gone (Ctrl-C reached every rank): nothing to stop
+            self.channel.send("stop")
+        except Exception as err:  # a follower already gone (stopped with every rank): nothing to stop
             log.debug("could not tell the other ranks to stop: %s", err)
         super().close()
 
@@ -110,12 +166,13 @@ def serve_rank(session: Session, serve_http) -> None:
 
 
 def serve_on_ranks(session: Session, overrides: list[str], world: int) -> None:
-    """Start ``world`` local ranks that serve ``session``'s composed config (rank 0 listens)."""
+    """Start ``world`` local ranks that serve ``session``'s composed config (rank 0 listens) until
+    stopped: Ctrl-C raises KeyboardInterrupt and SIGTERM :class:`~dit_engine.cli.Terminated` here,
+    once every rank has been stopped."""
+    from dit_engine.cli import stop_on_sigterm
     from dit_engine.parallel.launch import launch_config
 
-    # A server ends by a signal: the launcher's own notices of it (three lines per stop) are noise.
-    for name in ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    stop_on_sigterm()
     launch_config(session.cfg, overrides, world, "dit_engine.serve.ranks", [])
 
 
@@ -135,7 +192,7 @@ def main(work: str) -> int:
         bind_local_device(cfg.model.device)
         try:
             serve_rank(Session(cfg, overrides).prepare(), serve_http)
-        except KeyboardInterrupt:  # Ctrl-C reaches every rank: a stop, not a failure
+        except KeyboardInterrupt:  # stopped (the launcher's SIGTERM, or Ctrl-C under torchrun): not a failure
             pass
 
     return rank_exit_code(run, "dit_engine.serve")

@@ -98,12 +98,12 @@ def test_url_models_and_metrics(server):
 BAD = [
     ({"content": b'{"prompt": "seven",'}, 422, "the body is not valid JSON"),
     ({"json": {"prompt": "seven", "colour": "red"}}, 422, "colour: unknown field"),
-    ({"json": {"prompt": "seven", "n": 0}}, 400, "n=0: ask for 1 to 8 images"),
-    ({"json": {"prompt": "seven", "n": 10000}}, 400, "n=10000: ask for 1 to 8 images"),
+    ({"json": {"prompt": "seven", "n": 0}}, 422, "n=0: ask for 1 to 8 images (serve.max_images)"),
+    ({"json": {"prompt": "seven", "n": 10000}}, 422, "n=10000: ask for 1 to 8 images (serve.max_images)"),
     ({"json": {"prompt": "seven", "size": "1024x1024"}}, 400, "size=1024x1024 cannot be generated"),
     ({"json": {"prompt": "seven", "size": "big"}}, 400, "give it as WIDTHxHEIGHT"),
     ({"json": {"prompt": "a cat"}}, 400, "unknown prompt 'a cat' for the tiny model"),
-    ({"json": {"prompt": "seven", "num_inference_steps": 0}}, 400, "num_inference_steps=0; use 1 or more"),
+    ({"json": {"prompt": "seven", "num_inference_steps": 0}}, 422, "num_inference_steps=0: ask for 1 to 200 (serve.max_steps)"),
     ({"content": b'{"prompt": "' + b"x" * (50 * 1024 * 1024) + b'"}'}, 413, "the limit is serve.max_body_mb=1 MB"),
     ({"json": {"prompt": "seven"}, "key": "wrong"}, 401, "missing or wrong API key"),
 ]
@@ -248,7 +248,7 @@ def test_a_lora_loads_changes_the_output_and_unloads_to_the_base_exactly(tmp_pat
     from dit_engine.serve.engine import ServingEngine
     from dit_engine.session import Session
 
-    engine = ServingEngine(Session.from_overrides(["cache=dbcache"]).prepare())
+    engine = ServingEngine(Session.from_overrides(["cache=dbcache", f"serve.lora_dirs=['{tmp_path}']"]).prepare())
     client = TestClient(create_app(engine))
     lora = _tiny_lora(engine.pipe.transformer, tmp_path / "fox.safetensors")
 
@@ -267,7 +267,7 @@ def test_a_lora_loads_changes_the_output_and_unloads_to_the_base_exactly(tmp_pat
         assert client.delete("/v1/loras/fox").json()["deleted"] is True
         assert np.array_equal(image(), base)  # unloaded: exactly the base model again
         for request, status, message in [
-            (lambda: client.post("/v1/loras", json={"name": "gone", "path": str(tmp_path / "missing.safetensors")}), 400, "does not exist"),
+            (lambda: client.post("/v1/loras", json={"name": "gone", "path": str(tmp_path / "missing.safetensors")}), 400, "no LoRA the server may load at that path"),
             (lambda: client.post("/v1/images/generations", json={"prompt": "seven", "lora": "fox"}), 400, "lora 'fox' is not loaded"),
             (lambda: client.delete("/v1/loras/fox"), 404, "no LoRA named 'fox'"),
         ]:
@@ -352,7 +352,9 @@ def test_a_text_to_image_model_refuses_edits():
 
 @pytest.fixture(scope="module")
 def parallel_server(tmp_path_factory):
-    yield from _serve([*PLAN, "parallel=ulysses2"], tmp_path_factory.mktemp("serve_parallel"))
+    # the tests' LoRA files are written under pytest's base temporary directory
+    yield from _serve([*PLAN, "parallel=ulysses2", f"serve.lora_dirs=['{tmp_path_factory.getbasetemp()}']"],
+                      tmp_path_factory.mktemp("serve_parallel"))
 
 
 def test_a_parallel_plan_is_served_by_every_rank_loras_too(parallel_server, tmp_path):
