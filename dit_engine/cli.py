@@ -292,7 +292,7 @@ def run_job(cfg: DictConfig) -> float | None:
             session.adapter, session.workload, session.plan = planned.adapter, planned.workload, planned.plan
         world = parallel_world_size(cfg)
         if world > 1 and launched_world() is None and not cfg.dry_run:
-            # Not under torchrun: start the ranks here (torch's elastic launcher); rank 0 writes.
+            # Not under torchrun: start the ranks here (parallel.launch); rank 0 writes.
             metrics = run_on_ranks(cfg, overrides, output_dir, world)
         else:
             bind_local_device(cfg.model.device)

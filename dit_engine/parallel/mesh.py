@@ -1,8 +1,9 @@
 """The process group and device mesh a parallel plan runs on.
 
-Ranks come from torch's launcher environment (``torchrun``, or the CLI starting its ranks through
-torch's elastic launch): ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``. When
-the caller has initialised the default process group already, it is used as it is.
+Ranks come from torch's launcher environment (``torchrun``, or the CLI starting its ranks with
+:mod:`.launch`, which sets the same variables): ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``/``PORT``. When the caller has initialised the default process group already, it is
+used as it is.
 
 The mesh has four named dimensions, outermost first: ``cfg``, ``ring``, ``ulysses``, ``tp``. The
 sequence is split over the flattened ``ring`` x ``ulysses`` ranks (ring-major, so each Ulysses

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 import torch.distributed as dist
+
+#: what each rank reports, gathered as numbers (a tensor: nothing is unpickled between ranks)
+FIELDS = ("rank", "latency_total_s", "collective_s", "collective_calls", "bytes_sent")
+COUNTS = ("rank", "collective_calls", "bytes_sent")
 
 
 def per_rank_metrics(stats: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
@@ -18,6 +24,17 @@ def per_rank_metrics(stats: dict[str, Any], latency: dict[str, Any]) -> dict[str
     }
     everyone = [mine]
     if dist.is_initialized() and stats["world_size"] > 1:
-        everyone = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, mine)
+        # NCCL gathers CUDA tensors only (as torch's own object collectives do: on this rank's GPU)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        row = torch.tensor([math.nan if mine[key] is None else float(mine[key]) for key in FIELDS], dtype=torch.float64,
+                           device=device)
+        rows = [torch.empty_like(row) for _ in range(dist.get_world_size())]
+        dist.all_gather(rows, row)
+        everyone = [{key: _number(key, value) for key, value in zip(FIELDS, r.cpu().tolist())} for r in rows]
     return {"world_size": stats["world_size"], "degrees": stats["degrees"], "ranks": everyone}
+
+
+def _number(key: str, value: float) -> float | int | None:
+    if math.isnan(value):
+        return None
+    return int(value) if key in COUNTS else value

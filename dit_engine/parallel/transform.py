@@ -43,8 +43,12 @@ class ParallelConfig:
         tp_degree: tensor parallelism of the transformer's linear layers (the adapter's TP plan).
         any_shape: sequence lengths and head counts the degrees do not divide are split unevenly
             (false: such shapes are refused at plan time, where they can be known).
-        backend: torch.distributed backend; null picks nccl on CUDA, gloo on CPU.
-        timeout_s: how long a collective may wait for the other ranks before failing.
+        backend: torch.distributed backend; null picks nccl on CUDA, gloo on CPU (nccl needs CUDA).
+        timeout_s: how long a collective may wait for the other ranks before failing (1 to 86400 s).
+        heartbeat_timeout_s: ranks the CLI or the server starts itself: a rank silent this long
+            (stopped, or its machine stalled) ends the launch, whatever ``timeout_s`` says (5 to 3600 s).
+        allow_large_world: plan more than 64 ranks without torchrun (a local launch, or a dry run
+            of a multi-node plan); under torchrun the world is torchrun's.
     """
 
     name: str = "torch_distributed"
@@ -55,6 +59,16 @@ class ParallelConfig:
     any_shape: bool = True
     backend: Optional[str] = None
     timeout_s: float = 600.0
+    heartbeat_timeout_s: float = 60.0
+    allow_large_world: bool = False
+
+
+#: a collective's wait: from a second to a day (beyond, a hung peer is never reported)
+TIMEOUT_RANGE_S = (1.0, 86400.0)
+#: a rank's silence before its launch is stopped: its heartbeat beats every few seconds
+HEARTBEAT_RANGE_S = (5.0, 3600.0)
+#: ranks one machine starts unless ``parallel.allow_large_world=true``
+MAX_LOCAL_WORLD = 64
 
 
 def degrees_of(config: ParallelConfig):
@@ -78,6 +92,8 @@ class ParallelTransform(Transform):
 
     @classmethod
     def check(cls, config: ParallelConfig, context: PlanContext) -> list[str]:
+        import torch.distributed as dist
+
         from dit_engine.parallel.mesh import launched_world
 
         problems = []
@@ -95,6 +111,10 @@ class ParallelTransform(Transform):
                 f"torchrun started {launched} ranks but the parallel degrees multiply to {d.world} ({d.describe()}); "
                 f"start {d.world} ranks (torchrun --nproc-per-node {d.world}) or change the degrees"
             )
+        if launched is None and d.world > MAX_LOCAL_WORLD and not config.allow_large_world:
+            problems.append(f"the parallel degrees multiply to {d.world} ranks ({d.describe()}), more than the {MAX_LOCAL_WORLD} "
+                            "one machine starts; lower the degrees, run under torchrun on several nodes, or set "
+                            "parallel.allow_large_world=true")
         device = planned_device(context.config)
         if launched is None and d.world > 1 and device is not None and device.type == "cuda":
             gpus = torch.cuda.device_count()
@@ -122,8 +142,23 @@ class ParallelTransform(Transform):
                                 "use a divisor, or context parallelism (parallel=ulysses2)")
         if config.backend not in (None, "gloo", "nccl"):
             problems.append(f"parallel.backend={config.backend}: use gloo, nccl or null (automatic)")
-        if not config.timeout_s > 0:
-            problems.append(f"parallel.timeout_s={config.timeout_s} must be > 0")
+        elif config.backend == "nccl" and device is not None and (device.type != "cuda" or not dist.is_nccl_available()):
+            where = f"the model runs on {device.type}" if device.type != "cuda" else "this torch build has no NCCL"
+            problems.append(f"parallel.backend=nccl needs CUDA GPUs and NCCL, but {where}; use parallel.backend=gloo, "
+                            "or null (automatic: gloo on CPU)")
+        low, high = TIMEOUT_RANGE_S
+        if not low <= config.timeout_s <= high:
+            problems.append(f"parallel.timeout_s={config.timeout_s} must be > 0 and at most a day: use {low:g} to {high:g} seconds "
+                            "(how long a collective waits for the other ranks)")
+        low, high = HEARTBEAT_RANGE_S
+        if not low <= config.heartbeat_timeout_s <= high:
+            problems.append(f"parallel.heartbeat_timeout_s={config.heartbeat_timeout_s}: use {low:g} to {high:g} seconds (how long "
+                            "a rank may stay silent before its launch is stopped)")
+        compile_node = context.config.get("compile") if context.config is not None else None
+        if d.sequence > 1 and compile_node is not None and compile_node.get("fullgraph"):
+            problems.append("compile.fullgraph=true cannot hold the sequence-parallel attention in one graph (its collectives and "
+                            "the SDPA interception break dynamo's graph); drop compile.fullgraph, or use parallel.cfg_degree "
+                            "instead of parallel.ulysses_degree / ring_degree")
         cache = context.config.get("cache") if context.config is not None else None
         if config.cfg_degree == 2 and cache is not None and cache.get("separate_cfg") is False:
             problems.append("parallel.cfg_degree=2 computes each CFG branch on its own ranks, so branches cannot follow branch 0; "

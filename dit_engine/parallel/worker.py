@@ -1,15 +1,14 @@
 """One rank of a CLI run the CLI launched itself (``python -m dit_engine.parallel.worker WORK RUN_DIR``).
 
 Every rank loads the same pipeline and runs the same workload; rank 0 writes ``RUN_DIR`` (and
-appends to the run's log), the others run into a scratch folder that is removed afterwards.
+appends to the run's log), the others run into a scratch folder inside ``WORK``, which the
+launcher removes when the launch ends, however the rank ended.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch.distributed as dist
@@ -31,17 +30,14 @@ def main(work: str, run_dir: str) -> int:
         handler = logging.FileHandler(Path(run_dir, "dit_engine.log"))
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][rank 0][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
-    scratch = None if rank == 0 else Path(tempfile.mkdtemp(prefix=f"dit_engine_rank{rank}_"))
 
     def run() -> None:
         bind_local_device(cfg.model.device)
-        Session(cfg, overrides).prepare().run(run_dir if rank == 0 else scratch)
+        Session(cfg, overrides).prepare().run(run_dir if rank == 0 else Path(work, f"rank{rank}"))
 
     try:
         return rank_exit_code(run, "dit_engine")
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
         if dist.is_initialized():
             dist.destroy_process_group()
 
