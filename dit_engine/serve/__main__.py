@@ -27,17 +27,30 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve until stopped: Ctrl-C exits 130 and SIGTERM 143, one line each, at any moment (while
+    torch imports and the model loads too)."""
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in args):
         print(__doc__.strip())
         return
+    from dit_engine.cli import Terminated, stop_exit_code, stop_on_sigterm
+
+    stop_on_sigterm()
+    try:
+        _serve(args)
+    except KeyboardInterrupt as stop:  # Ctrl-C; or SIGTERM (while ranks serve: serve_on_ranks stopped them first)
+        print(f"dit_engine.serve: stopped ({'SIGTERM' if isinstance(stop, Terminated) else 'SIGINT'})", file=sys.stderr)
+        sys.exit(stop_exit_code(stop))
+
+
+def _serve(args: list[str]) -> None:
     try:
         import uvicorn  # noqa: F401
 
         import dit_engine.serve.app  # noqa: F401
     except ImportError as err:
         fail(f"serving needs FastAPI and uvicorn ({err.name} is missing): pip install -e '.[serve]'")
-    from dit_engine.cli import Terminated, one_line, stop_exit_code
+    from dit_engine.cli import one_line
     from dit_engine.console import quiet_known_noise
     from dit_engine.parallel.launch import RankFailedError
     from dit_engine.parallel.mesh import bind_local_device, launched_world, rank_from_env
@@ -74,9 +87,6 @@ def main(argv: list[str] | None = None) -> None:
             serve_http(ServingEngine(session))
     except (DitEngineError, RankFailedError) as err:
         fail(one_line(err))
-    except KeyboardInterrupt as stop:  # Ctrl-C; or SIGTERM while ranks serve (serve_on_ranks stopped them first)
-        print(f"dit_engine.serve: stopped ({'SIGTERM' if isinstance(stop, Terminated) else 'SIGINT'})", file=sys.stderr)
-        sys.exit(stop_exit_code(stop))
 
 
 #: the largest request head (request line and headers) in bytes; beyond, h11 answers 400

@@ -382,3 +382,22 @@ def test_sigterm_during_a_long_request_stops_the_server_in_one_line(server):
     assert process.returncode == 143 and stopped_in < 10, (process.returncode, stopped_in)
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "dit_engine.serve: stopped (SIGTERM)", stderr
     assert "shutting down" in _error(answers[0], 503)
+
+
+@pytest.mark.parametrize("after_s", [1.5, 6.0])
+def test_sigterm_while_the_server_starts_is_one_line_and_143(tmp_path, after_s):
+    """SIGTERM while torch imports or the model loads (a deploy rolled back at once) stops the
+    server as cleanly as while it serves; a stop landing in a finalizer (``__del__``, where Python
+    would print and drop the exception) is delivered again instead of lost."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", f"serve.port={port}"], cwd=tmp_path,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("dit_engine.serve: model=")]
+    assert process.returncode == 143, stderr
+    assert lines == ["dit_engine.serve: stopped (SIGTERM)"], stderr
