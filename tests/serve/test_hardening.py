@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import free_port, start_server
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -281,27 +282,8 @@ def test_bad_serve_settings_are_one_line_exit_2(args, expected, capsys):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real ``python -m dit_engine.serve`` (the last test of this module stops it with SIGTERM)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = ["serve.max_body_mb=1", "serve.header_timeout_s=1", f"serve.max_steps={LONG}", "serve.request_timeout_s=60",
-            f"serve.port={port}"]
-    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", *args], cwd=tmp_path_factory.mktemp("hardening"),
-                               env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited: {process.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("the server did not answer /health within 120 s")
+    args = ["serve.max_body_mb=1", "serve.header_timeout_s=1", f"serve.max_steps={LONG}", "serve.request_timeout_s=60"]
+    process, url, port = start_server(args, tmp_path_factory.mktemp("hardening"))
     yield url, port, process
     if process.poll() is None:
         process.kill()
@@ -389,10 +371,7 @@ def test_sigterm_while_the_server_starts_is_one_line_and_143(tmp_path, after_s):
     """SIGTERM while torch imports or the model loads (a deploy rolled back at once) stops the
     server as cleanly as while it serves; a stop landing in a finalizer (``__del__``, where Python
     would print and drop the exception) is delivered again instead of lost."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", f"serve.port={port}"], cwd=tmp_path,
+    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", f"serve.port={free_port()}"], cwd=tmp_path,
                                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(after_s)

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,37 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from servers import start_server
+
 openai = pytest.importorskip("openai")
 
 KEY = "test-key"
 PLAN = ["cache=dbcache"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(args: list[str], folder: Path):
     """A real server (``python -m dit_engine.serve *args``) until the generator is closed; yields its URL."""
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", *args, f"serve.port={port}"], cwd=folder, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited: {process.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the server did not answer /health within 120 s")
+    process, url, _ = start_server(args, folder)
     yield url
     process.terminate()
     process.wait(timeout=60)
