@@ -215,21 +215,33 @@ class _Launch:
         self.selector.close()
 
     def blame(self, errors: Path) -> Exception:
-        """The failure that ended the launch, as one line: a rank killed or stopped by a signal the
-        launcher did not send (the others then fail on its closed connections), else the first
-        failure a rank recorded, else the first rank that ended with an error code."""
+        """The failure that ended the launch, as one line: a rank killed or stopped from outside by
+        a signal the launcher did not send (the others then fail on its closed connections), else
+        the first failure a rank recorded, else a rank that crashed on a signal of its own (a C++
+        abort or a segfault: also what a rank does when a peer's failure breaks a collective, so it
+        comes after the recorded root cause), else the first rank that ended with an error code."""
         ended = sorted((r for r in self.ranks if not r.signalled and r.exit_code), key=lambda r: r.ended)
-        killed = [(r, _signal_name(r.exit_code)) for r in ended if _signal_name(r.exit_code)]
-        if killed:
-            rank, name = killed[0]
-            hint = " (the kernel's out-of-memory killer sends SIGKILL: see dmesg)" if name == "SIGKILL" else ""
-            return RankFailedError(f"rank {rank.number} of {self.world} was killed by {name}{hint}")
+        signalled = [(r, _signal_name(r.exit_code)) for r in ended if _signal_name(r.exit_code)]
+        external = [(r, name) for r, name in signalled if name not in CRASH_SIGNALS]
+        if external:
+            return self._killed(*external[0])
         recorded = sorted((json.loads(p.read_text()) for p in errors.glob("rank*.json")), key=lambda r: r["time"])
         if recorded:
             first = recorded[0]
             message = f"rank {first['rank']} of {self.world} failed: {first['reason']}"
             return (DitEngineError if first["bad_input"] else RankFailedError)(message)
+        if signalled:
+            return self._killed(*signalled[0])
         return RankFailedError(f"rank {ended[0].number} of {self.world} ended with exit code {ended[0].exit_code} (see its output above)")
+
+    def _killed(self, rank: _Rank, name: str) -> RankFailedError:
+        hint = " (the kernel's out-of-memory killer sends SIGKILL: see dmesg)" if name == "SIGKILL" else ""
+        return RankFailedError(f"rank {rank.number} of {self.world} was killed by {name}{hint}")
+
+
+#: signals a process raises on itself when it crashes (C++ std::terminate -> abort, bad memory
+#: access...), as opposed to a kill from outside (the OOM killer's SIGKILL, a user's SIGTERM)
+CRASH_SIGNALS = frozenset({"SIGABRT", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS"})
 
 
 def _signal_name(exit_code: int) -> str | None:

@@ -270,3 +270,20 @@ def test_a_large_world_is_planned_when_asked_for(tmp_path, monkeypatch):
                            "hydra.run.dir=run")
     assert code == 0, stderr
     assert "torch.distributed over 100 rank(s)" in (tmp_path / "run" / "plan.txt").read_text()
+
+
+def test_blame_puts_a_recorded_failure_before_a_peers_crash_and_an_outside_kill_before_both(tmp_path):
+    """A rank whose peer failed may abort in C++ (``terminate called without an active
+    exception``: SIGABRT) before the launcher sees the peer's exit: the peer's recorded Python
+    failure is the cause. A kill from outside (SIGKILL) records nothing and comes first."""
+    from dit_engine.parallel.launch import _Launch, _Rank
+
+    def launch(*codes):
+        return _Launch(world=2, heartbeat_timeout_s=60, store=None,
+                       ranks=[_Rank(n, None, 0.0, exit_code=code, ended=float(n)) for n, code in enumerate(codes)])
+
+    (tmp_path / "rank1.json").write_text(json.dumps({"rank": 1, "reason": "RuntimeError: boom", "bad_input": False, "time": 5.0}))
+    assert str(launch(-signal.SIGABRT, 1).blame(tmp_path)) == "rank 1 of 2 failed: RuntimeError: boom"
+    assert str(launch(1, -signal.SIGKILL).blame(tmp_path)).startswith("rank 1 of 2 was killed by SIGKILL")
+    (tmp_path / "rank1.json").unlink()
+    assert str(launch(-signal.SIGSEGV, 1).blame(tmp_path)) == "rank 0 of 2 was killed by SIGSEGV"
