@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from dit_engine import run_loop
 from dit_engine.errors import NonFiniteOutputError
-from dit_engine.testing.cli import run_cli
+from dit_engine.testing.cli import refusal, run_cli
 
 
 def _tiny_lora(path: Path, scale: float = 0.5, poison: float | None = None) -> Path:
@@ -88,11 +88,8 @@ def test_impossible_values_are_one_line_exit_2_before_anything_runs(world, monke
     monkeypatch.chdir(world)
     args = [a.replace("{root}", str(world)) for a in args]
     before = _files(world)
-    code, stderr = run_cli(*args)
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2, stderr
-    assert len(lines) == 1 and lines[0].startswith("dit_engine: error: "), stderr
-    assert expected in lines[0], lines[0]
+    line = refusal(*args)
+    assert expected in line, line
     assert _files(world) == before, "a refused run left files behind"
 
 

@@ -22,3 +22,13 @@ def run_cli(*args: str) -> tuple[int, str]:
     finally:
         sys.argv = argv
     return code, err.getvalue()
+
+
+def refusal(*args: str) -> str:
+    """Run the CLI on bad input (:func:`run_cli`); assert it refused as promised, exit 2 with one
+    ``dit_engine: error: ...`` line and no traceback, and return that line."""
+    code, stderr = run_cli(*args)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, stderr
+    assert len(lines) == 1 and lines[0].startswith("dit_engine: error: "), stderr
+    return lines[0]
