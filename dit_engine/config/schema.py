@@ -173,7 +173,8 @@ class ServeConfig:
         max_guidance_scale: the largest ``|guidance_scale|`` a request may ask for (422 beyond; at
             most the engine-wide bound, 1000: far beyond, the output overflows to NaN).
         max_prompt_chars: the longest ``prompt`` (and ``negative_prompt``) in characters (422 beyond).
-        max_lora_scale: the largest LoRA ``scale`` a request may ask for (422 beyond).
+        max_lora_scale: the largest LoRA ``scale`` a request may ask for (422 beyond; at most 100,
+            the bound a run's ``lora.scale`` has).
         request_timeout_s: how long a request may wait and run, in seconds; past it the request
             answers 504 and its pipeline call is stopped at the next transformer call, freeing
             the worker. The request body must also arrive within it (408).

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
+from dit_engine.cli import one_line
 from dit_engine.errors import DitEngineError
 from dit_engine.serve.engine import (BadRequestError, ImageJob, LimitError, QueueFullError, RequestCancelledError,
                                      RequestTimeoutError, ServerStoppingError, ServingEngine)
@@ -254,8 +255,7 @@ def create_app(engine: ServingEngine) -> FastAPI:
             engine.count("cancelled")
             return error(499, str(err))
         engine.count("error")  # NonFiniteOutputError's one line names the likely cause
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return error(500, message, "server_error")
+        return error(500, one_line(err), "server_error")
 
     async def result(job: ImageJob, request: Request) -> Any:
         """The job's ``(images, stats)`` once the worker is done with it. Past its deadline, when

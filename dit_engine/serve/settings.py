@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from dit_engine.lora import MAX_LORA_SCALE
 from dit_engine.workload import MAX_GUIDANCE_SCALE
 
 #: keys that must be whole numbers of at least 1
@@ -44,6 +45,9 @@ def serve_problems(serve: Any) -> list[str]:
     if not (math.isfinite(guidance) and 0 < guidance <= MAX_GUIDANCE_SCALE):
         problems.append(f"serve.max_guidance_scale={guidance}: use a number above 0 and at most {MAX_GUIDANCE_SCALE:g} "
                         "(far beyond, images overflow to NaN)")
+    if serve.max_lora_scale > MAX_LORA_SCALE:  # (finite and above 0: _POSITIVE)
+        problems.append(f"serve.max_lora_scale={serve.max_lora_scale}: use at most {MAX_LORA_SCALE:g}, the bound a run's "
+                        "lora.scale has (far beyond, a LoRA's delta swamps the weights and images overflow to NaN)")
     for folder in serve.lora_dirs:
         if not Path(os.path.expanduser(folder)).is_dir():
             problems.append(f"serve.lora_dirs: {folder} is not a directory; list existing directories "

@@ -98,17 +98,24 @@ def _left_nothing_complete(run_dir: Path) -> None:
     assert not list(run_dir.rglob(".staging-*")), "a rank was killed before it discarded its staged files"
 
 
+def _stop_and_check(args: list[str], out: Path, stop: signal.Signals, code: int, line: str) -> None:
+    """Start the CLI with ``args`` (writing into ``out``), send ``stop`` once both ranks are in the
+    workload: it must exit ``code`` with the one stderr ``line``, no rank alive, nothing complete."""
+    marker = uuid.uuid4().hex
+    process = _start(["dit_engine", *args], out.parent, marker)
+    ranks = _running(process, marker, out)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert stderr.splitlines() == [line]
+    assert not any(_alive(pid) for pid in ranks.values())
+    _left_nothing_complete(out)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_a_parallel_sweep_in_one_line_and_no_rank_outlives_it(tmp_path):
-    marker = uuid.uuid4().hex
-    process = _start(["dit_engine", "-m", *LONG_RUN, "workload.seed=0,1", "hydra.sweep.dir=sweep"], tmp_path, marker)
-    ranks = _running(process, marker, tmp_path / "sweep")
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert stderr.splitlines() == ["dit_engine: interrupted; the unfinished run left no outputs in place"]
-    assert not any(_alive(pid) for pid in ranks.values())
-    _left_nothing_complete(tmp_path / "sweep")
+    _stop_and_check(["-m", *LONG_RUN, "workload.seed=0,1", "hydra.sweep.dir=sweep"], tmp_path / "sweep", signal.SIGINT,
+                    130, "dit_engine: interrupted; the unfinished run left no outputs in place")
 
 
 def _listening(pids: list[int]) -> list[tuple[str, int]]:
@@ -156,15 +163,8 @@ def test_ranks_listen_on_loopback_only_and_die_with_a_sigkilled_launcher(tmp_pat
 
 @pytest.mark.slow
 def test_sigterm_stops_a_parallel_run_in_one_line_exit_143(tmp_path):
-    marker = uuid.uuid4().hex
-    process = _start(["dit_engine", *LONG_RUN, "hydra.run.dir=run"], tmp_path, marker)
-    ranks = _running(process, marker, tmp_path / "run")
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
-    assert stderr.splitlines() == ["dit_engine: stopped by SIGTERM; the unfinished run left no outputs in place"]
-    assert not any(_alive(pid) for pid in ranks.values())
-    _left_nothing_complete(tmp_path / "run")
+    _stop_and_check([*LONG_RUN, "hydra.run.dir=run"], tmp_path / "run", signal.SIGTERM,
+                    143, "dit_engine: stopped by SIGTERM; the unfinished run left no outputs in place")
 
 
 def _stamp(path: Path) -> tuple[int, float]:

@@ -261,6 +261,7 @@ BAD_SETTINGS = [
     (["serve.max_body_mb=0"], "serve.max_body_mb=0.0: use a finite number above 0"),
     (["serve.request_timeout_s=nan"], "serve.request_timeout_s=nan: use a finite number above 0"),
     (["serve.max_guidance_scale=5000"], "serve.max_guidance_scale=5000.0: use a number above 0 and at most 1000"),
+    (["serve.max_lora_scale=1000"], "serve.max_lora_scale=1000.0: use at most 100"),
     (["serve.max_steps=10", "workload.num_inference_steps=20"], "the workload's defaults are outside the server's limits"),
 ]
 
