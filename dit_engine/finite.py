@@ -42,6 +42,17 @@ def _all_finite(value: Any) -> torch.Tensor | None:
     return flags[0] if len(flags) == 1 else torch.stack([f.to(flags[0].device) for f in flags]).all()
 
 
+def _read(flags: list[torch.Tensor | None]) -> list[bool]:
+    """The flags as booleans (None: nothing to check, so finite), read with one device-to-host
+    copy when they share a device (one synchronisation per pipeline call, not one per step)."""
+    present = [flag for flag in flags if flag is not None]
+    if present and len({flag.device for flag in present}) == 1:
+        values = iter(torch.stack(present).tolist())
+    else:
+        values = iter([bool(flag) for flag in present])
+    return [True if flag is None else bool(next(values)) for flag in flags]
+
+
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -95,12 +106,11 @@ class FiniteWatch:
         # CPUs) to the end. Not across ranks: a NaN in one rank's shard would leave the others
         # waiting in a collective; they all stop together at the end of the call instead.
         if flag is not None and flag.device.type == "cpu" and not bool(flag) and not _distributed():
-            raise NonFiniteOutputError(self._cause([bool(f) if f is not None else True for f in self.calls]))
+            raise NonFiniteOutputError(self._cause(_read(self.calls)))
 
     def check(self) -> None:
         """Raise NonFiniteOutputError when anything the call produced was NaN or infinite."""
-        calls = [bool(flag) if flag is not None else True for flag in self.calls]
-        decoded = [bool(flag) if flag is not None else True for flag in self.decoded]
+        calls, decoded = _read(self.calls), _read(self.decoded)
         if all(calls) and all(decoded):
             return
         raise NonFiniteOutputError(self._cause(calls))
