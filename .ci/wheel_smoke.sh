@@ -114,5 +114,5 @@ expect "DBCache" "$vpy" -m dit_engine.serve cache=dbcache dry_run=true
 expect "usage:" "$vpy" -m dit_engine.metrics --help
 expect "inf" "$vpy" -m dit_engine.metrics run/images run/images
 expect "usage:" "$vpy" -m dit_engine.report --help
-expect "usage:" "$vpy" -m dit_engine.tiny.train --help
+expect "usage:" "$vpy" -m dit_engine.digits.train --help
 step "ok: the wheel installs and every entry point runs"

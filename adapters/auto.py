@@ -7,7 +7,7 @@ refused with the reason; a family adapter (docs/plugins.md) is then the way.
 
 Left out on purpose: parallel plans (which attention modules are cross-attention is not
 inferred; ``parallel=`` is refused), published TeaCache / MagCache calibrations (run
-``cache=calibration_run``), and per-family workload settings.
+``cache=fit_signals``), and per-family workload settings.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ class AutoAdapter(DiffusersAdapter):
     cfg_mode = "unknown"
     default_workload = WorkloadDefaults(prompts=["A photo of a cat sitting on a windowsill"], num_inference_steps=28,
                                         guidance_scale=4.0)
-
-    #: Set once :meth:`trace` has run: the session traces before planning against the pipeline.
-    needs_trace = True
 
     def __init__(self):
         self.inference: list = []
@@ -93,7 +90,6 @@ class AutoAdapter(DiffusersAdapter):
         self.block_specs = usable[0].specs
         self.teacache_probe = usable[0].probe
         self.transformer_class = usable[0].class_name
-        self.needs_trace = False
 
     def describe(self) -> list[str]:
         """What the trace inferred, one line per transformer and block list (plan.txt)."""

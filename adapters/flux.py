@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
-from dit_engine.diffusers_adapter import LARGE_DIT_CACHE_DEFAULTS, DiffusersAdapter
-
-#: TeaCache's published rescaling polynomial for FLUX.1 (TeaCache4FLUX), highest power first.
-FLUX_TEACACHE_COEFFICIENTS = [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01]
+from dit_engine.diffusers_adapter import DiffusersAdapter
 
 
 class FluxAdapter(DiffusersAdapter):
@@ -49,17 +46,6 @@ class FluxAdapter(DiffusersAdapter):
         num_heads=24,
         source="FLUX.1 defaults (no config.json at hand)",
     )
-
-    teacache_coefficients = FLUX_TEACACHE_COEFFICIENTS
-    #: TeaCache4FLUX's threshold (about 1.8x at 28 steps) over the large-DiT defaults.
-    transform_defaults = {**LARGE_DIT_CACHE_DEFAULTS, "cache.teacache": {"threshold": 0.4}}
-
-    @property
-    def mag_ratios(self) -> list[float]:
-        """MagCache's published FLUX curve, as diffusers ships it (imported on first use)."""
-        from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
-
-        return [float(r) for r in FLUX_MAG_RATIOS]
 
     def cfg_hint(self) -> str:
         return "add +workload.call_kwargs.true_cfg_scale=4 and +workload.call_kwargs.negative_prompt='...'"

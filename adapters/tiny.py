@@ -1,8 +1,7 @@
-"""Adapter of the embedded default model (``model=tiny``): a FLUX-architecture digits DiT."""
+"""Adapter of the embedded default model (``model=tiny``): the FLUX-architecture digits DiT of ``dit_engine.digits``."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,6 @@ import torch
 
 from dit_engine.errors import DitEngineError
 from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, Adapter, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
-
-
-TEACACHE_THRESHOLD = 0.2
-MAGCACHE_THRESHOLD = 0.12
 
 
 def _weights_dir(model_cfg: Any) -> Path | None:
@@ -38,37 +33,14 @@ class TinyAdapter(Adapter):
     transformer_class = "FluxTransformer2DModel"
     #: batched by default; ``separate_cfg=True`` (a pipeline argument) makes two calls per step
     cfg_mode = "batched"
-    #: Thresholds measured on the embedded model at 28 steps (benchmarks/, docs/caches.md).
-    transform_defaults = {
-        "cache.dbcache": {"threshold": 0.2},
-        "cache.scm": {"threshold": 0.2},
-        "cache.dbprune": {"threshold": 0.15},
-        "cache.teacache": {"threshold": TEACACHE_THRESHOLD},
-        "cache.magcache": {"threshold": MAGCACHE_THRESHOLD},
-    }
-
-    @staticmethod
-    def _shipped_calibration() -> dict[str, Any]:
-        """The TeaCache / MagCache calibration shipped next to the weights (a calibration run on bench_16)."""
-        from dit_engine.tiny.model import WEIGHTS_DIR
-
-        return json.loads((WEIGHTS_DIR / "calibration.json").read_text())["transformers"]["transformer"]
-
-    @property
-    def teacache_coefficients(self) -> list[float]:
-        return self._shipped_calibration()["teacache"]["coefficients"]
-
-    @property
-    def mag_ratios(self) -> list[float]:
-        return self._shipped_calibration()["magcache"]["mag_ratios"]
 
     def _config(self, model_cfg: Any) -> tuple[dict, str]:
-        from dit_engine.tiny.model import CONFIG_FILE, load_tiny_config
+        from dit_engine.digits.model import CONFIG_FILE, load_digits_config
 
         folder = _weights_dir(model_cfg)
         path = folder / CONFIG_FILE.name if folder else CONFIG_FILE
         try:
-            return load_tiny_config(path), str(path)
+            return load_digits_config(path), str(path)
         except FileNotFoundError as err:
             raise DitEngineError(str(err)) from None
 
@@ -82,11 +54,11 @@ class TinyAdapter(Adapter):
         )
 
     def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
-        from dit_engine.tiny.model import CONFIG_FILE
+        from dit_engine.digits.model import CONFIG_FILE
 
         folder = _weights_dir(model_cfg)
         if folder is not None and not (folder / CONFIG_FILE.name).is_file():
-            return [f"model.pretrained={model_cfg.pretrained} holds no {CONFIG_FILE.name}; point it at the --out folder of python -m dit_engine.tiny.train, or drop it to use the embedded weights"]
+            return [f"model.pretrained={model_cfg.pretrained} holds no {CONFIG_FILE.name}; point it at the --out folder of python -m dit_engine.digits.train, or drop it to use the embedded weights"]
         size_problems = [f"workload.{key}={getattr(workload, key)}: the tiny model generates 16x16 images only; drop workload.{key} (or set 16)"
                          for key in ("height", "width") if getattr(workload, key) not in (None, 16)]
         if size_problems:
@@ -99,19 +71,19 @@ class TinyAdapter(Adapter):
         return []
 
     def pipeline_class(self, model_cfg: Any) -> type:
-        from dit_engine.tiny.pipeline import TinyDiTPipeline
+        from dit_engine.digits.pipeline import TinyDiTPipeline
 
         return TinyDiTPipeline
 
     def load(self, model_cfg: Any, dtype: torch.dtype, load_kwargs: dict[str, Any]) -> Any:
-        from dit_engine.tiny import load_tiny_pipeline
+        from dit_engine.digits import load_digits_pipeline
 
         if load_kwargs:
             raise DitEngineError(f"the tiny model loads from its own safetensors and takes no load-time arguments ({', '.join(load_kwargs)})")
-        return load_tiny_pipeline(dtype=dtype, weights_dir=_weights_dir(model_cfg))
+        return load_digits_pipeline(dtype=dtype, weights_dir=_weights_dir(model_cfg))
 
     def workload_defaults(self) -> WorkloadDefaults:
-        from dit_engine.tiny import CLASS_NAMES
+        from dit_engine.digits import CLASS_NAMES
 
         return WorkloadDefaults(prompts=list(CLASS_NAMES), num_inference_steps=28, guidance_scale=1.0)
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import dit_engine
-from dit_engine.testing.tiny_flux import build_tiny_flux_pipeline, tiny_flux_call_kwargs
-from dit_engine.tiny import CLASS_NAMES, load_tiny_pipeline
+from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
+from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
 from interleave import TABLES, contention, interleaved, seconds_of
 
 ROUNDS = int(__import__("os").environ.get("BENCH_ROUNDS", "15"))
@@ -38,7 +38,7 @@ NOTHING = {
 
 
 def _tiny():
-    pipe = load_tiny_pipeline()
+    pipe = load_digits_pipeline()
 
     def call():
         generators = [torch.Generator().manual_seed(i) for i in range(len(CLASS_NAMES))]

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dit_engine.tiny import CLASS_NAMES
+from dit_engine.digits import CLASS_NAMES
 from interleave import TABLES
 
 REQUESTS, CLIENTS = 100, 8

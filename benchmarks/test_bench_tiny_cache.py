@@ -31,7 +31,7 @@ import pytest
 import torch
 
 import dit_engine
-from dit_engine.tiny import CLASS_NAMES, load_tiny_pipeline
+from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
 from interleave import TABLES, contention, interleaved, is_model_level, seconds_of, time_shares
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
@@ -50,8 +50,8 @@ VARIANTS = {
     "scm_static": ("cache=scm_static",),
     "scm_static+taylorseer": ("cache=scm_static", "calibrator=taylorseer"),
     "scm_adaptive+taylorseer budget 0.2": ("cache=scm_adaptive", "calibrator=taylorseer", "cache.budget=0.2"),
-    "+method=step_adaptive_foca_018": ("+method=step_adaptive_foca_018",),
-    "+method=step_forecast_011": ("+method=step_forecast_011",),
+    "+method=step_adaptive_foca budget 0.18": ("+method=step_adaptive_foca", "cache.budget=0.18"),
+    "+method=step_forecast_ultra budget 0.11": ("+method=step_forecast_ultra", "cache.budget=0.11"),
 }
 
 
@@ -66,7 +66,7 @@ def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 
 def test_caches_vs_plain_diffusers(benchmark):
-    pipe = load_tiny_pipeline()
+    pipe = load_digits_pipeline()
     pipe.set_progress_bar_config(disable=True)
     reference = generate(pipe)
     quality, model_level = {}, {}

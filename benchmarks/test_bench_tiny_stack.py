@@ -17,7 +17,7 @@ import os
 import torch
 
 import dit_engine
-from dit_engine.tiny import CLASS_NAMES, load_tiny_pipeline
+from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
 from interleave import TABLES, contention, interleaved, seconds_of
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
@@ -45,7 +45,7 @@ def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
 def test_stack(benchmark):
     pipes, handles, images = {}, {}, {}
     for label, overrides in VARIANTS.items():  # quantization and compilation cannot be removed: a pipeline each
-        pipe = load_tiny_pipeline()
+        pipe = load_digits_pipeline()
         pipe.set_progress_bar_config(disable=True)
         handles[label] = dit_engine.apply(pipe, *overrides) if overrides else None
         pipes[label] = pipe

@@ -9,14 +9,9 @@ Python use mirrors the CLI overrides::
     handle.remove()
 """
 
-# Before anything imports diffusers: with torchao installed (quant=) and peft (LoRA), importing
-# diffusers imports torchao, which logs CUDA kernels it cannot load and torch deprecations that
-# say nothing to a dit_engine user; only logging levels change (errors still raise).
-from dit_engine.console import quiet_known_noise as _quiet_known_noise
-
-_quiet_known_noise()
-
-from dit_engine.errors import (  # noqa: E402
+# Other libraries' logging is left as it is: the command-line entry points quiet what says nothing
+# to their users (dit_engine.console.quiet_known_noise).
+from dit_engine.errors import (
     AlreadyAppliedError,
     ConfigError,
     DitEngineError,

@@ -179,11 +179,7 @@ class Adapter:
         pipeline_classes: names of the diffusers pipeline classes this adapter serves.
         transformer_attrs: pipeline attributes holding a DiT (two for Wan 2.2 experts).
         block_specs: the block lists of each transformer, in execution order.
-        transform_defaults: per-family values for transform settings the config leaves ``None``,
-            by transform entry-point name (thresholds).
         teacache_probe: how TeaCache reads the timestep-modulated input off the first block.
-        teacache_coefficients: the family's published TeaCache rescaling polynomial, or None.
-        mag_ratios: the family's published MagCache magnitude-ratio curve, or None.
         transformer_class: the diffusers class of the transformer (its parallel plans are read
             off it without loading weights).
         cross_attention_modules: globs of attention modules that attend the (unsharded) text
@@ -194,14 +190,8 @@ class Adapter:
     pipeline_classes: ClassVar[tuple[str, ...]] = ()
     transformer_attrs: ClassVar[tuple[str, ...]] = ("transformer",)
     block_specs: ClassVar[tuple[BlockSpec, ...]] = ()
-    #: Per-family defaults of transform settings left ``None`` in the config, by transform name
-    #: (e.g. ``{"cache.dbcache": {"threshold": 0.08}}``): the plan fills them in.
-    transform_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     #: TeaCache's probe: ``(first block, args, kwargs) -> timestep-modulated input``; None if unknown.
     teacache_probe: ClassVar[Probe | None] = None
-    #: Published calibrations of the family (TeaCache polynomial, MagCache curve); None if none.
-    teacache_coefficients: ClassVar[list[float] | None] = None
-    mag_ratios: ClassVar[list[float] | None] = None
     #: The transformer's diffusers class name; its ``_cp_plan`` / ``_tp_plan`` are the default
     #: parallel plans (see :meth:`context_parallel_plan`).
     transformer_class: ClassVar[str | None] = None

@@ -34,4 +34,4 @@ def apply(pipe: Any, *overrides: str, example_call: dict[str, Any] | None = None
         raise ConfigError(f"apply() takes override strings like 'cache=dbcache', got {type(bad).__name__} {bad!r}{hint}")
     session = Session.from_overrides(overrides)
     named = session.cfg.model.adapter if overrides_touch_group(overrides, "model") else None
-    return session.prepare_for(pipe, named, example_call).apply(pipe)
+    return session.prepare(pipe, named, example_call).apply(pipe)

@@ -13,9 +13,15 @@ from typing import NoReturn
 FINAL_LINE = "dit_engine_final"
 
 
-def fail(message: object) -> NoReturn:
-    """Print ``dit_engine: error: <message>`` on stderr and exit with code 2 (bad input)."""
-    print(f"dit_engine: error: {message}", file=sys.stderr)
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def fail(message: object, program: str = "dit_engine") -> NoReturn:
+    """Print ``<program>: error: <message>`` on stderr and exit with code 2 (bad input)."""
+    print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -42,7 +48,10 @@ class _DropMessage(logging.Filter):
 def quiet_known_noise() -> None:
     """Drop library messages that say nothing to a dit_engine user: transformers' notice that its
     image processors fall back to PIL without torchvision (dit_engine never needs torchvision),
-    printed on every run that loads a diffusers pipeline."""
+    printed on every run that loads a diffusers pipeline.
+
+    For the command-line entry points only (the CLI, the server, a rank's worker), called before
+    they import diffusers: ``import dit_engine`` leaves other libraries' logging as it is."""
     logging.getLogger("transformers.utils.import_utils").addFilter(_DropMessage("requires torchvision (not installed)"))
     # Importing diffusers imports torchao when it is installed (dit_engine's quant= uses it):
     # torchao then reports CUDA kernels it cannot load on this machine and a missing Triton, torch

@@ -85,19 +85,6 @@ def read_transformer_config(pretrained: str | None, revision: str | None = None)
     return config, str(path)
 
 
-#: Cache thresholds that FBCache/DBCache users run the large diffusers DiTs with (ParaAttention,
-#: cache-dit: about 1.5-2x at 28-50 steps with little visible change); DBPrune decides per block,
-#: where a smaller change already matters.
-LARGE_DIT_CACHE_DEFAULTS = {
-    "cache.dbcache": {"threshold": 0.08},
-    "cache.scm": {"threshold": 0.08},
-    "cache.dbprune": {"threshold": 0.05},
-    # TeaCache / MagCache thresholds; their coefficients and curves come from a calibration run
-    "cache.teacache": {"threshold": 0.2},
-    "cache.magcache": {"threshold": 0.06},
-}
-
-
 class DiffusersAdapter(Adapter):
     """An adapter whose model loads with ``DiffusionPipeline.from_pretrained(model.pretrained)``.
 
@@ -115,7 +102,6 @@ class DiffusersAdapter(Adapter):
     #: The family's usual workload (prompts, steps, guidance, extra call arguments).
     default_workload: ClassVar[WorkloadDefaults | None] = None
     block_count_keys: ClassVar[dict[str, str]] = {}
-    transform_defaults = LARGE_DIT_CACHE_DEFAULTS
     heads_key: ClassVar[str] = "num_attention_heads"
     size_multiple: ClassVar[int] = 16
 

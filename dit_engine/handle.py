@@ -9,6 +9,7 @@ from dit_engine.hooks import invalidate_registry_caches
 from dit_engine.plan import Plan
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext
+from dit_engine.transforms.protocols import WrapsInner, WrapsOuter
 
 HANDLE_ATTR = "_dit_engine_handle"
 
@@ -45,17 +46,20 @@ class Handle:
             model_info=self.plan.model_info,
             transformers=adapter.transformers(self.pipe),
             step_state=self.step_state,
+            dims=self.plan.dims,
             applied=self.transforms,
         )
         try:
             pending = [step.new_transform() for step in self.plan.steps]
             for transform in pending:  # beneath every hook (regional compile)
-                transform.apply_inner(self.pipe, context)
+                if isinstance(transform, WrapsInner):
+                    transform.apply_inner(self.pipe, context)
             for transform in pending:
                 transform.apply(self.pipe, context)
                 self.transforms.append(transform)
             for transform in self.transforms:  # around every hook (CFG parallel)
-                transform.apply_outer(self.pipe, context)
+                if isinstance(transform, WrapsOuter):
+                    transform.apply_outer(self.pipe, context)
         except BaseException:
             self._undo()
             raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from diffusers.hooks import ModelHook
 
+from dit_engine.compat import detach_hook_registry, forget_child_registries, hook_registry
+
 
 def remove_hook(module: torch.nn.Module, name: str) -> None:
     """Remove hook ``name`` from ``module``; drop the registry and forward override when empty.
@@ -12,12 +14,12 @@ def remove_hook(module: torch.nn.Module, name: str) -> None:
     diffusers' ``remove_hook`` restores behaviour but leaves an empty registry and an instance
     ``forward`` attribute behind; deleting both gives back the module as it was before any hook.
     """
-    registry = getattr(module, "_diffusers_hook", None)
+    registry = hook_registry(module)
     if registry is None:
         return
     registry.remove_hook(name, recurse=False)
     if not registry.hooks:
-        del module._diffusers_hook
+        detach_hook_registry(module)
         forward = module.__dict__.get("forward")
         if forward is not None and getattr(forward, "__func__", None) is type(module).forward:
             del module.__dict__["forward"]
@@ -31,9 +33,9 @@ def invalidate_registry_caches(module: torch.nn.Module) -> None:
     ``enable_cache`` or ``cache_context`` would then miss or keep block hooks.
     """
     for _, child in module.named_modules():
-        registry = getattr(child, "_diffusers_hook", None)
+        registry = hook_registry(child)
         if registry is not None:
-            registry._child_registries_cache = None
+            forget_child_registries(registry)
 
 
 class StatefulHook(ModelHook):

@@ -21,7 +21,7 @@ MAX_LORA_SCALE = 100.0
 
 
 def lora_problems(cfg: Any) -> list[str]:
-    """Plan-time problems of ``lora.*`` with the rest of the config, each a one-line fix."""
+    """Plan-time problems of ``lora.*`` (the file, the scale), each a one-line fix."""
     lora = cfg.get("lora")
     if lora is None or lora.path is None:
         return []
@@ -31,14 +31,7 @@ def lora_problems(cfg: Any) -> list[str]:
         problems.append(f"lora.path={lora.path} does not exist; give a .safetensors file (or a folder holding one)")
     if not 0 <= lora.scale <= MAX_LORA_SCALE:  # NaN and Inf too
         problems.append(f"lora.scale={lora.scale} must be from 0 to {MAX_LORA_SCALE:g} (1 is the adapter as trained)")
-    for group, what in (("quant", "quantized"), ("compile", "compiled")):
-        if cfg[group].name != "none":
-            option = f"quant.scheme={cfg.quant.get('scheme')}" if group == "quant" else f"compile.scope={cfg.compile.get('scope')}"
-            problems.append(f"lora.path with {group}= ({option}) is not supported (the LoRA layers would be {what} "
-                            f"away); drop one of them")
-    if cfg.parallel.name != "none" and (cfg.parallel.get("tp_degree") or 1) > 1:
-        problems.append("lora.path with tensor parallelism is not supported; use parallel.tp_degree=1")
-    return problems
+    return problems  # with quant=, compile= and tensor parallelism: dit_engine.relations
 
 
 def first_non_finite(tensors: Iterable[tuple[str, Any]]) -> str | None:

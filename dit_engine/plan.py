@@ -1,71 +1,38 @@
-"""The plan: an ordered, validated list of transforms compiled from a composed config.
+"""The plan: an ordered, validated, immutable list of transforms compiled from a composed config.
 
-Stage order is fixed here, once, with the reason for each boundary:
+The stage order is :class:`~dit_engine.config.groups.Stage` (with the reason for each boundary);
+which group runs at which stage is the table of groups (:mod:`dit_engine.config.groups`).
 
-* ``QUANTIZE`` first, so sharding and every hook see the final linear layer types;
-* ``SHARD`` before caching, so cache hooks see local shapes and can agree across ranks;
-* ``ADAPT`` (engine-owned step state, block views) before anything that hooks blocks by step;
-* ``CACHE`` before ``CALIBRATE``: a calibrator binds to the cache that is installed;
-* ``COMPILE`` after every module-graph change, so it traces the final graph;
-* ``OFFLOAD`` last: it moves the finished modules, it must not be traced or hooked around.
-
-``compile_plan`` runs every transform's ``check`` and the cross-group checks before any weight is
-loaded and raises :class:`~dit_engine.errors.PlanError` listing every problem.
+``compile_plan`` is the one place that reads the raw composed config: it resolves every chosen
+option into its typed config, builds the validated parallel degrees once
+(:class:`~dit_engine.parallel_dims.ParallelDims`), runs every transform's own ``check`` on those
+typed facts, then the relations between groups (:mod:`dit_engine.relations`), before any weight
+is loaded, and raises :class:`~dit_engine.errors.PlanError` listing every problem.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from dit_engine.adapter import Adapter, ModelInfo
+from dit_engine.config.groups import Stage, stage_order, technique_groups
+from dit_engine.config.schema import LoraConfig
+from dit_engine.devices import planned_device
 from dit_engine.errors import PlanError
+from dit_engine.parallel_dims import ParallelDims
 from dit_engine.registry import Provider, Registry
-
-
-class Stage(enum.IntEnum):
-    """When a transform is applied; lower values first (see the module docstring for why)."""
-
-    QUANTIZE = 10
-    SHARD = 20
-    ADAPT = 30
-    CACHE = 40
-    CALIBRATE = 50
-    COMPILE = 60
-    OFFLOAD = 70
-
-
-#: Config group -> the stage its transform belongs to.
-GROUP_STAGES: dict[str, Stage] = {
-    "quant": Stage.QUANTIZE,
-    "parallel": Stage.SHARD,
-    "cache": Stage.CACHE,
-    "calibrator": Stage.CALIBRATE,
-    "compile": Stage.COMPILE,
-    "attention": Stage.ADAPT,
-    "offload": Stage.OFFLOAD,
-}
-
-def entry_point_prefix(stage: Stage) -> str:
-    """Entry-point names are ``<stage>.<impl>``: ``calibrator=taylorseer`` -> ``calibrate.taylorseer``."""
-    return stage.name.lower()
-
+from dit_engine.relations import PlanFacts, relation_problems
+from dit_engine.transforms.base import PlanContext
+from dit_engine.transforms.protocols import AdjustsConfig, Describes, HasFamilyDefaults, LoadTime, ReversibleByConfig
 
 #: Transforms every plan contains, whatever the config (entry-point names).
 ALWAYS = ("adapt.step_state",)
 
-
-@dataclass(frozen=True)
-class PlanContext:
-    """What a transform's ``check`` may look at: config and model facts, never weights."""
-
-    adapter: Adapter
-    model_info: ModelInfo
-    world_size: int
-    config: DictConfig
+__all__ = ["ALWAYS", "Plan", "PlanContext", "PlanStep", "Stage", "compile_plan"]
 
 
 @dataclass(frozen=True)
@@ -83,15 +50,33 @@ class PlanStep:
         """A fresh transform instance for this step (each application owns its state)."""
         return self.transform_class(self.config)
 
+    @property
+    def reversible(self) -> bool:
+        """Whether ``remove`` restores the pipeline with this step's config."""
+        if isinstance(self.transform_class, ReversibleByConfig):
+            return self.transform_class.is_reversible(self.config)
+        return self.transform_class.lifecycle.reversible
+
+    def description(self, model_info: ModelInfo) -> str:
+        """The step's line in ``Plan.explain()`` (its name when the transform has no description)."""
+        if isinstance(self.transform_class, Describes):
+            return self.transform_class.describe(self.config, model_info)
+        return self.transform_class.name
+
 
 @dataclass(frozen=True)
 class Plan:
-    """An immutable, ordered list of plan steps for one model."""
+    """An immutable, ordered list of plan steps for one model, with its parallel degrees."""
 
     steps: tuple[PlanStep, ...]
     adapter: Adapter
     model_info: ModelInfo
-    world_size: int = 1
+    dims: ParallelDims = ParallelDims()
+
+    @property
+    def world_size(self) -> int:
+        """Ranks the plan runs on (the product of its parallel degrees)."""
+        return self.dims.world
 
     def explain(self) -> str:
         """A human-readable account of the plan (written as ``plan.txt`` in every run)."""
@@ -108,34 +93,47 @@ class Plan:
         ]
         for index, step in enumerate(self.steps, 1):
             origin = f"group {step.group}" if step.group else "always"
-            lifecycle = "".join(
-                flag for flag, on in (("; at load time", step.transform_class.acts == "load_time"),
-                                      ("; irreversible", not step.transform_class.reversible)) if on
-            )
+            lifecycle = "".join(flag for flag, on in (("; at load time", isinstance(step.transform_class, LoadTime)),
+                                                      ("; irreversible", not step.transform_class.lifecycle.reversible)) if on)
             lines.append(
-                f"  {index}. {step.stage.name:<9} {step.name:<18} {step.transform_class.describe(step.config, info)}"
+                f"  {index}. {step.stage.name:<9} {step.name:<18} {step.description(info)}"
                 f"  [{origin}; {step.provider.distribution} {step.provider.version}{lifecycle}]"
             )
-        lines.append("  stage order: " + " < ".join(stage.name for stage in Stage))
+        lines.append("  stage order: " + " < ".join(stage.name for stage in stage_order()))
         return "\n".join(lines) + "\n"
+
+    def config_of(self, group: str) -> Any:
+        """The typed config of the step chosen in ``group``; None when the group adds no step."""
+        return next((step.config for step in self.steps if step.group == group), None)
 
     def irreversible_steps(self) -> list[PlanStep]:
         """Steps whose ``remove`` cannot restore the pipeline (quantize, shard, compile)."""
-        return [step for step in self.steps if not step.transform_class.is_reversible(step.config)]
+        return [step for step in self.steps if not step.reversible]
 
     def load_kwargs(self) -> dict[str, Any]:
         """``from_pretrained`` arguments of the load-time steps, merged in plan order; two steps
         setting one argument is a plan error, caught at compile time."""
         merged: dict[str, Any] = {}
         for step in self.steps:
-            if step.transform_class.acts == "load_time":
+            if isinstance(step.transform_class, LoadTime):
                 merged.update(step.transform_class.load_kwargs(step.config))
         return merged
 
     @property
     def places_pipeline(self) -> bool:
         """Whether a step places the modules on devices itself (offload), instead of the session."""
-        return any(step.transform_class.places_pipeline for step in self.steps)
+        return any(step.transform_class.lifecycle.places_pipeline for step in self.steps)
+
+    def with_workload_steps(self, num_inference_steps: int) -> "Plan":
+        """This plan with every step config that counts denoising steps and left the count to the
+        workload (``num_inference_steps=None``) given the workload's count: a new plan, this one
+        is unchanged."""
+        steps = tuple(
+            replace(step, config=replace(step.config, num_inference_steps=num_inference_steps))
+            if counts_steps(step.config) and step.config.num_inference_steps is None else step
+            for step in self.steps
+        )
+        return replace(self, steps=steps)
 
     def as_dict(self) -> list[dict[str, Any]]:
         """The plan as JSON-serialisable data (for metrics.json)."""
@@ -144,47 +142,47 @@ class Plan:
                 "stage": step.stage.name,
                 "name": step.name,
                 "group": step.group,
-                "config": OmegaConf.to_container(OmegaConf.structured(step.config)) if step.config is not None else None,
+                "config": (OmegaConf.to_container(OmegaConf.structured(step.config), enum_to_str=True)
+                           if step.config is not None else None),
                 "provider": step.provider.as_dict(),
             }
             for step in self.steps
         ]
 
 
-def parallel_world_size(cfg: DictConfig) -> int:
-    """Ranks the ``parallel`` group asks for: the product of its degrees (1 without it)."""
-    node = cfg.get("parallel")
-    world = 1
-    for key in ("ulysses_degree", "ring_degree", "cfg_degree", "tp_degree"):
-        value = node.get(key, 1) if node is not None else 1
-        world *= value if isinstance(value, int) and value > 0 else 1
-    return world
+def counts_steps(config: Any) -> bool:
+    """Whether a step config has a ``num_inference_steps`` setting (calibration-style caches that
+    must know the step count up front)."""
+    return config is not None and "num_inference_steps" in {f.name for f in dataclasses.fields(config)}
 
 
-def _cross_group_problems(cfg: DictConfig, steps: list[PlanStep], world_size: int) -> list[str]:
-    problems = []
-    if world_size > 1:
-        for step in steps:
-            if not step.transform_class.rank_consistent:
-                problems.append(f"{step.group}={cfg[step.group].name} decides on each rank's own shard, so ranks would diverge under "
-                                "parallel=; use one of the engine's caches (dbcache, scm, teacache, ...) or parallel=none")
-    if cfg.calibrator.name != "none":
-        cache = next((step for step in steps if step.group == "cache"), None)
-        if cache is None:
-            problems.append(f"calibrator={cfg.calibrator.name} needs a cache to calibrate; add cache=dbcache (or another cache)")
-        elif not hasattr(cache.transform_class, "bind_forecaster"):  # not a transforms.base.ForecastTarget
-            problems.append(
-                f"calibrator={cfg.calibrator.name} cannot bind to {cache.name}: it keeps no residual to forecast; "
-                "use cache=dbcache, fbcache or scm, or calibrator=none"
-            )
-    return problems
+def resolve_config(transform_class: type, node: Any, adapter: Adapter) -> Any:
+    """The typed config of a step from its composed node, with ``None`` settings filled from the
+    technique's family defaults (:class:`~dit_engine.transforms.protocols.HasFamilyDefaults`)."""
+    if transform_class.config_class is None or node is None:
+        return None
+    values = OmegaConf.to_container(node, resolve=True)
+    if isinstance(transform_class, HasFamilyDefaults):
+        for key, default in transform_class.family_defaults(adapter).items():
+            if values.get(key) is None:
+                values[key] = default
+    config = transform_class.config_class(**values)
+    return transform_class.adjust_config(config, node) if isinstance(transform_class, AdjustsConfig) else config
+
+
+def _rank_consistency_problems(steps: list[PlanStep], dims: ParallelDims) -> list[str]:
+    if dims.world == 1:
+        return []
+    return [f"{step.group}={step.config.name} decides on each rank's own shard, so ranks would diverge under parallel=; use one "
+            "of the engine's caches (dbcache, scm, teacache, ...) or parallel=none"
+            for step in steps if not step.transform_class.lifecycle.rank_consistent]
 
 
 def _load_time_conflicts(steps: list[PlanStep]) -> list[str]:
     owner: dict[str, str] = {}
     problems = []
     for step in steps:
-        if step.transform_class.acts != "load_time":
+        if not isinstance(step.transform_class, LoadTime):
             continue
         for key in step.transform_class.load_kwargs(step.config):
             if key in owner:
@@ -193,35 +191,45 @@ def _load_time_conflicts(steps: list[PlanStep]) -> list[str]:
     return problems
 
 
+def _lora(cfg: DictConfig) -> LoraConfig:
+    node = cfg.get("lora")
+    return LoraConfig(**OmegaConf.to_container(node, resolve=True)) if node is not None else LoraConfig()
+
+
 def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_info: ModelInfo) -> Plan:
     """Turn a composed config into a validated :class:`Plan`; raise PlanError on any problem.
 
     Only config and model facts are read: no weights are touched, so a dry run is instant.
     """
-    world_size = parallel_world_size(cfg)
-    wanted: list[tuple[str, str | None, Any]] = [(name, None, None) for name in ALWAYS]
-    for group, stage in GROUP_STAGES.items():
-        node = cfg[group]
+    wanted: list[tuple[str, Any, Any]] = [(name, None, None) for name in ALWAYS]
+    for group in technique_groups():
+        node = cfg[group.name]
         if node.name != "none":
-            wanted.append((f"{entry_point_prefix(stage)}.{node.name}", group, node))
+            wanted.append((f"{group.prefix}.{node.name}", group, node))
 
     steps = []
     problems: list[str] = []
     for name, group, node in wanted:
         transform_class, provider = registry.transform_class(name)
-        expected_stage = GROUP_STAGES.get(group) if group else transform_class.stage
+        expected_stage = group.stage if group else transform_class.stage
         if transform_class.stage != expected_stage:
-            problems.append(f"transform {name} declares stage {transform_class.stage.name} but group {group} runs at {expected_stage.name}")
-        config = transform_class.resolve_config(node, adapter)
-        steps.append(PlanStep(transform_class.stage, name, transform_class, config, group, provider))
+            problems.append(f"transform {name} declares stage {transform_class.stage.name} but group {group.name} runs at "
+                            f"{expected_stage.name}")
+        config = resolve_config(transform_class, node, adapter)
+        steps.append(PlanStep(transform_class.stage, name, transform_class, config, group.name if group else None, provider))
 
-    context = PlanContext(adapter=adapter, model_info=model_info, world_size=world_size, config=cfg)
+    configs = {step.group: step.config for step in steps if step.group}
+    dims = ParallelDims.from_config(configs.get("parallel"))
+    context = PlanContext(adapter=adapter, model_info=model_info, dims=dims, device=planned_device(cfg), configs=configs)
     for step in steps:
         problems.extend(step.transform_class.check(step.config, context))
-    problems.extend(_cross_group_problems(cfg, steps, world_size))
+    problems.extend(_rank_consistency_problems(steps, dims))
+    facts = PlanFacts(configs=configs, dims=dims, lora=_lora(cfg),
+                      transform_classes={step.group: step.transform_class for step in steps if step.group})
+    problems.extend(relation_problems(facts))
     problems.extend(_load_time_conflicts(steps))
     if problems:
         raise PlanError(problems)
 
     steps.sort(key=lambda step: step.stage)
-    return Plan(steps=tuple(steps), adapter=adapter, model_info=model_info, world_size=world_size)
+    return Plan(steps=tuple(steps), adapter=adapter, model_info=model_info, dims=dims)

@@ -6,17 +6,26 @@ latencies are comparable: warm-up runs first, then ``repeats`` timed runs of the
 
 from __future__ import annotations
 
+import datetime
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from dit_engine.adapter import Adapter
+from dit_engine.devices import resolve_device
 from dit_engine.finite import FiniteWatch
-from dit_engine.outputs import film_strip
+from dit_engine.outputs import StagedRunFiles, contact_sheet, film_strip, slug
+from dit_engine.reference import get_or_create
+from dit_engine.run_metrics import clip_metrics, objective, quality_metrics, run_metrics
+from dit_engine.transforms.protocols import ReportsRunMetrics, WritesArtifacts
 from dit_engine.workload import Workload
+
+log = logging.getLogger(__name__)
 
 
 def synchronize(device: torch.device) -> None:
@@ -152,3 +161,96 @@ def profile_first_batch(pipe, adapter: Adapter, workload: Workload, device: torc
         recorded = f"one whole request ({len(first.prompts)} prompt(s))"
     return {"trace": str(trace), "size_mb": round(Path(trace).stat().st_size / 2**20, 3), "recorded": recorded,
             "record_shapes": False}
+
+
+def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, Any]:
+    """The timed experiment of one run: load and apply the session's plan, warm up, time the
+    workload's repeats, write images and the transforms' artifacts into ``files``, and measure
+    against the reference (``report.quality``); returns the run's metrics."""
+    cfg, adapter, workload, quiet = session.cfg, session.adapter, session.workload, session.quiet
+    device = resolve_device(cfg.model.device)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    pipe = session.load()
+    files.write_text("plan.txt", session.plan.explain())  # model=auto: now with what the trace inferred
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    reference = None
+    if cfg.report.quality:
+        reference = get_or_create(
+            cfg.report.reference_dir,
+            session.reference_material(device),
+            lambda: reference_run(pipe, adapter, workload, device, quiet),
+        )
+        log.info("reference %s (%s)", reference.path, "reused" if reference.reused else "computed now")
+        reference_latency = reference.latency_s
+        interleave = _interleaves(session)
+        if reference.reused and cfg.report.reference_timing != "cached" and not interleave:
+            reference_latency = reference_run(pipe, adapter, workload, device, quiet)[1]
+
+    handle = session.apply(pipe)
+    pairs = None
+    artifacts = []
+    profile = None
+    try:
+        warm_up(pipe, adapter, workload, device, quiet)
+        handle.reset()
+        images, repeat_seconds = timed(pipe, adapter, workload, device, quiet)
+        summary = handle.summary()
+        step_times = list(handle.step_state.step_times)
+        # the transforms' own metrics.json sections, of the timed runs as the summary (parallel:
+        # gathered from every rank, a collective every rank reaches here)
+        latency = {"total_s": sum(repeat_seconds) / len(repeat_seconds)}
+        sections = {t.metrics_key: t.run_metrics(latency) for t in handle.transforms if isinstance(t, ReportsRunMetrics)}
+        for transform in (t for t in handle.transforms if isinstance(t, WritesArtifacts)):
+            for name, data in transform.artifacts().items():
+                files.write_json(name, data)
+                artifacts.append(name)
+        if cfg.report.profile:
+            profile = profile_first_batch(pipe, adapter, workload, device, files.path("trace.json"), quiet)
+            profile["trace"] = str(run_dir / "trace.json")
+        if reference is not None and interleave:
+            # plain and accelerated runs in turn (the handle is removed and applied again), so
+            # the load of the moment weighs on both sides of every pair alike
+            pairs = interleaved_timings(pipe, adapter, workload, device, handle, max(workload.repeats, 3),
+                                                 warm_plain=reference.reused, quiet=quiet)
+    finally:
+        if not session.plan.irreversible_steps():  # a quantized or compiled pipeline is dropped instead
+            handle.remove()
+
+    names = [f"{index:03d}_{slug(prompt)}.png" for index, prompt in enumerate(workload.prompts)]
+    image_files = []
+    if cfg.report.save_images:
+        for name, image in zip(names, images):
+            files.save_image(f"images/{name}", image)
+            image_files.append(f"images/{name}")
+    if cfg.report.contact_sheet:
+        labels = [f"{i:03d} {p}" for i, p in enumerate(workload.prompts)]
+        files.save_image("contact_sheet.png", contact_sheet(images, labels))
+
+    metrics = run_metrics(session, run_dir=run_dir, started=started, device=device, summary=summary,
+                          step_times=step_times, repeat_seconds=repeat_seconds, image_files=image_files)
+    metrics.update(sections)
+    if artifacts:
+        metrics["artifacts"] = artifacts
+    if profile is not None:
+        metrics["profile"] = profile
+    if reference is not None:
+        metrics["quality"] = quality_metrics(reference, reference_latency, cfg.report.reference_timing, names, images,
+                                             metrics["latency"]["total_s"], pairs=pairs)
+    if cfg.report.clip_model:
+        metrics["clip_score"] = clip_metrics(cfg.report.clip_model, images, workload.prompts)
+    metrics["objective"] = objective(cfg.report, metrics)
+    return metrics
+
+def _interleaves(session) -> bool:
+    """Whether the speedup is timed from interleaved plain / accelerated pairs: asked for
+    (``report.reference_timing=interleaved``) or needed (``report.objective=speedup``), and
+    possible (every plan step can be removed and applied again)."""
+    report = session.cfg.report
+    wanted = report.reference_timing == "interleaved" or report.objective == "speedup"
+    if wanted and session.plan.irreversible_steps():
+        names = ", ".join(step.name for step in session.plan.irreversible_steps())
+        log.warning("speedup timed plain-then-accelerated, not interleaved: %s cannot be removed and applied again", names)
+        return False
+    return wanted

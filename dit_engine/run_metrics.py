@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from dit_engine.metrics import compare_images, summarize
 from dit_engine.metrics.clip import clip_scores
 from dit_engine.outputs import writable_dir_problem
+from dit_engine.transforms.protocols import TracedAdapter
 
 OBJECTIVES = ("latency", "compute", "speedup", "psnr")
 #: objectives that need the reference run (report=quality)
@@ -68,7 +69,7 @@ def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, s
             "device": str(device),
             "dtype": cfg.model.dtype,
             "blocks": plan.model_info.blocks,
-            **({"inferred": adapter.inferred()} if hasattr(adapter, "inferred") else {}),
+            **({"inferred": adapter.inferred()} if isinstance(adapter, TracedAdapter) else {}),
         },
         "workload": asdict(workload),
         "latency": {

@@ -16,7 +16,6 @@ as a :class:`~dit_engine.errors.DitEngineError` that lists every problem.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -36,11 +35,11 @@ from dit_engine.devices import DTYPES, dtype_problem, resolve_device
 from dit_engine.errors import DitEngineError, PlanError
 from dit_engine.handle import Handle
 from dit_engine.lora import load_lora, lora_problems, use_lora
-from dit_engine.outputs import StagedRunFiles, contact_sheet, slug
-from dit_engine.plan import Plan, compile_plan
-from dit_engine.reference import get_or_create
+from dit_engine.outputs import StagedRunFiles
+from dit_engine.plan import Plan, compile_plan, counts_steps
 from dit_engine.registry import Registry
-from dit_engine.run_metrics import clip_metrics, objective, quality_metrics, report_problems, run_metrics
+from dit_engine.run_metrics import report_problems
+from dit_engine.transforms.protocols import ChecksWorkload, TracedAdapter
 from dit_engine.workload import Workload, resolve_workload, workload_config_problems
 
 log = logging.getLogger(__name__)
@@ -89,9 +88,19 @@ class Session:
 
     # -- plan ----------------------------------------------------------------------------
 
-    def prepare(self) -> "Session":
-        """Resolve the adapter and workload and compile the plan from config files only (no
-        weights); raise PlanError listing every problem."""
+    def prepare(self, pipe: Any = None, adapter_name: str | None = None,
+                example_call: dict[str, Any] | None = None) -> "Session":
+        """Resolve the adapter and workload and compile the plan; raise PlanError listing every
+        problem. Nothing is loaded.
+
+        The model facts come from the config files (a session that will :meth:`load` the model),
+        or from ``pipe``, a pipeline the caller loaded (:func:`dit_engine.apply`): its adapter is
+        found by the pipeline's class (``adapter_name`` forces one) and the block lists are read
+        off it. The automatic adapter first traces one call: ``example_call`` (pipeline
+        arguments) or, without it, the workload's first prompt. The checks of what the session
+        would load (model path and family options, dtype, device, LoRA file, the workload's
+        pipeline arguments) run only when it is the session that loads.
+        """
         cfg = self.cfg
         problems = config_problems(cfg, self.registry)
         if problems:  # the rest would trip over the same keys
@@ -99,8 +108,31 @@ class Session:
         problems = workload_config_problems(cfg.workload)
         if problems:  # the adapter's checks would trip over them
             raise PlanError(problems)
+        if pipe is not None:
+            self.adapter = self.registry.adapter_for_pipeline(pipe, adapter_name)
+            self.workload = resolve_workload(cfg.workload, self.adapter)
+            if isinstance(self.adapter, TracedAdapter):
+                self.adapter.trace(pipe, self._trace_call(example_call))
+            self.plan = compile_plan(cfg, self.registry, self.adapter, self.adapter.model_info_from_pipeline(pipe))
+            return self
         self.adapter = self.registry.adapter(cfg.model.adapter)
         self.workload = resolve_workload(cfg.workload, self.adapter)
+        problems = self._load_problems()
+        try:
+            self.plan = compile_plan(cfg, self.registry, self.adapter, self.adapter.model_info(cfg.model))
+        except PlanError as err:
+            problems.extend(err.problems)
+        else:
+            problems.extend(self._workload_plan_problems(workload_is_valid=not problems))
+        if problems:
+            raise PlanError(problems)
+        self.plan = self.plan.with_workload_steps(self.workload.num_inference_steps)
+        return self
+
+    def _load_problems(self) -> list[str]:
+        """What would stop :meth:`load` or the run: model options, workload, report, LoRA file,
+        dtype and device."""
+        cfg = self.cfg
         problems = self.adapter.check(cfg.model, self.workload, cfg.dry_run) + self.workload.problems()
         problems.extend(self.adapter.call_kwargs_problems(cfg.model, self.workload.call_kwargs))
         problems.extend(report_problems(cfg.report))
@@ -112,15 +144,13 @@ class Session:
             resolve_device(cfg.model.device)
         except DitEngineError as err:
             problems.append(str(err))
-        try:
-            self.plan = compile_plan(cfg, self.registry, self.adapter, self.adapter.model_info(cfg.model))
-        except PlanError as err:
-            problems.extend(err.problems)
-        else:
-            problems.extend(self._workload_plan_problems(workload_is_valid=not problems))
-        if problems:
-            raise PlanError(problems)
-        return self
+        return problems
+
+    def _trace_call(self, example_call: dict[str, Any] | None) -> dict[str, Any]:
+        """The pipeline call the automatic adapter traces (two steps are enough to see every block)."""
+        if example_call is not None:
+            return {**example_call, "num_inference_steps": min(example_call.get("num_inference_steps", 2), 2)}
+        return self.adapter.trace_kwargs(self.workload)
 
     def _workload_plan_problems(self, workload_is_valid: bool) -> list[str]:
         """Plan steps whose own settings must agree with the workload (known only in a run)."""
@@ -130,37 +160,14 @@ class Session:
             call_kwargs = {**self.adapter.call_kwargs(w.prompts[:1], w.num_inference_steps, w.guidance_scale, w.height, w.width),
                            **w.call_kwargs}
             for step in self.plan.steps:
-                problems.extend(step.transform_class.workload_problems(step.config, self.adapter, call_kwargs))
+                if isinstance(step.transform_class, ChecksWorkload):
+                    problems.extend(step.transform_class.workload_problems(step.config, self.adapter, call_kwargs))
         for step in self.plan.steps:
-            if not hasattr(step.config, "num_inference_steps"):
-                continue
-            steps = step.config.num_inference_steps
-            if steps is None:  # "the workload's": known now
-                step.config.num_inference_steps = self.workload.num_inference_steps
-            elif steps != self.workload.num_inference_steps:
+            steps = step.config.num_inference_steps if counts_steps(step.config) else None
+            if steps is not None and steps != self.workload.num_inference_steps:
                 problems.append(f"{step.group}.num_inference_steps={steps} but the workload runs {self.workload.num_inference_steps} "
                                 f"steps; set {step.group}.num_inference_steps={self.workload.num_inference_steps}")
         return problems
-
-    def prepare_for(self, pipe: Any, adapter_name: str | None = None, example_call: dict[str, Any] | None = None) -> "Session":
-        """Plan for a pipeline the caller loaded (the Python API): the adapter is found by the
-        pipeline's class (``adapter_name`` forces one) and the model facts are read off it.
-
-        The automatic adapter first traces one call: ``example_call`` (pipeline arguments) or,
-        without it, the workload's first prompt.
-        """
-        problems = config_problems(self.cfg, self.registry) or workload_config_problems(self.cfg.workload)
-        if problems:
-            raise PlanError(problems)
-        self.adapter = self.registry.adapter_for_pipeline(pipe, adapter_name)
-        if getattr(self.adapter, "needs_trace", False):
-            if example_call is not None:
-                call = {**example_call, "num_inference_steps": min(example_call.get("num_inference_steps", 2), 2)}
-            else:
-                call = self.adapter.trace_kwargs(resolve_workload(self.cfg.workload, self.adapter))
-            self.adapter.trace(pipe, call)
-        self.plan = compile_plan(self.cfg, self.registry, self.adapter, self.adapter.model_info_from_pipeline(pipe))
-        return self
 
     # -- load and apply ------------------------------------------------------------------
 
@@ -185,10 +192,11 @@ class Session:
             for transformer in adapter.transformers(pipe).values():
                 load_lora(transformer, cfg.lora.path, cfg.lora.name)
                 use_lora(transformer, cfg.lora.name, cfg.lora.scale)
-        if getattr(adapter, "needs_trace", False):
+        if isinstance(adapter, TracedAdapter):
             # model=auto: the block lists are inferred from one traced call, then planned against.
             adapter.trace(pipe, adapter.trace_kwargs(self.workload))
-            self.plan = compile_plan(cfg, self.registry, adapter, adapter.model_info_from_pipeline(pipe))
+            self.plan = compile_plan(cfg, self.registry, adapter, adapter.model_info_from_pipeline(pipe)).with_workload_steps(
+                self.workload.num_inference_steps)
         return pipe
 
     def apply(self, pipe: Any) -> Handle:
@@ -215,7 +223,7 @@ class Session:
                 print(explanation, end="")
                 files.commit()
                 return None
-            metrics = self._execute(run_dir, files)
+            metrics = run_loop.run_experiment(self, run_dir, files)
             if timing_note:
                 metrics["latency"]["untrusted"] = timing_note
                 log.warning("timings not comparable: %s; run the sweep with hydra.launcher.n_jobs=1 to measure speed", timing_note)
@@ -237,95 +245,6 @@ class Session:
             extra={FINAL_LINE: True},
         )
         return metrics
-
-    def _execute(self, run_dir: Path, files: StagedRunFiles) -> dict[str, Any]:
-        cfg, adapter, workload, quiet = self.cfg, self.adapter, self.workload, self.quiet
-        device = resolve_device(cfg.model.device)
-        started = datetime.datetime.now().isoformat(timespec="seconds")
-        pipe = self.load()
-        files.write_text("plan.txt", self.plan.explain())  # model=auto: now with what the trace inferred
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-        reference = None
-        if cfg.report.quality:
-            reference = get_or_create(
-                cfg.report.reference_dir,
-                self.reference_material(device),
-                lambda: run_loop.reference_run(pipe, adapter, workload, device, quiet),
-            )
-            log.info("reference %s (%s)", reference.path, "reused" if reference.reused else "computed now")
-            reference_latency = reference.latency_s
-            interleave = self._interleaves()
-            if reference.reused and cfg.report.reference_timing != "cached" and not interleave:
-                reference_latency = run_loop.reference_run(pipe, adapter, workload, device, quiet)[1]
-
-        handle = self.apply(pipe)
-        pairs = None
-        artifacts = []
-        profile = None
-        try:
-            run_loop.warm_up(pipe, adapter, workload, device, quiet)
-            handle.reset()
-            images, repeat_seconds = run_loop.timed(pipe, adapter, workload, device, quiet)
-            summary = handle.summary()
-            step_times = list(handle.step_state.step_times)
-            for transform in handle.transforms:
-                for name, data in transform.artifacts().items():
-                    files.write_json(name, data)
-                    artifacts.append(name)
-            if cfg.report.profile:
-                profile = run_loop.profile_first_batch(pipe, adapter, workload, device, files.path("trace.json"), quiet)
-                profile["trace"] = str(run_dir / "trace.json")
-            if reference is not None and interleave:
-                # plain and accelerated runs in turn (the handle is removed and applied again), so
-                # the load of the moment weighs on both sides of every pair alike
-                pairs = run_loop.interleaved_timings(pipe, adapter, workload, device, handle, max(workload.repeats, 3),
-                                                     warm_plain=reference.reused, quiet=quiet)
-        finally:
-            if not self.plan.irreversible_steps():  # a quantized or compiled pipeline is dropped instead
-                handle.remove()
-
-        names = [f"{index:03d}_{slug(prompt)}.png" for index, prompt in enumerate(workload.prompts)]
-        image_files = []
-        if cfg.report.save_images:
-            for name, image in zip(names, images):
-                files.save_image(f"images/{name}", image)
-                image_files.append(f"images/{name}")
-        if cfg.report.contact_sheet:
-            labels = [f"{i:03d} {p}" for i, p in enumerate(workload.prompts)]
-            files.save_image("contact_sheet.png", contact_sheet(images, labels))
-
-        metrics = run_metrics(self, run_dir=run_dir, started=started, device=device, summary=summary,
-                              step_times=step_times, repeat_seconds=repeat_seconds, image_files=image_files)
-        parallel = summary["transforms"].get("shard.torch_distributed")
-        if parallel is not None:
-            from dit_engine.parallel.report import per_rank_metrics
-
-            metrics["parallel"] = per_rank_metrics(parallel, metrics["latency"])
-        if artifacts:
-            metrics["artifacts"] = artifacts
-        if profile is not None:
-            metrics["profile"] = profile
-        if reference is not None:
-            metrics["quality"] = quality_metrics(reference, reference_latency, cfg.report.reference_timing, names, images,
-                                                 metrics["latency"]["total_s"], pairs=pairs)
-        if cfg.report.clip_model:
-            metrics["clip_score"] = clip_metrics(cfg.report.clip_model, images, workload.prompts)
-        metrics["objective"] = objective(cfg.report, metrics)
-        return metrics
-
-    def _interleaves(self) -> bool:
-        """Whether the speedup is timed from interleaved plain / accelerated pairs: asked for
-        (``report.reference_timing=interleaved``) or needed (``report.objective=speedup``), and
-        possible (every plan step can be removed and applied again)."""
-        report = self.cfg.report
-        wanted = report.reference_timing == "interleaved" or report.objective == "speedup"
-        if wanted and self.plan.irreversible_steps():
-            names = ", ".join(step.name for step in self.plan.irreversible_steps())
-            log.warning("speedup timed plain-then-accelerated, not interleaved: %s cannot be removed and applied again", names)
-            return False
-        return wanted
 
     def reference_material(self, device: torch.device) -> dict[str, Any]:
         """Everything that determines the reference images (the key of the on-disk cache)."""

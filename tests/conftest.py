@@ -22,7 +22,7 @@ def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
 @pytest.fixture(scope="session")
 def tiny_flux():
     """A tiny FLUX pipeline with deterministic random weights, shared by the session."""
-    from dit_engine.testing.pipelines import build_tiny_flux_pipeline
+    from dit_engine.testing import build_tiny_flux_pipeline
 
     return build_tiny_flux_pipeline(seed=0)
 
@@ -30,9 +30,9 @@ def tiny_flux():
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """The embedded default model (trained weights shipped in the package)."""
-    from dit_engine.tiny import load_tiny_pipeline
+    from dit_engine.digits import load_digits_pipeline
 
-    pipe = load_tiny_pipeline()
+    pipe = load_digits_pipeline()
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -92,7 +92,7 @@ def test_multirun_sweep_writes_one_directory_per_cell(tmp_path):
 
 
 def test_flux_from_a_local_directory(tmp_path):
-    from dit_engine.testing.pipelines import save_tiny_flux_pipeline
+    from dit_engine.testing import save_tiny_flux_pipeline
 
     save_tiny_flux_pipeline(tmp_path / "tiny-flux")
     result = dit_engine(
@@ -127,7 +127,7 @@ SUBPROCESS_CASES = (["cache=dbcachee"], ["workload.prompts=[cat]"], ["-m", "cach
         (["cache=scm", "cache.mask=10x1"], "cache.mask=10x1 has characters other than 0 and 1"),
         (["cache=dbcache", "calibrator=taylorseer", "calibrator.order=-2"], "calibrator.order=-2: use 1, 2 or 3"),
         (["cache=dbprune", "calibrator=taylorseer"], "calibrator=taylorseer cannot bind to cache.dbprune"),
-        (["model=wan", "cache=teacache", "dry_run=true"], "no published teacache coefficients; run `python -m dit_engine cache=calibration_run`"),
+        (["model=wan", "cache=teacache", "dry_run=true"], "no published teacache coefficients; run `python -m dit_engine cache=fit_signals`"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, monkeypatch, args, expected):
@@ -143,3 +143,24 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, monkeypatch,
     assert_one_line_error(result, expected)
     assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == ["earlier"]
     assert (earlier / "metrics.json").read_text() == "{}"
+
+
+def test_a_run_and_each_sweep_cell_are_planned_once(tmp_path, monkeypatch):
+    """The plan check plans before Hydra runs anything and hands each job its plan: no job plans again."""
+    from dit_engine.session import Session
+
+    prepared, prepare = [], Session.prepare
+
+    def counted(self, *args, **kwargs):
+        prepared.append(sorted(self.overrides))
+        return prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "prepare", counted)
+    monkeypatch.chdir(tmp_path)
+    code, stderr = run_cli("dry_run=true", "hydra.run.dir=one")
+    assert code == 0, stderr
+    assert prepared == [["dry_run=true"]]
+    prepared.clear()
+    code, stderr = run_cli("-m", "dry_run=true", "cache=none,dbcache", "hydra.sweep.dir=sweep")
+    assert code == 0, stderr
+    assert sorted(prepared) == [["cache=dbcache", "dry_run=true"], ["cache=none", "dry_run=true"]]  # the check's, none by the jobs

@@ -11,7 +11,7 @@ from dit_engine.errors import AlreadyAppliedError, IrreversiblePlanError
 from dit_engine.handle import Handle
 from dit_engine.plan import Plan, PlanStep, Stage
 from dit_engine.registry import Provider
-from dit_engine.transforms.base import Transform
+from dit_engine.transforms.base import Lifecycle, Transform
 from dit_engine.testing.conformance import module_structure
 
 PROVIDER = Provider("test", "tests", "tests", "0")
@@ -33,7 +33,7 @@ class Marker(Transform):
 class IrreversibleMarker(Marker):
     name = "quantize.marker"
     stage = Stage.QUANTIZE
-    reversible = False
+    lifecycle = Lifecycle(reversible=False)
 
 
 class Broken(Transform):

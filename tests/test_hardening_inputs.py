@@ -22,11 +22,11 @@ from dit_engine.testing.cli import refusal, run_cli
 def _tiny_lora(path: Path, scale: float = 0.5, poison: float | None = None) -> Path:
     """Rank-2 LoRA weights for the tiny transformer's attention projections; ``poison`` replaces
     one value of the first matrix (NaN, Inf, or a huge finite number)."""
-    from dit_engine.tiny import load_tiny_pipeline
+    from dit_engine.digits import load_digits_pipeline
 
     generator = torch.Generator().manual_seed(0)
     weights = {}
-    for name, module in load_tiny_pipeline().transformer.named_modules():
+    for name, module in load_digits_pipeline().transformer.named_modules():
         if name.endswith(("attn.to_q", "attn.to_v")):
             weights[f"transformer.{name}.lora_A.weight"] = torch.randn(2, module.in_features, generator=generator) * scale
             weights[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, 2, generator=generator) * scale

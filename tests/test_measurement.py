@@ -171,27 +171,33 @@ def test_speedup_objective_is_timed_from_interleaved_pairs(tmp_path):
     assert metrics["compute"]["steps_total"] == metrics["workload"]["repeats"] * 4  # 4 steps, one batched call each
 
 
-def test_calibration_run_feeds_teacache_and_magcache(tmp_path):
-    result = dit_engine("cache=calibration_run", "workload=one_prompt", "quiet=true", "hydra.run.dir=calib", cwd=tmp_path)
+def test_signal_fit_feeds_teacache_and_magcache(tmp_path):
+    result = dit_engine("cache=fit_signals", "workload=one_prompt", "quiet=true", "hydra.run.dir=fit", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     final = next(line for line in (result.stdout + result.stderr).splitlines() if "done:" in line)  # shown despite quiet
-    assert final.endswith(f"calibration.json: {tmp_path / 'calib' / 'calibration.json'}")
-    assert json.loads((tmp_path / "calib" / "metrics.json").read_text())["artifacts"] == ["calibration.json"]
-    calibration = json.loads((tmp_path / "calib" / "calibration.json").read_text())
-    entry = calibration["transformers"]["transformer"]
+    assert final.endswith(f"calibration.json: {tmp_path / 'fit' / 'calibration.json'}")
+    assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["artifacts"] == ["calibration.json"]
+    signals = json.loads((tmp_path / "fit" / "calibration.json").read_text())
+    entry = signals["transformers"]["transformer"]
     assert len(entry["teacache"]["coefficients"]) == 5
     assert len(entry["magcache"]["mag_ratios"]) == 28 and entry["magcache"]["mag_ratios"][0] == 1.0
-    file = tmp_path / "calib" / "calibration.json"
-    for cache in ("teacache", "magcache"):
-        prepared = prepare(compose_config([f"cache={cache}", f"cache.calibration_file={file}"]))
+    file = tmp_path / "fit" / "calibration.json"
+    # cache.calibration_file is the old name of cache.signals_file
+    for cache, key in (("teacache", "signals_file"), ("magcache", "calibration_file")):
+        prepared = prepare(compose_config([f"cache={cache}", f"cache.{key}={file}"]))
         assert str(file) in prepared.plan.explain()
+
+
+def test_the_old_names_of_the_signal_fit_still_compose():
+    assert compose_config(["cache=calibration_run"]).cache.name == "fit_signals"
+    assert compose_config(["cache=teacache", "cache.calibration_file=x.json"]).cache.signals_file == "x.json"
 
 
 def test_clip_score_from_a_local_model(tmp_path, monkeypatch):
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from dit_engine.testing.pipelines import tiny_clip_tokenizer
+    from dit_engine.testing import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
     config = CLIPConfig(

@@ -293,10 +293,10 @@ def test_decisions_keep_integers_and_masks_only():
 def regenerate(everything: bool, path: Path = PINS) -> None:
     from safetensors.torch import save_file
 
-    from dit_engine.tiny import load_tiny_pipeline
+    from dit_engine.digits import load_digits_pipeline
 
     torch.set_num_threads(1)
-    pipe = load_tiny_pipeline()
+    pipe = load_digits_pipeline()
     pipe.set_progress_bar_config(disable=True)
     tensors, cases_done, decided = {}, {}, {}
     if path.exists() and not everything:
@@ -319,10 +319,10 @@ def regenerate(everything: bool, path: Path = PINS) -> None:
 
 def check(names: list[str]) -> dict[str, dict]:
     """Recompute cases (all when ``names`` is empty) and say how each compares with its pin here."""
-    from dit_engine.tiny import load_tiny_pipeline
+    from dit_engine.digits import load_digits_pipeline
 
     torch.set_num_threads(1)
-    pipe = load_tiny_pipeline()
+    pipe = load_digits_pipeline()
     pipe.set_progress_bar_config(disable=True)
     tensors, recorded_on, _, decided = _load()
     exact, report = exact_platform(recorded_on), {}

@@ -82,7 +82,7 @@ def test_every_data_file_is_package_data(distribution):
             shipped |= {p.resolve() for p in folder.glob(pattern) if p.is_file()}
     missing = sorted(str(path.relative_to(REPO)) for path in data_files().values() if path.resolve() not in shipped)
     assert not missing, f"data files not in the wheel (add them to [tool.setuptools.package-data]): {missing}"
-    assert any(p.endswith("tiny/weights/tiny_dit.safetensors") for p in data_files())
+    assert any(p.endswith("digits/weights/tiny_dit.safetensors") for p in data_files())
     assert any(p.endswith("conf/cache/dbcache.yaml") for p in data_files())
 
 

@@ -35,7 +35,6 @@ def test_run_writes_the_run_directory(tmp_path):
 class LoadTime(Transform):
     name = "quantize.load_time"
     stage = Stage.QUANTIZE
-    acts = "load_time"
 
     @classmethod
     def load_kwargs(cls, config):

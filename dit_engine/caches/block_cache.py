@@ -33,17 +33,24 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec
-from dit_engine.caches.settings import BlockCacheConfig  # noqa: F401 - re-exported: the caches' shared settings
+from dit_engine.config.schema import BlockCacheConfig  # noqa: F401 - re-exported: the caches' shared settings
 from dit_engine.caches.constant_modules import forget_constant_modules, memoize_constant_modules
+from dit_engine.diffusers_adapter import DiffusersAdapter
 from dit_engine.hooks import StatefulHook, remove_hook
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext, Transform
+from dit_engine.transforms.protocols import ForecastErrorRule
 
 HOOK_NAME = "dit_engine.block_cache"
 
 
 class Forecaster(Protocol):
-    """A calibrator's view of one residual stream: fold in computed values, predict skipped ones."""
+    """A calibrator's view of one residual stream: fold in computed values, predict skipped ones.
+
+    ``degree``: the degree of its forecast in the gap since the last computed step (a forecast of
+    degree d errs like gap ** (d + 1); SCM's adaptive policy sizes its gaps by it)."""
+
+    degree: int
 
     def update(self, history: Any, value: torch.Tensor, step: int) -> Any: ...
 
@@ -214,8 +221,7 @@ class BlockCache:
         state.span_residual[span] = (new_hidden, new_encoder)
 
     def _wants_forecast_error(self, state: BranchState) -> bool:
-        wants = getattr(self.rule, "wants_forecast_error", None)
-        return wants is not None and wants(state)
+        return isinstance(self.rule, ForecastErrorRule) and self.rule.wants_forecast_error(state)
 
     def _report_forecast_error(self, state: BranchState, computed: torch.Tensor) -> None:
         """Tell the rule how far off a forecast of this computed step would have been (relative
@@ -408,6 +414,18 @@ def install_output_cache(name: str, transformer: torch.nn.Module, block_lists: l
     return cache, [transformer]
 
 
+def family_threshold(thresholds: dict[str, float], large_dit: float, adapter: Any) -> dict[str, float]:
+    """A block cache's default ``{"threshold": ...}`` for ``adapter``'s family: its entry in the
+    technique's ``thresholds`` table (by adapter name), else ``large_dit`` for any diffusers DiT
+    (a :class:`DiffusersAdapter`, plugins included), else none (the check then asks for
+    ``cache.threshold``)."""
+    if adapter.name in thresholds:
+        return {"threshold": thresholds[adapter.name]}
+    if isinstance(adapter, DiffusersAdapter):
+        return {"threshold": large_dit}
+    return {}
+
+
 class BlockCacheTransform(Transform):
     """Base of the block caches: installs a :class:`BlockCache` with the technique's decision rule
     on every transformer of the pipeline (:class:`ForecastableBlockCache` lets calibrators bind).
@@ -422,11 +440,10 @@ class BlockCacheTransform(Transform):
     hook_name: str = HOOK_NAME
 
     @classmethod
-    def resolve_config(cls, node: Any, adapter: Any) -> Any:
-        """Fill null settings from the family defaults; a null threshold becomes the family
-        default times ``threshold_scale`` (how the presets ``dbcache_fast`` / ``dbcache_slow``
-        stay relative to each model's default)."""
-        config = super().resolve_config(node, adapter)
+    def adjust_config(cls, config: BlockCacheConfig, node: Any) -> BlockCacheConfig:
+        """A null threshold, filled from the family defaults, becomes the family default times
+        ``threshold_scale`` (how the presets ``dbcache_fast`` / ``dbcache_slow`` stay relative to
+        each model's default)."""
         if node.get("threshold") is None and config.threshold is not None:
             config.threshold = config.threshold * config.threshold_scale
         return config
@@ -546,7 +563,7 @@ class WholeStepBlockCache(ForecastableBlockCache):
     min_front_blocks = 0
 
     @classmethod
-    def resolve_config(cls, node: Any, adapter: Any) -> Any:
-        config = super().resolve_config(node, adapter)
+    def adjust_config(cls, config: BlockCacheConfig, node: Any) -> BlockCacheConfig:
+        config = super().adjust_config(config, node)
         config.front_blocks = config.back_blocks = 0
         return config

@@ -10,13 +10,25 @@ blocks are reused (so slow drift accumulates until it forces a compute). See
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, relative_l1
-from dit_engine.plan import Stage
+from dit_engine.caches.block_cache import (BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, family_threshold,
+                                           relative_l1)
+from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext
+
+
+#: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_DBCACHE_THRESHOLD` (a plain
+#: dict: a plugin adds its family's entry when its adapter module is imported).
+DBCACHE_THRESHOLDS: dict[str, float] = {
+    "tiny": 0.2,  # measured on the embedded digits model at 28 steps (benchmarks/, docs/caches.md)
+}
+#: What FBCache/DBCache users run the large diffusers DiTs with (ParaAttention, cache-dit: about
+#: 1.5-2x at 28-50 steps with little visible change).
+LARGE_DIT_DBCACHE_THRESHOLD = 0.08
 
 
 @dataclass
@@ -66,6 +78,11 @@ class DBCacheTransform(ForecastableBlockCache):
     name = "cache.dbcache"
     stage = Stage.CACHE
     config_class = DBCacheConfig
+
+    @classmethod
+    def family_defaults(cls, adapter: Any) -> dict[str, Any]:
+        """The family's threshold (:data:`DBCACHE_THRESHOLDS`)."""
+        return family_threshold(DBCACHE_THRESHOLDS, LARGE_DIT_DBCACHE_THRESHOLD, adapter)
 
     @classmethod
     def describe(cls, config: DBCacheConfig, model_info: ModelInfo) -> str:

@@ -17,13 +17,21 @@ from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo
 from dit_engine.caches.constant_modules import memoize_constant_modules
-from dit_engine.caches.block_cache import BlockCacheConfig, BlockCacheTransform, block_sequence, relative_l1
+from dit_engine.caches.block_cache import BlockCacheConfig, BlockCacheTransform, block_sequence, family_threshold, relative_l1
 from dit_engine.hooks import StatefulHook
-from dit_engine.plan import Stage
+from dit_engine.config.groups import Stage
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext
 
 HOOK_NAME = "dit_engine.dbprune"
+
+#: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_DBPRUNE_THRESHOLD` (a plain
+#: dict: a plugin adds its family's entry when its adapter module is imported).
+DBPRUNE_THRESHOLDS: dict[str, float] = {
+    "tiny": 0.15,  # measured on the embedded digits model at 28 steps (benchmarks/, docs/caches.md)
+}
+#: Below DBCache's 0.08: DBPrune decides per block, where a smaller change already matters.
+LARGE_DIT_DBPRUNE_THRESHOLD = 0.05
 
 
 @dataclass
@@ -232,6 +240,11 @@ class DBPruneTransform(BlockCacheTransform):
     config_class = DBPruneConfig
     min_front_blocks = 0
     hook_name = HOOK_NAME
+
+    @classmethod
+    def family_defaults(cls, adapter: Any) -> dict[str, Any]:
+        """The family's threshold (:data:`DBPRUNE_THRESHOLDS`)."""
+        return family_threshold(DBPRUNE_THRESHOLDS, LARGE_DIT_DBPRUNE_THRESHOLD, adapter)
 
     @classmethod
     def describe(cls, config: DBPruneConfig, model_info: ModelInfo) -> str:

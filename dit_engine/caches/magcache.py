@@ -4,7 +4,10 @@ the ratio product from 1 stays below the threshold, for at most ``max_continuous
 steps in a row. The first ``retention_ratio`` of the steps always compute.
 
 The curve comes from ``cache.mag_ratios``, a ``calibration.json`` written by
-``cache=calibration_run``, or the adapter's published one; it is interpolated to any step count.
+``cache=fit_signals``, or the family's published one (:data:`MAG_RATIOS`, or a shipped
+calibration: ``teacache.SHIPPED_CALIBRATIONS``); it is interpolated to any step count. The tables
+are plain dicts keyed by adapter name: a plugin adds its family's entries when its adapter module
+is imported.
 """
 
 from __future__ import annotations
@@ -12,15 +15,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
+from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
-from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState
+from dit_engine.adapter import Adapter, ModelInfo
+from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, family_threshold
 from dit_engine.caches.teacache import WholeStepCacheTransform
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, PlanContext
+
+
+#: MagCache's published magnitude-ratio curves, by adapter name (keyed by family: the curve is a
+#: property of the transformer's residuals, shared by every pipeline of the family).
+MAG_RATIOS: dict[str, list[float]] = {
+    "flux": [float(r) for r in FLUX_MAG_RATIOS],  # MagCache's FLUX curve, as diffusers ships it
+}
+
+#: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_MAGCACHE_THRESHOLD`.
+MAGCACHE_THRESHOLDS: dict[str, float] = {
+    "tiny": 0.12,  # measured on the embedded digits model at 28 steps (benchmarks/, docs/caches.md)
+}
+#: The threshold of every other diffusers DiT.
+LARGE_DIT_MAGCACHE_THRESHOLD = 0.06
 
 
 @dataclass
@@ -33,16 +51,17 @@ class MagCacheConfig(BlockCacheConfig):
 
     Attributes:
         name: transform implementation (``magcache``).
-        mag_ratios: per-step magnitude ratios; ``None``: from ``calibration_file``, else the
-            adapter's (FLUX: MagCache's published curve; the tiny model: its shipped calibration).
-        calibration_file: a ``calibration.json`` written by ``python -m dit_engine cache=calibration_run``.
+        mag_ratios: per-step magnitude ratios; ``None``: from ``signals_file``, else the
+            family's (FLUX: MagCache's published curve; the tiny model: its shipped calibration).
+        signals_file: a ``calibration.json`` written by ``python -m dit_engine cache=fit_signals``
+            (``cache.calibration_file`` is its old name).
         retention_ratio: the first fraction of the steps always computes.
     """
 
     name: str = "magcache"
     front_blocks: int = 0
     mag_ratios: Optional[list[float]] = None
-    calibration_file: Optional[str] = None
+    signals_file: Optional[str] = None
     retention_ratio: float = 0.2
 
 
@@ -103,7 +122,15 @@ class MagCacheTransform(WholeStepCacheTransform):
     stage = Stage.CACHE
     config_class = MagCacheConfig
     section, value_key = "magcache", "mag_ratios"
-    adapter_facts = {"mag_ratios": "mag_ratios"}
+
+    @classmethod
+    def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
+        """The family's threshold and published (or shipped) ratio curve."""
+        defaults = family_threshold(MAGCACHE_THRESHOLDS, LARGE_DIT_MAGCACHE_THRESHOLD, adapter)
+        ratios = cls.published_values(MAG_RATIOS, adapter)
+        if ratios is not None:
+            defaults["mag_ratios"] = ratios
+        return defaults
 
     @classmethod
     def check(cls, config: MagCacheConfig, context: PlanContext) -> list[str]:
@@ -114,7 +141,7 @@ class MagCacheTransform(WholeStepCacheTransform):
 
     @classmethod
     def describe(cls, config: MagCacheConfig, model_info: ModelInfo) -> str:
-        source = config.calibration_file or "adapter / config ratios"
+        source = config.signals_file or "adapter / config ratios"
         return (
             f"MagCache whole-step skip over {model_info.total_blocks} blocks, threshold={config.threshold}, "
             f"retention_ratio={config.retention_ratio}, max_continuous_cached_steps={config.max_continuous_cached_steps}, "

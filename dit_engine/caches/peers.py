@@ -13,10 +13,12 @@ from typing import Any, Optional
 
 import torch
 
-from dit_engine.adapter import ModelInfo
+from dit_engine.adapter import Adapter, ModelInfo
+from dit_engine.caches.magcache import MAG_RATIOS, MagCacheTransform
+from dit_engine.caches.seacache import SeaCacheTransform
 from dit_engine.errors import PlanError
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext, Transform
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
 
 
 @dataclass
@@ -66,7 +68,7 @@ class DiffusersMagCacheConfig:
         num_inference_steps: the step count of the runs (diffusers needs it up front); ``None``
             takes the workload's on the command line; with ``dit_engine.apply`` set it to the
             ``num_inference_steps`` you call the pipeline with.
-        mag_ratios: the curve; ``None`` takes the adapter's (``Adapter.mag_ratios``).
+        mag_ratios: the curve; ``None`` takes the family's (as ``cache=magcache`` does).
     """
 
     name: str = "diffusers_magcache"
@@ -166,7 +168,7 @@ class PeerCacheTransform(Transform):
 
     stage = Stage.CACHE
     #: Third-party caches decide on each rank's own shard: refused under parallel plans.
-    rank_consistent = False
+    lifecycle = Lifecycle(rank_consistent=False)
 
     def enable(self, pipe: Any, transformer: torch.nn.Module, context: ApplyContext) -> None:
         raise NotImplementedError
@@ -277,7 +279,12 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
 
     name = "cache.diffusers_magcache"
     config_class = DiffusersMagCacheConfig
-    adapter_facts = {"mag_ratios": "mag_ratios"}
+
+    @classmethod
+    def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
+        """The family's ratio curve, the one ``cache=magcache`` takes (its threshold is diffusers')."""
+        ratios = MagCacheTransform.published_values(MAG_RATIOS, adapter)
+        return {} if ratios is None else {"mag_ratios": ratios}
 
     @classmethod
     def check(cls, config: DiffusersMagCacheConfig, context: PlanContext) -> list[str]:
@@ -316,8 +323,6 @@ class DiffusersSeaCacheTransform(DiffusersCacheTransform):
 
     @classmethod
     def check(cls, config: DiffusersSeaCacheConfig, context: PlanContext) -> list[str]:
-        from dit_engine.caches.seacache import SeaCacheTransform
-
         # the same settings and limits as cache=seacache (diffusers would raise on them at apply)
         return SeaCacheTransform.check(SeaCacheTransform.config_class(**vars(config) | {"name": "seacache"}), context)
 

@@ -11,19 +11,53 @@ forecast error measured at computed steps says the trajectory bends (:class:`Ada
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache
+from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, family_threshold
 from dit_engine.caches.dbcache import threshold_hit
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, PlanContext
+
+
+class Preset(enum.StrEnum):
+    """``cache.preset``: a share of steps computed (:data:`PRESET_FRACTIONS`)."""
+
+    slow = "slow"
+    medium = "medium"
+    fast = "fast"
+    ultra = "ultra"
+
 
 #: Preset -> share of steps computed.
-PRESET_FRACTIONS = {"slow": 0.60, "medium": 0.40, "fast": 0.33, "ultra": 0.25}
+PRESET_FRACTIONS = {Preset.slow: 0.60, Preset.medium: 0.40, Preset.fast: 0.33, Preset.ultra: 0.25}
+
+
+class Policy(enum.StrEnum):
+    """``cache.policy``: what a step the mask lets cache does (see :class:`SCMConfig`)."""
+
+    dynamic = "dynamic"
+    static = "static"
+    adaptive = "adaptive"
+
+
+class SkipLevel(enum.StrEnum):
+    """``cache.skip_level``: what a cached step skips (see :class:`SCMConfig`)."""
+
+    blocks = "blocks"
+    model = "model"
+
+#: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_SCM_THRESHOLD` (a plain dict:
+#: a plugin adds its family's entry when its adapter module is imported).
+SCM_THRESHOLDS: dict[str, float] = {
+    "tiny": 0.2,  # measured on the embedded digits model at 28 steps (benchmarks/, docs/caches.md)
+}
+#: DBCache's large-DiT threshold: the dynamic policy applies DBCache's rule on the masked steps.
+LARGE_DIT_SCM_THRESHOLD = 0.08
 
 
 @dataclass
@@ -58,11 +92,11 @@ class SCMConfig(BlockCacheConfig):
     """
 
     name: str = "scm"
-    preset: Optional[str] = "medium"
+    preset: Optional[Preset] = Preset.medium
     mask: Optional[str] = None
     budget: Optional[float] = None
-    policy: str = "dynamic"
-    skip_level: str = "blocks"
+    policy: Policy = Policy.dynamic
+    skip_level: SkipLevel = SkipLevel.blocks
 
 
 def preset_flags(preset: str, num_steps: int) -> list[bool]:
@@ -191,9 +225,8 @@ class AdaptiveStepRule:
 
     def new_request(self, cache: BlockCache) -> None:
         forecaster = cache.forecaster
-        # a forecast of degree d in the gap errs like gap ** (d + 1); FoCa's corrector is of a higher
-        # order than its degree in the gap, so forecasters may say their degree apart from their order
-        self.degree = getattr(forecaster, "degree", getattr(forecaster, "order", 1)) if forecaster is not None else 0
+        # a forecast of degree d in the gap errs like gap ** (d + 1) (Forecaster.degree)
+        self.degree = forecaster.degree if forecaster is not None else 0
 
     def _branch(self, state: BranchState) -> AdaptiveBranch:
         if state.rule is None:
@@ -263,16 +296,21 @@ class SCMTransform(ForecastableBlockCache):
     min_front_blocks = 0
 
     @classmethod
+    def batch_invariant(cls, config: SCMConfig) -> bool:
+        """The ``static`` policy caches by the mask alone, whatever the batch holds."""
+        return config.policy == "static"
+
+    @classmethod
+    def family_defaults(cls, adapter: Any) -> dict[str, Any]:
+        """The family's threshold (:data:`SCM_THRESHOLDS`), used by the ``dynamic`` policy."""
+        return family_threshold(SCM_THRESHOLDS, LARGE_DIT_SCM_THRESHOLD, adapter)
+
+    @classmethod
     def check(cls, config: SCMConfig, context: PlanContext) -> list[str]:
         problems = cls.block_problems(config, context, needs_threshold=config.policy == "dynamic")
-        if config.policy not in ("static", "dynamic", "adaptive"):
-            problems.append(f"cache.policy={config.policy} is unknown; use static (cache every masked step), dynamic (masked "
-                            "steps obey the threshold) or adaptive (a budget of computes placed by the forecast error)")
-        elif config.policy == "dynamic" and config.front_blocks < 1:
+        if config.policy == "dynamic" and config.front_blocks < 1:
             problems.append("cache.policy=dynamic decides from the front blocks' residual: use cache.front_blocks>=1 or cache.policy=static")
-        if config.skip_level not in ("blocks", "model"):
-            problems.append(f"cache.skip_level={config.skip_level} is unknown; use blocks or model")
-        elif config.skip_level == "model" and config.policy == "dynamic":
+        if config.skip_level == "model" and config.policy == "dynamic":
             problems.append("cache.skip_level=model skips whole steps without a probe: it needs cache.policy=static or adaptive")
         problem = budget_problem(config.budget)
         if problem:
@@ -285,7 +323,7 @@ class SCMTransform(ForecastableBlockCache):
             problem = mask_problem(config.mask)
             if problem:
                 problems.append(problem)
-        elif config.budget is None and config.preset not in PRESET_FRACTIONS:
+        elif config.budget is None and config.preset is None:
             problems.append(f"cache.preset={config.preset} is unknown; use one of {', '.join(PRESET_FRACTIONS)} or give cache.mask=<bits>")
         return problems
 

@@ -28,8 +28,8 @@ from dit_engine.adapter import ModelInfo
 from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, WholeStepBlockCache, relative_l1
 from dit_engine.calibrators.abcache import PolynomialExtrapolationForecaster
 from dit_engine.errors import DitEngineError
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, PlanContext
 
 NO_SIGMAS = (
     "cache=seacache needs each step's noise level, which the engine reads from the scheduler at set_timesteps, and this "

@@ -4,21 +4,61 @@ below the threshold.
 
 It is the block cache with Fn = Bn = 0 (decided before the first block runs) and this rule; the
 rescaling polynomial comes from ``cache.coefficients``, a ``calibration.json`` written by
-``cache=calibration_run``, or the adapter's published one.
+``cache=fit_signals``, or the family's published one (:data:`TEACACHE_COEFFICIENTS`).
+
+The family facts live here, beside the technique, keyed by adapter name (as diffusers keeps
+``FLUX_MAG_RATIOS`` beside its MagCache hook): the published polynomials, the families whose
+calibration ships with the engine, and the default thresholds. The tables are plain dicts: a plugin
+adds its family's entries when its adapter module is imported (docs/plugins.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from dit_engine.adapter import ModelInfo, Probe
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, WholeStepBlockCache, relative_l1
-from dit_engine.caches.calibration import CALIBRATE_HINT, calibration_problem, read_calibration, values_problem
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext
+from dit_engine.adapter import Adapter, ModelInfo, Probe
+from dit_engine.caches.block_cache import (BlockCache, BlockCacheConfig, BranchState, WholeStepBlockCache, family_threshold,
+                                           relative_l1)
+from dit_engine.caches.signal_fit import FIT_SIGNALS_HINT, read_signals, signals_problem, values_problem
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, PlanContext
+
+
+#: TeaCache's published rescaling polynomials, highest power first, by adapter name. Keyed by
+#: family rather than pipeline class: the polynomial is fitted to the transformer's modulated
+#: input, which every pipeline of the family shares.
+TEACACHE_COEFFICIENTS: dict[str, list[float]] = {
+    # TeaCache4FLUX
+    "flux": [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01],
+}
+
+#: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_TEACACHE_THRESHOLD`.
+TEACACHE_THRESHOLDS: dict[str, float] = {
+    "tiny": 0.2,  # measured on the embedded digits model at 28 steps (benchmarks/, docs/caches.md)
+    "flux": 0.4,  # TeaCache4FLUX's threshold (about 1.8x at 28 steps)
+}
+#: The threshold of every other diffusers DiT (its coefficients come from a calibration run).
+LARGE_DIT_TEACACHE_THRESHOLD = 0.2
+
+
+def _digits_calibration() -> Path:
+    # Imported on use: the digits model's package loads diffusers' FLUX transformer, which a
+    # TeaCache / MagCache plan for any other family does not need.
+    from dit_engine.digits.model import WEIGHTS_DIR
+
+    return WEIGHTS_DIR / "calibration.json"
+
+
+#: Families whose ``calibration.json`` (a ``cache=fit_signals`` output) ships with the engine,
+#: by adapter name: TeaCache and MagCache take their section of it when no values are published.
+SHIPPED_CALIBRATIONS: dict[str, Callable[[], Path]] = {
+    "tiny": _digits_calibration,  # a signal fit on workload=bench_16, next to the weights
+}
 
 
 @dataclass
@@ -31,14 +71,16 @@ class TeaCacheConfig(BlockCacheConfig):
     Attributes:
         name: transform implementation (``teacache``).
         coefficients: the rescaling polynomial, highest power first. ``None``: from
-            ``calibration_file``, else the adapter's published ones (FLUX, the tiny model).
-        calibration_file: a ``calibration.json`` written by ``python -m dit_engine cache=calibration_run``.
+            ``signals_file``, else the family's published ones (FLUX; the tiny model's shipped
+            calibration).
+        signals_file: a ``calibration.json`` written by ``python -m dit_engine cache=fit_signals``
+            (``cache.calibration_file`` is its old name).
     """
 
     name: str = "teacache"
     front_blocks: int = 0
     coefficients: Optional[list[float]] = None
-    calibration_file: Optional[str] = None
+    signals_file: Optional[str] = None
 
 
 @dataclass
@@ -85,25 +127,35 @@ class WholeStepCacheTransform(WholeStepBlockCache):
     value_key = ""
 
     @classmethod
+    def published_values(cls, published: dict[str, list[float]], adapter: Adapter) -> list[float] | None:
+        """The family's values: ``published[adapter.name]``, else its shipped calibration's
+        ``section``, else None. A fresh list (the resolved config may be changed)."""
+        if adapter.name in published:
+            return list(published[adapter.name])
+        if adapter.name in SHIPPED_CALIBRATIONS:
+            return list(read_signals(str(SHIPPED_CALIBRATIONS[adapter.name]()), cls.section, "transformer")[cls.value_key])
+        return None
+
+    @classmethod
     def values(cls, config: Any, transformer: str | None = None):
-        """The calibrated values: the calibration file's when set, else the config's (or the adapter's)."""
-        if config.calibration_file:
-            return read_calibration(config.calibration_file, cls.section, transformer)[cls.value_key]
+        """The calibrated values: the signals file's when set, else the config's (or the family's)."""
+        if config.signals_file:
+            return read_signals(config.signals_file, cls.section, transformer)[cls.value_key]
         return getattr(config, cls.value_key)
 
     @classmethod
     def check(cls, config: Any, context: PlanContext) -> list[str]:
         problems = cls.block_problems(config, context)
-        problem = calibration_problem(config.calibration_file, cls.section, cls.value_key, context.adapter.name)
+        problem = signals_problem(config.signals_file, cls.section, cls.value_key, context.adapter.name)
         values = getattr(config, cls.value_key)
         if problem:
             problems.append(problem)
-        elif not config.calibration_file and values is None:
-            problems.append(f"model '{context.adapter.name}' has no published {cls.section} {cls.value_key.replace('_', ' ')}; {CALIBRATE_HINT}")
-        elif not config.calibration_file:
+        elif not config.signals_file and values is None:
+            problems.append(f"model '{context.adapter.name}' has no published {cls.section} {cls.value_key.replace('_', ' ')}; {FIT_SIGNALS_HINT}")
+        elif not config.signals_file:
             problem = values_problem(list(values), f"cache.{cls.value_key}", positive=cls.value_key == "mag_ratios")
             if problem:
-                problems.append(f"{problem}; give the calibrated values or {CALIBRATE_HINT}")
+                problems.append(f"{problem}; give the calibrated values or {FIT_SIGNALS_HINT}")
         return problems
 
 
@@ -114,7 +166,15 @@ class TeaCacheTransform(WholeStepCacheTransform):
     stage = Stage.CACHE
     config_class = TeaCacheConfig
     section, value_key = "teacache", "coefficients"
-    adapter_facts = {"coefficients": "teacache_coefficients"}
+
+    @classmethod
+    def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
+        """The family's threshold and published (or shipped) coefficients."""
+        defaults = family_threshold(TEACACHE_THRESHOLDS, LARGE_DIT_TEACACHE_THRESHOLD, adapter)
+        coefficients = cls.published_values(TEACACHE_COEFFICIENTS, adapter)
+        if coefficients is not None:
+            defaults["coefficients"] = coefficients
+        return defaults
 
     @classmethod
     def check(cls, config: TeaCacheConfig, context: PlanContext) -> list[str]:
@@ -128,7 +188,7 @@ class TeaCacheTransform(WholeStepCacheTransform):
 
     @classmethod
     def describe(cls, config: TeaCacheConfig, model_info: ModelInfo) -> str:
-        source = config.calibration_file or "adapter / config coefficients"
+        source = config.signals_file or "adapter / config coefficients"
         return f"TeaCache whole-step skip over {model_info.total_blocks} blocks, threshold={config.threshold}, coefficients from {source}"
 
     def make_rule(self, transformer: str, context: ApplyContext) -> TeaCacheRule:

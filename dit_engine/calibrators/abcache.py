@@ -46,6 +46,7 @@ class PolynomialExtrapolationForecaster:
 
     def __init__(self, order: int, warmup: int):
         self.order = order
+        self.degree = order  # extrapolating n + 1 points: a polynomial of degree n in the gap
         self.warmup = warmup
 
     def update(self, history: ExtrapolationHistory | None, value: torch.Tensor, step: int) -> ExtrapolationHistory:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext, ForecastTarget, Transform
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, PlanContext, Transform
+from dit_engine.transforms.protocols import ForecastTarget
 
 
 class CalibratorTransform(Transform):

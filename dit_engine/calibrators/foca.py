@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from dit_engine.calibrators.base import CalibratorTransform
-from dit_engine.plan import PlanContext
+from dit_engine.transforms.base import PlanContext
 
 #: FoCa is one scheme, second order: a BDF2 predictor and a Heun corrector.
 SUPPORTED_ORDERS = (2,)

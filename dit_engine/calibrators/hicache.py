@@ -11,7 +11,7 @@ import torch
 
 from dit_engine.calibrators.base import CalibratorTransform
 from dit_engine.calibrators.taylorseer import TaylorHistory, TaylorSeerForecaster
-from dit_engine.plan import PlanContext
+from dit_engine.transforms.base import PlanContext
 
 #: Order 1 has no Hermite term (it is ``calibrator=taylorseer``); 2 and 3 do.
 SUPPORTED_ORDERS = (2, 3)

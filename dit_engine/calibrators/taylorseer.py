@@ -51,6 +51,7 @@ class TaylorSeerForecaster:
 
     def __init__(self, order: int, warmup: int):
         self.order = order
+        self.degree = order  # a Taylor series of order n is a polynomial of degree n in the gap
         self.warmup = warmup
 
     def update(self, history: TaylorHistory | None, value: torch.Tensor, step: int) -> TaylorHistory:

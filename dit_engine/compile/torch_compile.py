@@ -2,7 +2,7 @@
 
 **regional** (the default preset, as diffusers' ``compile_repeated_blocks``): every block of the
 adapter's block lists gets its ``forward`` compiled. It is installed *beneath* every hook (through
-:meth:`Transform.apply_inner`, before any plan step is applied), so the caches' decisions, the
+:class:`~dit_engine.transforms.protocols.WrapsInner`, before any plan step is applied), so the caches' decisions, the
 step state and the context-parallel split hooks run in Python around the compiled blocks: a block
 compiles to one graph with any cache installed (``compile.fullgraph=true`` proves it), and since
 blocks of one list share their code, one compilation serves all of them.
@@ -18,28 +18,33 @@ after it first changes, e.g. a batch doubled by CFG); the counters are in the ru
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext, Transform
+from dit_engine.compat import dynamo_backends, dynamo_graph_counters
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
 
-SCOPES = ("regional", "full")
+
+class Scope(enum.StrEnum):
+    """``compile.scope``: what is compiled (see the module docstring)."""
+
+    regional = "regional"
+    full = "full"
 
 
-def known_modes() -> list[str]:
-    from torch._inductor import list_mode_options
-
-    return ["default", *list_mode_options()]
+#: ``compile.mode``: torch.compile's modes (torch 2.13's ``torch._inductor.list_mode_options()``);
+#: built from a mapping because the names hold dashes (member names are what a config spells).
+Mode = enum.StrEnum("Mode", {name: name for name in
+                             ("default", "lite", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")})
 
 
 def known_backends() -> list[str]:
-    import torch._dynamo
-
-    return sorted(set(torch._dynamo.list_backends()) | {"eager", "aot_eager", "inductor"})
+    return sorted(set(dynamo_backends()) | {"eager", "aot_eager", "inductor"})
 
 
 @dataclass
@@ -56,8 +61,8 @@ class CompileConfig:
     """
 
     name: str = "torch_compile"
-    scope: str = "regional"
-    mode: Optional[str] = None
+    scope: Scope = Scope.regional
+    mode: Optional[Mode] = None
     dynamic: Optional[bool] = None
     fullgraph: bool = False
     backend: str = "inductor"
@@ -67,26 +72,17 @@ class CompileConfig:
 BACKEND_PACKAGES = {"tvm": "tvm", "openxla": "torch_xla", "openxla_eval": "torch_xla", "onnxrt": "onnxruntime"}
 
 
-def _backend_problems(backend: str, cfg: Any) -> list[str]:
+def _backend_problems(backend: str, device: torch.device | None) -> list[str]:
     """A backend torch knows that cannot run here: its package missing, or CUDA graphs off CUDA."""
     import importlib.util
 
     package = BACKEND_PACKAGES.get(backend)
     if package is not None and importlib.util.find_spec(package) is None:
         return [f"compile.backend={backend} needs the {package} package, which is not installed; use inductor (or install {package})"]
-    device = str(cfg.model.device) if cfg is not None else "cpu"
-    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if backend == "cudagraphs" and not on_cuda:
+    if backend == "cudagraphs" and (device is None or device.type != "cuda"):
         return [f"compile.backend=cudagraphs records CUDA graphs, and model.device={device} is not a CUDA device; "
                 "use inductor (or run on a GPU)"]
     return []
-
-
-def _graph_counters() -> dict[str, int]:
-    from torch._dynamo.utils import counters
-
-    return {"graphs": int(counters["stats"]["unique_graphs"]),
-            "graph_breaks": int(sum(counters["graph_break"].values()))}
 
 
 class CompileTransform(Transform):
@@ -95,24 +91,15 @@ class CompileTransform(Transform):
     name = "compile.torch_compile"
     stage = Stage.COMPILE
     config_class = CompileConfig
-    reversible = False
+    lifecycle = Lifecycle(reversible=False)
 
     @classmethod
     def check(cls, config: CompileConfig, context: PlanContext) -> list[str]:
         problems = []
-        if config.scope not in SCOPES:
-            problems.append(f"compile.scope={config.scope}: use regional or full")
-        if config.mode not in (None, *known_modes()):
-            problems.append(f"compile.mode={config.mode} is not a torch.compile mode; use one of {', '.join(known_modes())}")
         if config.backend not in known_backends() or config.backend.endswith("_TESTING_ONLY"):
             problems.append(f"compile.backend={config.backend} is not a torch.compile backend; use inductor, aot_eager or eager")
         else:
-            problems.extend(_backend_problems(config.backend, context.config))
-        cfg = context.config
-        hooked_groups = [g for g in ("cache", "calibrator") if cfg is not None and cfg[g].name != "none"]
-        if config.scope == "full" and config.fullgraph and hooked_groups:
-            problems.append(f"compile=full with compile.fullgraph=true cannot hold the {', '.join(hooked_groups)} decisions made in "
-                            "Python inside the model; use compile=regional (blocks compiled whole, decisions around them)")
+            problems.extend(_backend_problems(config.backend, context.device))
         return problems
 
     @classmethod
@@ -127,7 +114,7 @@ class CompileTransform(Transform):
                              fullgraph=c.fullgraph, backend=c.backend)
 
     def apply_inner(self, pipe: Any, context: ApplyContext) -> None:
-        self.before = _graph_counters()
+        self.before = dynamo_graph_counters()
         self.compiled = 0
         for transformer in context.transformers.values():
             if self.config.scope == "full":
@@ -146,9 +133,9 @@ class CompileTransform(Transform):
         pass  # irreversible: Handle.remove() refuses before it gets here
 
     def reset_stats(self) -> None:
-        self.before = _graph_counters()
+        self.before = dynamo_graph_counters()
 
     def stats(self) -> dict[str, Any]:
-        now = _graph_counters()
+        now = dynamo_graph_counters()
         return {"scope": self.config.scope, "compiled_modules": self.compiled,
                 **{key: now[key] - self.before[key] for key in now}}

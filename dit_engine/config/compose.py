@@ -10,40 +10,20 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Sequence
-from importlib import resources
 
 from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from dit_engine.config.schema import ENGINE_SCHEMAS, EngineConfig, NoneConfig, group_schemas, register_schemas
+from dit_engine.compat import hydra_app_set_aside
+from dit_engine.config.groups import engine_config_class, group_names
+from dit_engine.config.options import CONFIG_MODULE, group_options
+from dit_engine.config.schema import NoneConfig
+from dit_engine.config.schema_source import group_schemas, schema_choice_problem
+from dit_engine.config.search_path import register_schemas
 from dit_engine.errors import ConfigError
-
-CONFIG_MODULE = "dit_engine.conf"
-
-
-def config_modules() -> list[str]:
-    """The packages holding config folders: dit_engine's, then every installed plugin's."""
-    from dit_engine.config.search_path import plugin_config_modules
-
-    return [CONFIG_MODULE] + [module for _, module in plugin_config_modules()]
-
-
-def group_options(group: str, include_plugins: bool = True) -> list[str]:
-    """YAML options of a config group, shipped and (unless ``include_plugins=False``) from
-    installed plugins (``cache`` -> ``["dbcache", ...]``)."""
-    options = set()
-    for module in config_modules() if include_plugins else [CONFIG_MODULE]:
-        try:
-            folder = resources.files(module).joinpath(group)
-        except ModuleNotFoundError:
-            continue
-        if folder.is_dir():
-            options.update(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-    return sorted(options)
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -62,8 +42,9 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     return copy.deepcopy(_COMPOSED[key])
 
 
-#: shorthand overrides: ``lora=<path>`` sets ``lora.path`` (``lora`` is a node of keys, not a group)
-ALIASES = {"lora": "lora.path"}
+#: shorthand overrides: ``lora=<path>`` sets ``lora.path`` (``lora`` is a node of keys, not a group);
+#: ``cache.calibration_file`` is the old name of ``cache.signals_file``, kept as issues 3-5 spelled it out
+ALIASES = {"lora": "lora.path", "cache.calibration_file": "cache.signals_file"}
 
 
 def expand_aliases(overrides: Sequence[str]) -> list[str]:
@@ -85,20 +66,12 @@ _COMPOSED_MAX = 256
 
 def _compose(overrides: list[str]) -> DictConfig:
     register_schemas()
-    global_hydra = GlobalHydra.instance()
-    running_app = global_hydra.hydra  # set aside a running Hydra app, restored below
-    global_hydra.clear()
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
+        # a running Hydra app (the CLI's) is set aside for this compose and restored after it
+        with hydra_app_set_aside(), initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise ConfigError(explain_compose_error(err)) from None
-    finally:
-        global_hydra.clear()
-        if running_app is not None:
-            global_hydra.initialize(running_app)
-    from dit_engine.config.schema_source import schema_choice_problem
-
     problem = schema_choice_problem(cfg.hydra.runtime.choices)
     if problem:
         raise ConfigError(problem)
@@ -118,7 +91,7 @@ def overrides_touch_group(overrides: Sequence[str], group: str) -> bool:
 
 
 def _schema_keys(schema_name: str) -> list[str]:
-    for schemas in [{"schema_engine": EngineConfig}, *group_schemas().values()]:
+    for schemas in [{"schema_engine": engine_config_class()}, *group_schemas().values()]:
         for node in schemas.values():
             if node.__name__ == schema_name:
                 return list(node.__dataclass_fields__)
@@ -142,7 +115,7 @@ def explain_compose_error(err: Exception) -> str:
 
     unknown_group = re.search(r"Could not override '([^']+)'.*?No match in the defaults list", full, re.S)
     if unknown_group:
-        return f"unknown config group '{unknown_group.group(1)}'; groups: {', '.join(ENGINE_SCHEMAS)}"
+        return f"unknown config group '{unknown_group.group(1)}'; groups: {', '.join(group_names())}"
 
     bad_key = re.search(r"Key '([^']+)' not in '(\w+)'", full)
     if bad_key:
@@ -155,6 +128,12 @@ def explain_compose_error(err: Exception) -> str:
             group = full_key.split(".")[0]
             hint += f" (the chosen {group} option has no settings: pick one first, e.g. {group}=<option> {full_key}=...)"
         return f"unknown key {full_key}{hint}"
+
+    # an Enum field (compile.mode, quant.scheme, ...) given a value outside its closed set
+    not_a_choice = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]\s+full_key: (\S+)", full)
+    if not_a_choice:
+        value, choices, key = not_a_choice.groups()
+        return f"{key}={value} is unknown; use one of {choices}"
 
     conversion = (re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", full)
                   or re.search(r"Value '([^']*)' is not a valid (\w+)", full))

@@ -1,4 +1,5 @@
-"""Typed schemas of every config group, served to Hydra by :mod:`dit_engine.config.schema_source`.
+"""Typed schemas of the engine's own config groups and keys, served to Hydra by
+:mod:`dit_engine.config.schema_source`; which groups exist is :mod:`dit_engine.config.groups`.
 
 Each YAML option under ``conf/<group>/`` extends one of these schemas (``defaults: [schema_<x>]``),
 so a misspelt key or a value of the wrong type fails when Hydra composes the config, before
@@ -16,7 +17,6 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from dit_engine.caches.settings import BlockCacheConfig
 
 
 @dataclass
@@ -51,10 +51,52 @@ class NoneConfig:
 
 
 @dataclass
+class BlockCacheConfig:
+    """Settings shared by the block caches (``cache=dbcache``, ``fbcache``, ``scm``, ``teacache``...).
+
+    All transformer block lists of the model are treated as one sequence of N blocks. The first
+    ``front_blocks`` (Fn) and the last ``back_blocks`` (Bn) always run; the cache's decision rule
+    says when the middle blocks are reused.
+
+    Attributes:
+        front_blocks: Fn, blocks always computed at the start; they probe how much the step
+            changed. More front blocks: better decisions and quality, less saving.
+        back_blocks: Bn, blocks always computed at the end; they refine the reused residual.
+            More back blocks: better quality, less saving. Fn + Bn must be below N.
+        threshold: the decision rule's threshold (DBCache: relative L1 change of the Fn residual
+            below which the middle blocks are reused). 0 never caches (output identical to no
+            cache); larger caches more steps, faster and further from the uncached image.
+            ``None`` takes the technique's default for the model family (its table, e.g.
+            ``dbcache.DBCACHE_THRESHOLDS``; tiny: 0.2, flux: 0.08);
+            the plan shows the value used.
+        threshold_scale: multiplies the model's default threshold when ``threshold`` is null
+            (the presets ``dbcache_fast`` and ``dbcache_slow`` use it); ignored otherwise.
+        warmup_steps: the first steps of every request always compute (the trajectory changes
+            fastest there).
+        max_cached_steps: most cached steps per request and CFG branch; -1 for no limit.
+        max_continuous_cached_steps: most cached steps in a row before one full compute; -1 for
+            no limit. A small value bounds drift at high thresholds.
+        separate_cfg: ``None`` or ``True``: every CFG branch (the k-th transformer call of a
+            step) decides on its own; ``False``: later branches follow the first branch's
+            decision, so cond and uncond are always computed or cached together. Batched CFG
+            (one call per step) is one branch either way.
+    """
+
+    front_blocks: int = 1
+    back_blocks: int = 0
+    threshold: Optional[float] = None
+    threshold_scale: float = 1.0
+    warmup_steps: int = 2
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+    separate_cfg: Optional[bool] = None
+
+
+@dataclass
 class NoCacheConfig(BlockCacheConfig):
     """``cache=none``: nothing is cached.
 
-    The shared cache settings (:class:`~dit_engine.caches.settings.BlockCacheConfig`) are accepted
+    The shared cache settings (:class:`BlockCacheConfig`) are accepted
     and ignored, so that one sweep can cross cache options with their settings
     (``-m cache=none,dbcache cache.threshold=0.05,0.2``).
     """
@@ -224,133 +266,11 @@ class LoraConfig:
     name: str = "lora"
 
 
-@dataclass
-class EngineConfig:
-    """The whole run: one option per group plus the run switches.
-
-    Attributes:
-        dry_run: compose and compile the plan, print it, write ``plan.txt``; load no weights.
-        quiet: no progress bars and only warnings in the log.
-        blocked: adapter or transform entry-point names that must not be used even if installed
-            (e.g. ``[cache.dbcache]``).
-        serve: the HTTP server's settings (``python -m dit_engine.serve``).
-        lora: a LoRA adapter loaded into the transformer (``lora.path=...``).
-    """
-
-    model: Any = MISSING
-    cache: Any = MISSING
-    calibrator: Any = MISSING
-    parallel: Any = MISSING
-    quant: Any = MISSING
-    compile: Any = MISSING
-    attention: Any = MISSING
-    offload: Any = MISSING
-    workload: Any = MISSING
-    report: Any = MISSING
-    dry_run: bool = False
-    quiet: bool = False
-    blocked: list[str] = field(default_factory=list)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-
-
-#: The engine's own schemas. Technique schemas come with their transforms (see ``transform_schema``).
-ENGINE_SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"schema_model": ModelConfig},
-    "cache": {"schema_none": NoCacheConfig},
-    "calibrator": {"schema_none": NoneConfig},
-    "parallel": {"schema_none": NoneConfig},
-    "quant": {"schema_none": NoneConfig},
-    "compile": {"schema_none": NoneConfig},
-    "attention": {"schema_none": NoneConfig},
-    "offload": {"schema_none": NoneConfig},
-    "workload": {"schema_workload": WorkloadConfig},
-    "report": {"schema_report": ReportConfig},
-}
-
-#: The root schema (``defaults: [schema_engine]`` in ``conf/config.yaml``).
+#: The root schema (``defaults: [schema_engine]`` in ``conf/config.yaml``): the dataclass
+#: :func:`dit_engine.config.groups.engine_config_class` derives from the table of groups.
 ROOT_SCHEMA = "schema_engine"
-
-#: Group -> entry-point prefix of its transforms (``calibrator=taylorseer`` -> ``calibrate.taylorseer``):
-#: ``dit_engine.plan.GROUP_STAGES`` spelled without importing the plan (tests/config checks they agree).
-GROUP_PREFIXES: dict[str, str] = {
-    "quant": "quantize",
-    "parallel": "shard",
-    "cache": "cache",
-    "calibrator": "calibrate",
-    "compile": "compile",
-    "attention": "adapt",
-    "offload": "offload",
-}
-
-
-def transform_schema_names(registry=None) -> dict[str, dict[str, str]]:
-    """Group -> {``schema_<impl>`` -> transform entry-point name} of every installed transform,
-    read from the entry points alone (nothing is imported)."""
-    from dit_engine.registry import TRANSFORM_GROUP, Registry
-
-    registry = registry or Registry()
-    by_prefix = {prefix: group for group, prefix in GROUP_PREFIXES.items()}
-    names: dict[str, dict[str, str]] = {group: {} for group in GROUP_PREFIXES}
-    for name in registry.names(TRANSFORM_GROUP):
-        prefix, _, impl = name.partition(".")
-        if prefix in by_prefix:
-            names[by_prefix[prefix]][f"schema_{impl}"] = name
-    return names
-
-
-def transform_schema(entry_point: str, registry=None) -> type | None:
-    """The ``config_class`` of a transform (imports its module); None when it has none.
-    Raises :class:`~dit_engine.errors.RegistryError` when the transform cannot be loaded."""
-    from dit_engine.registry import Registry
-
-    transform_class, _ = (registry or Registry()).transform_class(entry_point)
-    return transform_class.config_class
-
-
-def group_schemas(registry=None) -> dict[str, dict[str, type]]:
-    """Group -> {schema name -> dataclass}: the engine's plus one ``schema_<impl>`` per installed
-    transform (its ``config_class``), so a plugin's transform brings its own schema.
-
-    This imports every transform (and so torch); composing a config never calls it (the schema
-    source imports only the schemas a composition uses). A transform entry point that fails to
-    import is left out here; using it reports the import error.
-    """
-    from dit_engine.errors import RegistryError
-    from dit_engine.registry import Registry
-
-    registry = registry or Registry()
-    schemas = {group: dict(options) for group, options in ENGINE_SCHEMAS.items()}
-    for group, names in transform_schema_names(registry).items():
-        for schema_name, entry_point in names.items():
-            try:
-                config_class = transform_schema(entry_point, registry)
-            except RegistryError:
-                continue
-            if config_class is not None:
-                schemas[group][schema_name] = config_class
-    return schemas
 
 
 def is_schema_name(option: object) -> bool:
     """Whether a group option names an internal schema (``schema_dbcache``), not a user option."""
     return isinstance(option, str) and option.startswith("schema_")
-
-
-_registered = False
-
-
-def register_schemas() -> None:
-    """Make Hydra find the schemas and the plugins' config folders (once per process).
-
-    The schemas are served by :class:`~dit_engine.config.schema_source.SchemaSource`, which
-    Hydra asks for ``<group>/schema_<name>`` while composing; it never lists them, so they are
-    not options of any group (``--help`` and completion leave them out).
-    """
-    global _registered
-    if _registered:
-        return
-    from dit_engine.config.search_path import register_search_path_plugin
-
-    register_search_path_plugin()
-    _registered = True

@@ -26,7 +26,11 @@ from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from omegaconf import DictConfig, OmegaConf
 
-from dit_engine.config.schema import ENGINE_SCHEMAS, GROUP_PREFIXES, ROOT_SCHEMA, EngineConfig, is_schema_name
+from dit_engine.config.groups import engine_config_class, engine_schemas, group_by_prefix, technique_groups
+from dit_engine.config.options import group_options
+from dit_engine.config.schema import ROOT_SCHEMA, is_schema_name
+from dit_engine.errors import RegistryError
+from dit_engine.registry import TRANSFORM_GROUP, Registry
 
 SCHEME = "dit-engine-schema"
 #: The search-path entry of the source (appended after the config folders).
@@ -39,11 +43,50 @@ _nodes: dict[str, DictConfig] = {}
 _transform_schemas: dict[str, str] | None = None
 
 
+def transform_schema_names(registry: Registry | None = None) -> dict[str, dict[str, str]]:
+    """Technique group -> {``schema_<impl>`` -> transform entry-point name} of every installed
+    transform, read from the entry points alone (nothing is imported)."""
+    registry = registry or Registry()
+    names: dict[str, dict[str, str]] = {group.name: {} for group in technique_groups()}
+    for name in registry.names(TRANSFORM_GROUP):
+        prefix, _, impl = name.partition(".")
+        group = group_by_prefix(prefix)
+        if group is not None:
+            names[group.name][f"schema_{impl}"] = name
+    return names
+
+
+def transform_schema(entry_point: str, registry: Registry | None = None) -> type | None:
+    """The ``config_class`` of a transform (imports its module); None when it has none.
+    Raises :class:`~dit_engine.errors.RegistryError` when the transform cannot be loaded."""
+    transform_class, _ = (registry or Registry()).transform_class(entry_point)
+    return transform_class.config_class
+
+
+def group_schemas(registry: Registry | None = None) -> dict[str, dict[str, type]]:
+    """Group -> {schema name -> dataclass}: the groups' own plus one ``schema_<impl>`` per installed
+    transform (its ``config_class``), so a plugin's transform brings its own schema.
+
+    This imports every transform (and so torch); composing a config never calls it (the schema
+    source imports only the schemas a composition uses). A transform entry point that fails to
+    import is left out here; using it reports the import error.
+    """
+    registry = registry or Registry()
+    schemas = engine_schemas()
+    for group, names in transform_schema_names(registry).items():
+        for schema_name, entry_point in names.items():
+            try:
+                config_class = transform_schema(entry_point, registry)
+            except RegistryError:
+                continue
+            if config_class is not None:
+                schemas[group][schema_name] = config_class
+    return schemas
+
+
 def _transform_schema_paths() -> dict[str, str]:
     global _transform_schemas
     if _transform_schemas is None:
-        from dit_engine.config.schema import transform_schema_names
-
         _transform_schemas = {f"{group}/{schema}": entry_point
                               for group, names in transform_schema_names().items() for schema, entry_point in names.items()}
     return _transform_schemas
@@ -51,9 +94,9 @@ def _transform_schema_paths() -> dict[str, str]:
 
 def _engine_schema(path: str) -> type | None:
     if path == ROOT_SCHEMA:
-        return EngineConfig
+        return engine_config_class()
     group, _, name = path.partition("/")
-    return ENGINE_SCHEMAS.get(group, {}).get(name)
+    return engine_schemas().get(group, {}).get(name)
 
 
 def _strip(config_path: str) -> str:
@@ -69,7 +112,7 @@ def schema_exists(config_path: str) -> bool:
     if _engine_schema(path) is not None:
         return True
     group = path.partition("/")[0]
-    return group in GROUP_PREFIXES and path in _transform_schema_paths()
+    return path in _transform_schema_paths()
 
 
 def schema_node(config_path: str) -> DictConfig:
@@ -78,8 +121,6 @@ def schema_node(config_path: str) -> DictConfig:
     if path not in _nodes:
         schema = _engine_schema(path)
         if schema is None:
-            from dit_engine.config.schema import transform_schema
-
             schema = transform_schema(_transform_schema_paths()[path])  # RegistryError: one line, names the fix
         _nodes[path] = OmegaConf.structured(schema) if schema is not None else OmegaConf.create({})
     return _nodes[path]
@@ -122,8 +163,7 @@ def schema_choice_problem(choices: Mapping[str, Any], options: Any = None) -> Op
         if "/" in str(group) or str(group).startswith("hydra"):
             continue
         if is_schema_name(option):
-            if options is None:
-                from dit_engine.config.compose import group_options as options
+            options = options or group_options
             return (f"unknown option {group}={option} (an internal schema, not an option); "
                     f"available {group} options: {', '.join(options(group)) or '(none)'}")
     return None

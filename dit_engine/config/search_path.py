@@ -15,18 +15,14 @@ command line, in :func:`dit_engine.apply` and under ``--help``.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import functools
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-CONF_GROUP = "dit_engine.conf"
-
-
-def plugin_config_modules() -> list[tuple[str, str]]:
-    """``(entry-point name, config package)`` of every installed plugin, sorted by name."""
-    return sorted({(ep.name, ep.value) for ep in entry_points(group=CONF_GROUP)})
+from dit_engine.config.options import plugin_config_modules
+from dit_engine.config.schema_source import PROVIDER, SEARCH_PATH, SchemaSource
 
 
 class DitEngineSearchPathPlugin(SearchPathPlugin):
@@ -34,17 +30,16 @@ class DitEngineSearchPathPlugin(SearchPathPlugin):
     schema source (:mod:`dit_engine.config.schema_source`)."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from dit_engine.config.schema_source import PROVIDER, SEARCH_PATH
-
         for name, module in plugin_config_modules():
             search_path.append(provider=f"dit_engine-plugin-{name}", path=f"pkg://{module}")
         search_path.append(provider=PROVIDER, path=SEARCH_PATH)
 
 
-def register_search_path_plugin() -> None:
-    """Make Hydra use :class:`DitEngineSearchPathPlugin` and the schema source (idempotent)."""
-    from dit_engine.config.schema_source import SchemaSource
-
+@functools.cache  # once per process: Hydra would list a plugin registered twice twice
+def register_schemas() -> None:
+    """Make Hydra find the schemas and the plugins' config folders: registers
+    :class:`DitEngineSearchPathPlugin` and the schema source. The schema source never lists a
+    schema, so they are not options of any group."""
     plugins = Plugins.instance()
     plugins.register(SchemaSource)
     plugins.register(DitEngineSearchPathPlugin)

@@ -1,7 +1,7 @@
 """Checks of a composed config that Hydra's schemas cannot express: keys added with ``+`` that no
 schema knows (at the top level or inside a group), and numbers that are NaN or infinite.
 
-Run by :meth:`dit_engine.session.Session.prepare` and :meth:`~Session.prepare_for` before the plan
+Run by :meth:`dit_engine.session.Session.prepare` before the plan
 is compiled, so such input is one line naming the fix, never a traceback or a silent no-op.
 """
 
@@ -13,38 +13,36 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dit_engine.config.schema import ENGINE_SCHEMAS, EngineConfig, NoCacheConfig, NoneConfig
+from dit_engine.config.groups import config_groups, engine_config_class, get_group
+from dit_engine.errors import RegistryError
+from dit_engine.registry import Registry
 
 
 def _fields(schema: type) -> list[str]:
     return [f.name for f in dataclasses.fields(schema)]
 
 
-def _group_schema(group: str, node: Any, registry) -> type | None:
+def _group_schema(group_name: str, node: Any, registry: Registry) -> type | None:
     """The dataclass the group's chosen option must match, or None when unknown (reported elsewhere)."""
-    from dit_engine.errors import RegistryError
-    from dit_engine.plan import GROUP_STAGES, entry_point_prefix
-
-    if group not in GROUP_STAGES:  # model, workload, report: one engine schema each
-        return next(iter(ENGINE_SCHEMAS[group].values()))
+    group = get_group(group_name)
     name = node.get("name") if isinstance(node, DictConfig) else None
-    if name in (None, "none"):
-        return NoCacheConfig if group == "cache" else NoneConfig
+    if group.stage is None or name in (None, "none"):  # a settings group, or a technique's none option
+        return group.schema
     try:
-        transform_class, _ = registry.transform_class(f"{entry_point_prefix(GROUP_STAGES[group])}.{name}")
+        transform_class, _ = registry.transform_class(f"{group.prefix}.{name}")
     except (RegistryError, KeyError):
         return None
     return transform_class.config_class
 
 
-def unknown_key_problems(cfg: DictConfig, registry) -> list[str]:
+def unknown_key_problems(cfg: DictConfig, registry: Registry) -> list[str]:
     """Keys no schema knows, e.g. ``+cache.foo=1`` or ``+foo=1``."""
     problems = []
-    known_top = set(_fields(EngineConfig))
+    known_top = set(_fields(engine_config_class()))
     for key in cfg:
         if key not in known_top:
             problems.append(f"unknown key {key}; top-level keys: {', '.join(sorted(known_top))} (a typo, or a key meant for a group?)")
-    for group in ENGINE_SCHEMAS:
+    for group in (group.name for group in config_groups()):
         node = cfg.get(group)
         if not isinstance(node, DictConfig):
             continue
@@ -76,6 +74,6 @@ def non_finite_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def config_problems(cfg: DictConfig, registry) -> list[str]:
+def config_problems(cfg: DictConfig, registry: Registry) -> list[str]:
     """Unknown keys and non-finite numbers, each a one-line fix."""
     return unknown_key_problems(cfg, registry) + non_finite_problems(cfg)

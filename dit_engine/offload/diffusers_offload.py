@@ -16,17 +16,23 @@ not undone by ``remove()`` (reload the pipeline).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.devices import planned_device
-from dit_engine.plan import PlanContext, Stage, parallel_world_size
-from dit_engine.transforms.base import ApplyContext, Transform
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
 
-MODES = ("model", "sequential", "group")
+
+class OffloadMode(enum.StrEnum):
+    """``offload.mode``: which diffusers offload strategy (see the module docstring)."""
+
+    model = "model"
+    sequential = "sequential"
+    group = "group"
 
 
 @dataclass
@@ -41,7 +47,7 @@ class OffloadConfig:
     """
 
     name: str = "diffusers_offload"
-    mode: str = "model"
+    mode: OffloadMode = OffloadMode.model
     num_blocks_per_group: int = 1
     use_stream: bool = True
 
@@ -52,23 +58,17 @@ class OffloadTransform(Transform):
     name = "offload.diffusers_offload"
     stage = Stage.OFFLOAD
     config_class = OffloadConfig
-    reversible = False
-    places_pipeline = True
+    lifecycle = Lifecycle(reversible=False, places_pipeline=True)
 
     @classmethod
     def check(cls, config: OffloadConfig, context: PlanContext) -> list[str]:
         problems = []
-        if config.mode not in MODES:
-            problems.append(f"offload.mode={config.mode}: use model, sequential or group")
         if config.num_blocks_per_group < 1:
             problems.append(f"offload.num_blocks_per_group={config.num_blocks_per_group} must be 1 or more")
-        cfg = context.config
-        device = planned_device(cfg)
+        device = context.device
         if device is not None and device.type != "cuda":
-            problems.append(f"offload= moves weights between CPU memory and a GPU, and this run has no GPU (model.device={cfg.model.device}); "
+            problems.append(f"offload= moves weights between CPU memory and a GPU, and this run has no GPU (model.device={device}); "
                             "a CPU run already keeps every weight in CPU memory: drop offload=")
-        if cfg is not None and parallel_world_size(cfg) > 1:
-            problems.append("offload= with parallel=: every rank must hold its weights on its own GPU for the collectives; drop one of them")
         return problems
 
     @classmethod

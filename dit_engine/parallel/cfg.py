@@ -20,7 +20,7 @@ keeps that branch's own state, as in the single-process run.
 A batched pipeline's first step was computed whole, so the caches below stored whole-batch
 residuals and histories; when the step ends and the batch is split from then on, every applied
 transform takes its part of what it stored and reduces its decision statistics over the whole
-batch (:meth:`~dit_engine.transforms.base.Transform.split_batch`), so the ranks decide and
+batch (:meth:`~dit_engine.transforms.base.dit_engine.transforms.protocols.SplitsBatch`), so the ranks decide and
 forecast as one process does.
 """
 
@@ -34,6 +34,7 @@ from diffusers.hooks import ModelHook
 
 from dit_engine.parallel.collectives import SequenceGroup
 from dit_engine.steps import StepState
+from dit_engine.transforms.protocols import SplitsBatch
 
 
 def _sample(output: Any) -> torch.Tensor:
@@ -54,7 +55,7 @@ class CfgParallelHook(ModelHook):
     def __init__(self, group: SequenceGroup, step_state: StepState, batch_inputs: tuple[str, ...],
                  transforms: list | None = None, batch_group: SequenceGroup | None = None):
         """``transforms``: the plan's applied transforms, told when the batch is split
-        (:meth:`Transform.split_batch`); ``batch_group``: the ranks that together hold the whole
+        (:meth:`dit_engine.transforms.protocols.SplitsBatch`); ``batch_group``: the ranks that together hold the whole
         batch once it is split (the cfg group, times the sequence group when there is one)."""
         super().__init__()
         self.group = group
@@ -74,7 +75,8 @@ class CfgParallelHook(ModelHook):
     def new_request(self) -> None:
         if getattr(self, "batch_size", None):  # the last request was split: start whole again
             for transform in self.transforms:
-                transform.split_batch(None, None)
+                if isinstance(transform, SplitsBatch):
+                    transform.split_batch(None, None)
         self.pending = None
         self.shape = None
         self.calls_per_step: int | None = None  # learned at the end of the first step
@@ -99,7 +101,8 @@ class CfgParallelHook(ModelHook):
             return self.group.shard(tensor, 0) if tensor.dim() and tensor.shape[0] == size else tensor
 
         for transform in self.transforms:
-            transform.split_batch(shard, self.batch_group)
+            if isinstance(transform, SplitsBatch):
+                transform.split_batch(shard, self.batch_group)
 
     def flush(self) -> None:
         """Compute a kept branch-0 call that no branch-1 call followed, into its placeholder."""

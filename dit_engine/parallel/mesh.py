@@ -14,38 +14,17 @@ from __future__ import annotations
 
 import atexit
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
+from dit_engine.compat import flatten_mesh
 from dit_engine.errors import DitEngineError
 from dit_engine.parallel.collectives import CollectiveStats, SequenceGroup
+from dit_engine.parallel_dims import ParallelDims
 
 MESH_DIMS = ("cfg", "ring", "ulysses", "tp")
-
-
-@dataclass(frozen=True)
-class Degrees:
-    """How many ranks each kind of parallelism spans; their product is the world size."""
-
-    ulysses: int = 1
-    ring: int = 1
-    cfg: int = 1
-    tp: int = 1
-
-    @property
-    def world(self) -> int:
-        return self.ulysses * self.ring * self.cfg * self.tp
-
-    @property
-    def sequence(self) -> int:
-        return self.ulysses * self.ring
-
-    def describe(self) -> str:
-        named = [f"{name} {value}" for name, value in (("ulysses", self.ulysses), ("ring", self.ring), ("cfg", self.cfg), ("tp", self.tp)) if value > 1]
-        return " x ".join(named) if named else "degree 1 (one rank)"
 
 
 def launched_world() -> int | None:
@@ -96,7 +75,7 @@ def _destroy_if_alive() -> None:
 class ParallelMesh:
     """The groups of one plan: sequence (ring x ulysses), ulysses, ring, cfg, tp."""
 
-    def __init__(self, degrees: Degrees, device: torch.device):
+    def __init__(self, degrees: ParallelDims, device: torch.device):
         from torch.distributed.device_mesh import init_device_mesh
 
         self.degrees = degrees
@@ -119,9 +98,9 @@ class ParallelMesh:
         self.ulysses = SequenceGroup(self.mesh.get_group("ulysses"), self.stats)
         self.ring = SequenceGroup(self.mesh.get_group("ring"), self.stats)
         self.cfg = SequenceGroup(self.mesh.get_group("cfg"), self.stats)
-        self.sequence = SequenceGroup(self.mesh["ring", "ulysses"]._flatten("sequence").get_group(), self.stats)
+        self.sequence = SequenceGroup(flatten_mesh(self.mesh["ring", "ulysses"], "sequence").get_group(), self.stats)
         # the ranks that hold one whole batch once CFG parallel splits it (statistics over the batch)
-        self.cfg_sequence = (SequenceGroup(self.mesh["cfg", "ring", "ulysses"]._flatten("cfg_sequence").get_group(), self.stats)
+        self.cfg_sequence = (SequenceGroup(flatten_mesh(self.mesh["cfg", "ring", "ulysses"], "cfg_sequence").get_group(), self.stats)
                              if degrees.cfg > 1 and degrees.sequence > 1 else self.cfg)
         self.tp_mesh = self.mesh["tp"]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from dit_engine.compat import context_parallel_classes
 from dit_engine.errors import DitEngineError
 from dit_engine.parallel.collectives import SequenceGroup
 
@@ -51,11 +52,9 @@ class SequenceSharding:
     """The hooks of one plan on one transformer; :meth:`remove` takes them all away."""
 
     def __init__(self, transformer: torch.nn.Module, plan: dict[str, Any], group: SequenceGroup):
-        from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
-
         self.group = group
         self.handles = []
-        self._input_class, self._output_class = ContextParallelInput, ContextParallelOutput
+        self._input_class, self._output_class = context_parallel_classes()
         for path, entry in plan.items():
             modules = modules_at(transformer, path)
             if not modules:

@@ -22,12 +22,22 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
+from diffusers.hooks import HookRegistry
+from torch.distributed.tensor import DTensor
 
 from dit_engine.adapter import ModelInfo, attention_modules
-from dit_engine.devices import planned_device
+from dit_engine.config.groups import Stage
 from dit_engine.errors import DitEngineError
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext, Transform
+from dit_engine.hooks import remove_hook
+from dit_engine.parallel.attention import ContextParallelAttention, SdpaInterceptor
+from dit_engine.parallel.cfg import CfgParallelHook
+from dit_engine.parallel.mesh import ParallelMesh, ensure_process_group, launched_world
+from dit_engine.parallel.report import per_rank_metrics
+from dit_engine.parallel.sharding import SequenceSharding
+from dit_engine.parallel.tensor import shard_linear_layers
+from dit_engine.parallel_dims import ParallelDims
+from dit_engine.transforms.base import ApplyContext, PlanContext, Transform
 
 
 @dataclass
@@ -71,39 +81,24 @@ HEARTBEAT_RANGE_S = (5.0, 3600.0)
 MAX_LOCAL_WORLD = 64
 
 
-def degrees_of(config: ParallelConfig):
-    from dit_engine.parallel.mesh import Degrees
-
-    return Degrees(config.ulysses_degree, config.ring_degree, config.cfg_degree, config.tp_degree)
-
-
 class ParallelTransform(Transform):
     """Spreads every transformer call over the ranks of the mesh; see the module docstring."""
 
     name = "shard.torch_distributed"
     stage = Stage.SHARD
     config_class = ParallelConfig
-    # Context parallelism is hooks only; tensor parallelism replaces weights by shards.
-    reversible = True
 
     @classmethod
     def is_reversible(cls, config: ParallelConfig) -> bool:
+        # Context parallelism is hooks only; tensor parallelism replaces weights by shards.
         return config.tp_degree == 1
 
     @classmethod
     def check(cls, config: ParallelConfig, context: PlanContext) -> list[str]:
-        import torch.distributed as dist
-
-        from dit_engine.parallel.mesh import launched_world
-
-        problems = []
-        degrees = {k: getattr(config, k) for k in ("ulysses_degree", "ring_degree", "cfg_degree", "tp_degree")}
-        for key, value in degrees.items():
-            if not isinstance(value, int) or value < 1:
-                problems.append(f"parallel.{key}={value} must be a whole number >= 1")
+        problems = ParallelDims.problems(config)
         if problems:
             return problems
-        d = degrees_of(config)
+        d = context.dims
         adapter, info = context.adapter, context.model_info
         launched = launched_world()
         if launched is not None and launched != d.world:
@@ -115,7 +110,7 @@ class ParallelTransform(Transform):
             problems.append(f"the parallel degrees multiply to {d.world} ranks ({d.describe()}), more than the {MAX_LOCAL_WORLD} "
                             "one machine starts; lower the degrees, run under torchrun on several nodes, or set "
                             "parallel.allow_large_world=true")
-        device = planned_device(context.config)
+        device = context.device
         if launched is None and d.world > 1 and device is not None and device.type == "cuda":
             gpus = torch.cuda.device_count()
             if d.world > gpus:
@@ -154,15 +149,6 @@ class ParallelTransform(Transform):
         if not low <= config.heartbeat_timeout_s <= high:
             problems.append(f"parallel.heartbeat_timeout_s={config.heartbeat_timeout_s}: use {low:g} to {high:g} seconds (how long "
                             "a rank may stay silent before its launch is stopped)")
-        compile_node = context.config.get("compile") if context.config is not None else None
-        if d.sequence > 1 and compile_node is not None and compile_node.get("fullgraph"):
-            problems.append("compile.fullgraph=true cannot hold the sequence-parallel attention in one graph (its collectives and "
-                            "the SDPA interception break dynamo's graph); drop compile.fullgraph, or use parallel.cfg_degree "
-                            "instead of parallel.ulysses_degree / ring_degree")
-        cache = context.config.get("cache") if context.config is not None else None
-        if config.cfg_degree == 2 and cache is not None and cache.get("separate_cfg") is False:
-            problems.append("parallel.cfg_degree=2 computes each CFG branch on its own ranks, so branches cannot follow branch 0; "
-                            "drop cache.separate_cfg=false")
         return problems
 
     @classmethod
@@ -177,18 +163,14 @@ class ParallelTransform(Transform):
 
     @classmethod
     def describe(cls, config: ParallelConfig, model_info: ModelInfo) -> str:
-        d = degrees_of(config)
+        d = ParallelDims.from_config(config)
         shape = "any shape (uneven splits allowed)" if config.any_shape else "even splits only"
         return f"torch.distributed over {d.world} rank(s): {d.describe()}; {shape}; backend {config.backend or 'auto'}"
 
     # -- apply ------------------------------------------------------------------------------
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
-        from dit_engine.parallel.attention import ContextParallelAttention
-        from dit_engine.parallel.mesh import ParallelMesh, ensure_process_group
-        from dit_engine.parallel.sharding import SequenceSharding
-
-        degrees = degrees_of(self.config)
+        degrees = context.dims
         device = next(iter(context.transformers.values())).device
         if degrees.world > 1:
             ensure_process_group(device, self.config.backend, self.config.timeout_s)
@@ -214,8 +196,6 @@ class ParallelTransform(Transform):
             context.sequence_group = mesh.sequence
 
     def _intercept_attention(self, transformer: torch.nn.Module, attention, cross: tuple[str, ...]) -> None:
-        from dit_engine.parallel.attention import SdpaInterceptor
-
         found = 0
         for name, module in attention_modules(transformer):
             if any(fnmatch.fnmatch(name, g) for g in cross):
@@ -242,10 +222,6 @@ class ParallelTransform(Transform):
 
     def apply_outer(self, pipe: Any, context: ApplyContext) -> None:
         """CFG parallel wraps every other hook (the caches decide inside one branch's call)."""
-        from diffusers.hooks import HookRegistry
-
-        from dit_engine.parallel.cfg import CfgParallelHook
-
         if self.config.cfg_degree < 2:
             return
         for transformer in context.transformers.values():
@@ -255,16 +231,11 @@ class ParallelTransform(Transform):
             self.cfg_hooks.append(transformer)
 
     def _shard_weights(self, transformer: torch.nn.Module) -> None:
-        from dit_engine.parallel.tensor import shard_linear_layers
-
         shard_linear_layers(transformer, self.context.adapter.tensor_parallel_plan(), self.mesh.tp_mesh)
-        from torch.distributed.tensor import DTensor
 
         self.sharded_parameters += sum(isinstance(p, DTensor) for p in transformer.parameters())
 
     def remove(self, pipe: Any) -> None:
-        from dit_engine.hooks import remove_hook
-
         for sharding in self.shardings:
             sharding.remove()
         for handle in self.attention_handles + self.call_hooks:
@@ -288,6 +259,14 @@ class ParallelTransform(Transform):
             # tensor parallel: parameters held as shards (its collectives run inside DTensor, uncounted)
             "sharded_parameters": self.sharded_parameters,
         }
+
+    #: metrics.json's section for :meth:`run_metrics` (the ReportsRunMetrics protocol)
+    metrics_key = "parallel"
+
+    def run_metrics(self, latency: dict[str, Any]) -> dict[str, Any]:
+        """Every rank's latency (``latency["total_s"]``, this rank's) and time in collectives,
+        gathered from every rank: a collective, so every rank calls it at the same point."""
+        return per_rank_metrics(self.stats(), latency)
 
 
 CFG_HOOK = "dit_engine.cfg_parallel"

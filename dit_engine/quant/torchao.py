@@ -25,6 +25,7 @@ intx_weight_only    IntxWeightOnlyConfig (``quant.bits``: 1-8)     CPU, CUDA
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import importlib.util
 from dataclasses import dataclass, field
@@ -33,25 +34,43 @@ from typing import Any, Optional
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.devices import planned_device
 from dit_engine.errors import DitEngineError
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext, Transform
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
 
-SCHEMES = ("int8_weight_only", "int8_dynamic", "fp8_weight_only", "fp8_dynamic", "int4_weight_only", "intx_weight_only")
+
+class Scheme(enum.StrEnum):
+    """``quant.scheme``: the torchao scheme (devices in the module docstring)."""
+
+    int8_weight_only = "int8_weight_only"
+    int8_dynamic = "int8_dynamic"
+    fp8_weight_only = "fp8_weight_only"
+    fp8_dynamic = "fp8_dynamic"
+    int4_weight_only = "int4_weight_only"
+    intx_weight_only = "intx_weight_only"
+
+
+class Granularity(enum.StrEnum):
+    """``quant.granularity``: fp8_dynamic's activation/weight scales."""
+
+    per_row = "per_row"
+    per_tensor = "per_tensor"
+
+
 CPU_SCHEMES = ("int8_weight_only", "int8_dynamic", "fp8_weight_only", "intx_weight_only")
 
 
 @dataclass
 class QuantConfig:
-    """``quant=``: which scheme, on which layers.
+    """``quant=``: which scheme, on which layers. The ``quant=<scheme>`` presets set ``scheme``
+    (and their scheme's own keys where they differ from the defaults below).
 
     Attributes:
         name: transform implementation (``torchao``).
         scheme: one of int8_weight_only, int8_dynamic, fp8_weight_only, fp8_dynamic,
             int4_weight_only, intx_weight_only (see the module docstring for devices).
-        granularity: fp8_dynamic's activation/weight scales: per_row (default) or per_tensor.
-        bits: intx_weight_only's weight bits (1-8; 4 by default).
+        granularity: fp8_dynamic only: its activation/weight scales, per_row (default) or per_tensor.
+        bits: intx_weight_only only: its weight bits (1-8; 4 by default).
         targets: globs of transformer module names to quantize; null: every linear layer in the
             adapter's block lists.
         exclude: globs of module names left in full precision (applied after ``targets``); by
@@ -60,9 +79,11 @@ class QuantConfig:
     """
 
     name: str = "torchao"
-    scheme: str = "int8_weight_only"
-    granularity: str = "per_row"
-    bits: int = 4
+    scheme: Scheme = Scheme.int8_weight_only
+    # scheme-specific keys: each read by one scheme only, ignored by the others
+    granularity: Granularity = Granularity.per_row  # fp8_dynamic
+    bits: int = 4  # intx_weight_only
+    # every scheme: which layers
     targets: Optional[list[str]] = None
     exclude: list[str] = field(default_factory=lambda: ["*norm*"])
     text_encoder: bool = False
@@ -118,28 +139,20 @@ class QuantTransform(Transform):
     name = "quantize.torchao"
     stage = Stage.QUANTIZE
     config_class = QuantConfig
-    reversible = False
+    lifecycle = Lifecycle(reversible=False)
 
     @classmethod
     def check(cls, config: QuantConfig, context: PlanContext) -> list[str]:
         problems = []
-        if config.scheme not in SCHEMES:
-            return [f"quant.scheme={config.scheme} is not a scheme; use one of {', '.join(SCHEMES)}"]
         if importlib.util.find_spec("torchao") is None:
             return ["quant= needs torchao: pip install 'dit_engine[quant]' (torchao==0.18.0)"]
-        if config.granularity not in ("per_row", "per_tensor"):
-            problems.append(f"quant.granularity={config.granularity}: use per_row or per_tensor")
         if not 1 <= config.bits <= 8:
             problems.append(f"quant.bits={config.bits}: intx_weight_only takes 1 to 8 bits")
-        device = planned_device(context.config)
+        device = context.device
         if device is not None:
             problem = scheme_problem(config, device)
             if problem:
                 problems.append(problem)
-        parallel = context.config.get("parallel") if context.config is not None else None
-        if parallel is not None and parallel.get("tp_degree", 1) not in (1, None):
-            problems.append("quant= with tensor parallelism is not supported (torchao tensors inside DTensor shards); "
-                            "use context parallelism (parallel=ulysses2) with quant=, or drop one")
         return problems
 
     @classmethod

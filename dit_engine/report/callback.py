@@ -31,6 +31,8 @@ class SweepReportCallback(Callback):
         """Write the report for ``config.hydra.sweep.dir``; never raises."""
         sweep_dir = None
         try:
+            # imported on use: the callback is built for every Hydra run, the report (and
+            # matplotlib) is needed only at the end of a sweep
             from dit_engine.report.sweep import write_sweep_report
 
             sweep_dir = Path(str(config.hydra.sweep.dir))

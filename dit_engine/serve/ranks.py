@@ -1,159 +1,29 @@
-"""Serving a parallel plan: rank 0 serves HTTP and broadcasts each pipeline operation to the others.
-
-``python -m dit_engine.serve parallel=ulysses2`` starts its ranks itself (:mod:`dit_engine.parallel.launch`,
-as a CLI run does); under ``torchrun --nproc-per-node N -m dit_engine.serve ...`` every process is
-one rank already. Every rank loads the pipeline and applies the same plan; then rank 0 runs the
-HTTP server and the other ranks wait in :func:`follow`. Rank 0's :class:`BroadcastingRunner`
-sends each operation (a pipeline call with its workload, seeds and LoRA; a LoRA loaded or
-deleted; stop) over a control group of its own before doing it itself, so every rank does the
-same operations in the same order and the plan's collectives meet.
-
-The control group is gloo with a long timeout: an idle server waits for requests for days, while
-the plan's own groups keep their short timeout for the collectives inside a call. Operations travel
-as JSON bytes (:func:`encode`): nothing a rank receives is unpickled.
+"""A parallel server's ranks. ``python -m dit_engine.serve parallel=ulysses2`` starts them itself
+(:func:`serve_on_ranks`, as a CLI run does: each rank runs :func:`main`); under
+``torchrun --nproc-per-node N -m dit_engine.serve ...`` every process is one rank already and calls
+:func:`serve_rank`. Every rank loads the pipeline and applies the same plan; then rank 0 serves
+HTTP and the other ranks follow it over the control channel (:mod:`dit_engine.serve.control`).
+Starting and watching the ranks is :mod:`dit_engine.launch`'s job, as for a CLI run.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import io
-import json
-import logging
 import sys
-from datetime import timedelta
-from typing import Any
 
-from dit_engine.serve.engine import PipelineRunner
+from dit_engine.launch.handoff import read_session
+from dit_engine.launch.local import launch_session
+from dit_engine.launch.rank import rank_exit_code
+from dit_engine.parallel.mesh import bind_local_device, rank_from_env
+from dit_engine.serve.control import BroadcastingRunner, RequestChannel, follow
+from dit_engine.serve.engine import ServingEngine
+from dit_engine.serve.runner import PipelineRunner
+from dit_engine.serve.server import serve_http
 from dit_engine.session import Session
-from dit_engine.workload import Workload
-
-log = logging.getLogger("dit_engine.serve")
-
-#: how long a follower waits for rank 0's next operation
-IDLE_TIMEOUT = timedelta(days=365)
 
 
-def encode(operation: str, args: tuple) -> bytes:
-    """One operation as JSON. Besides JSON's own types, a :class:`~dit_engine.workload.Workload`
-    and PIL images (an edit's ``image``) are written as tagged objects; anything else is refused
-    (TypeError, before anything is sent)."""
-    return json.dumps({"operation": operation, "args": [_to_json(arg) for arg in args]}).encode()
-
-
-def decode(data: bytes) -> tuple[str, list]:
-    """The operation :func:`encode` wrote, and its arguments."""
-    message = json.loads(data, object_hook=_from_json)
-    return message["operation"], message["args"]
-
-
-def _to_json(value: Any) -> Any:
-    from PIL import Image
-
-    if isinstance(value, Workload):
-        return {"__workload__": {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}}
-    if isinstance(value, Image.Image):
-        png = io.BytesIO()
-        value.save(png, format="PNG")
-        return {"__png__": base64.b64encode(png.getvalue()).decode()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _to_json(item) for key, item in value.items()}
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise TypeError(f"cannot send a {type(value).__name__} to the other ranks")
-
-
-def _from_json(node: dict) -> Any:
-    if node.keys() == {"__workload__"}:
-        return Workload(**node["__workload__"])
-    if node.keys() == {"__png__"}:
-        from PIL import Image
-
-        return Image.open(io.BytesIO(base64.b64decode(node["__png__"]))).convert("RGB")
-    return node
-
-
-class RequestChannel:
-    """Rank 0 -> every rank: one operation at a time, JSON (:func:`encode`) broadcast as a length
-    and a byte tensor over a gloo group of its own. Nothing a rank receives is unpickled.
-
-    Created on every rank, after the plan's process group (a collective call: same order on all)."""
-
-    def __init__(self):
-        import torch.distributed as dist
-
-        self._dist = dist
-        self.group = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
-
-    def send(self, operation: str, *args: Any) -> None:
-        import torch
-
-        data = encode(operation, args)
-        self._dist.broadcast(torch.tensor([len(data)], dtype=torch.int64), src=0, group=self.group)
-        self._dist.broadcast(torch.frombuffer(bytearray(data), dtype=torch.uint8), src=0, group=self.group)
-
-    def receive(self) -> tuple[str, list]:
-        import torch
-
-        size = torch.zeros(1, dtype=torch.int64)
-        self._dist.broadcast(size, src=0, group=self.group)
-        data = torch.empty(int(size.item()), dtype=torch.uint8)
-        self._dist.broadcast(data, src=0, group=self.group)
-        return decode(data.numpy().tobytes())
-
-
-class BroadcastingRunner(PipelineRunner):
-    """Rank 0's runner: each operation goes to every rank first, then runs here."""
-
-    def __init__(self, session: Session, channel_factory=RequestChannel):
-        super().__init__(session)
-        self.channel = channel_factory()
-
-    def generate(self, workload, seeds, frames, lora):
-        self.channel.send("generate", workload, seeds, frames, lora)
-        return super().generate(workload, seeds, frames, lora)
-
-    def load_lora(self, name, path):
-        self.channel.send("load_lora", name, path)
-        super().load_lora(name, path)
-
-    def unload_lora(self, name):
-        self.channel.send("unload_lora", name)
-        super().unload_lora(name)
-
-    def close(self):
-        try:
-            self.channel.send("stop")
-        except Exception as err:  # a follower already gone (stopped with every rank): nothing to stop
-            log.debug("could not tell the other ranks to stop: %s", err)
-        super().close()
-
-
-OPERATIONS = ("generate", "load_lora", "unload_lora")
-
-
-def follow(runner: PipelineRunner, channel: RequestChannel) -> None:
-    """Do what rank 0 broadcasts until it says stop. An operation that fails here failed on rank 0
-    too (same inputs, same model), which answers the request; the follower waits for the next."""
-    while True:
-        operation, args = channel.receive()
-        if operation == "stop":
-            return
-        if operation not in OPERATIONS:
-            raise RuntimeError(f"rank 0 sent an unknown operation {operation!r}")
-        try:
-            getattr(runner, operation)(*args)
-        except Exception as err:  # noqa: BLE001 - see the docstring
-            log.debug("%s failed here as on rank 0: %s", operation, err)
-
-
-def serve_rank(session: Session, serve_http) -> None:
-    """This process's part of a parallel server: load and plan; rank 0 serves with ``serve_http(engine)``."""
-    from dit_engine.parallel.mesh import rank_from_env
-    from dit_engine.serve.engine import ServingEngine
-
+def serve_rank(session: Session) -> None:
+    """This process's part of a parallel server: load and apply the plan; rank 0 serves HTTP,
+    the others do what it broadcasts until it stops."""
     if rank_from_env() == 0:
         engine = ServingEngine(session, runner=BroadcastingRunner(session))
         serve_http(engine)
@@ -165,33 +35,23 @@ def serve_rank(session: Session, serve_http) -> None:
         runner.close()
 
 
-def serve_on_ranks(session: Session, overrides: list[str], world: int) -> None:
-    """Start ``world`` local ranks that serve ``session``'s composed config (rank 0 listens) until
-    stopped: Ctrl-C raises KeyboardInterrupt and SIGTERM :class:`~dit_engine.cli.Terminated` here,
-    once every rank has been stopped."""
-    from dit_engine.cli import stop_on_sigterm
-    from dit_engine.parallel.launch import launch_config
-
-    stop_on_sigterm()
-    launch_config(session.cfg, overrides, world, "dit_engine.serve.ranks", [])
+def serve_on_ranks(session: Session, world: int) -> None:
+    """Start ``world`` local ranks that serve ``session``'s prepared plan (rank 0 listens) until
+    stopped: Ctrl-C or SIGTERM (as the caller's signal handlers raise them) end up here once every
+    rank has been stopped."""
+    launch_session(session, world, "dit_engine.serve.ranks", [])
 
 
 def main(work: str) -> int:
-    """One rank started by :func:`serve_on_ranks`."""
-    from dit_engine.console import quiet_known_noise
-    from dit_engine.parallel.launch import rank_exit_code, read_config
-    from dit_engine.parallel.mesh import bind_local_device, rank_from_env
-    from dit_engine.serve.__main__ import serve_http
-
-    quiet_known_noise()
-    cfg, overrides = read_config(work)
+    """One rank started by :func:`serve_on_ranks`; its exit code."""
+    session = read_session(work)
     if rank_from_env() > 0:
-        cfg.quiet = True
+        session.cfg.quiet = True
 
     def run() -> None:
-        bind_local_device(cfg.model.device)
+        bind_local_device(session.cfg.model.device)
         try:
-            serve_rank(Session(cfg, overrides).prepare(), serve_http)
+            serve_rank(session)
         except KeyboardInterrupt:  # stopped (the launcher's SIGTERM, or Ctrl-C under torchrun): not a failure
             pass
 

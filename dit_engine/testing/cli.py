@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
+
+from dit_engine.cli import main
 
 
 def run_cli(*args: str) -> tuple[int, str]:
     """``python -m dit_engine *args`` in this process: (exit code, stderr)."""
-    from dit_engine.cli import main
-
-    argv, sys.argv = sys.argv, ["dit_engine", *args]
     err, code = io.StringIO(), 0
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            main()
+            main(list(args))
     except SystemExit as exit_:
         code = exit_.code
-    finally:
-        sys.argv = argv
     return code, err.getvalue()
 
 

@@ -41,6 +41,8 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 import dit_engine
+from dit_engine.compat import hook_registry
+from dit_engine.digits import load_digits_pipeline
 from dit_engine.registry import Registry
 
 
@@ -67,9 +69,7 @@ class PipelineCase:
 def tiny_model_case(steps: int = 6) -> PipelineCase:
     """The embedded tiny model as a case: two digits, ``steps`` steps; ``cfg_call`` runs separate
     cond / uncond calls (guidance 3)."""
-    from dit_engine.tiny import load_tiny_pipeline
-
-    pipe = load_tiny_pipeline()
+    pipe = load_digits_pipeline()
     pipe.set_progress_bar_config(disable=True)
 
     def call(**extra):
@@ -103,7 +103,7 @@ def module_structure(pipe: Any) -> list[tuple]:
         for name, module in component.named_modules():
             structure.append((
                 component_name, name, type(module).__name__, tuple(module._modules),
-                "forward" in module.__dict__, hasattr(module, "_diffusers_hook"),
+                "forward" in module.__dict__, hook_registry(module) is not None,
                 len(module._forward_pre_hooks), len(module._forward_hooks),
             ))
     scheduler = getattr(pipe, "scheduler", None)
@@ -353,7 +353,7 @@ class TransformConformance(_Suite):
             hooks = []
             for transformer in _adapter_for(case.pipe).transformers(case.pipe).values():
                 for module in transformer.modules():
-                    registry = getattr(module, "_diffusers_hook", None)
+                    registry = hook_registry(module)
                     if registry is not None:
                         hooks += [hook for name, hook in registry.hooks.items() if name.startswith("dit_engine")]
                         registry.reset_stateful_hooks(recurse=False)

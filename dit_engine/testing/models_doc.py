@@ -22,6 +22,9 @@ import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from dit_engine.registry import Registry
+from dit_engine.testing.zoo import load_zoo
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "models.md"
 
@@ -70,9 +73,6 @@ adapter infers its block lists from one traced call; see docs/architecture.md).
 
 
 def _family_rows(passed: set[str]) -> list[str]:
-    from dit_engine.registry import Registry
-    from dit_engine.testing.zoo import load_zoo
-
     zoo = load_zoo()
     rows = ["| family | `model=` | pipeline classes | block lists: pattern | CFG | tiny variants | verified | parallel |",
             "|---|---|---|---|---|---|---|---|"]

@@ -11,17 +11,24 @@ accepted. ``remove()`` puts back each attention processor's previous backend.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
+from diffusers.models.attention_dispatch import AttentionBackendName
+
 from dit_engine.adapter import ModelInfo, attention_modules
-from dit_engine.devices import planned_device
 from dit_engine.errors import DitEngineError
-from dit_engine.plan import PlanContext, Stage
-from dit_engine.transforms.base import ApplyContext, Transform
+from dit_engine.config.groups import Stage
+from dit_engine.transforms.base import ApplyContext, PlanContext, Transform
 
 CPU_BACKENDS = ("native", "_native_math", "flex")
 SDPA_BACKENDS = ("native", "_native_math")  # the ones context parallelism can intercept
+
+
+#: ``attention.backend``: every value of diffusers' ``AttentionBackendName``, named by its value
+#: (``flash``, ``_native_cudnn``: what a config spells; diffusers' own member names are upper case).
+Backend = enum.StrEnum("Backend", {b.value: b.value for b in AttentionBackendName})
 
 
 @dataclass
@@ -34,13 +41,7 @@ class AttentionBackendConfig:
     """
 
     name: str = "attention_backend"
-    backend: str = "native"
-
-
-def known_backends() -> list[str]:
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    return [b.value for b in AttentionBackendName]
+    backend: Backend = Backend.native
 
 
 class AttentionBackendTransform(Transform):
@@ -52,24 +53,16 @@ class AttentionBackendTransform(Transform):
 
     @classmethod
     def check(cls, config: AttentionBackendConfig, context: PlanContext) -> list[str]:
-        from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+        from diffusers.models.attention_dispatch import _check_attention_backend_requirements
 
-        known = known_backends()
-        if config.backend not in known:
-            return [f"attention.backend={config.backend} is not a diffusers attention backend; use one of {', '.join(known)}"]
         try:
             _check_attention_backend_requirements(AttentionBackendName(config.backend))
         except (RuntimeError, ImportError) as err:
             return [f"attention.backend={config.backend} is not available here: {str(err).splitlines()[0]}"]
         problems = []
-        device = planned_device(context.config)
+        device = context.device
         if device is not None and device.type == "cpu" and config.backend not in CPU_BACKENDS:
             problems.append(f"attention.backend={config.backend} needs a CUDA GPU; on the CPU use one of {', '.join(CPU_BACKENDS)}")
-        parallel = context.config.get("parallel") if context.config is not None else None
-        if parallel is not None and parallel.get("ulysses_degree", 1) * parallel.get("ring_degree", 1) > 1 \
-                and config.backend not in SDPA_BACKENDS:
-            problems.append(f"attention.backend={config.backend} bypasses the scaled-dot-product attention that context parallelism "
-                            f"distributes; with parallel.ulysses_degree / ring_degree use attention={' or '.join(SDPA_BACKENDS)}")
         return problems
 
     @classmethod
@@ -77,8 +70,6 @@ class AttentionBackendTransform(Transform):
         return f"diffusers attention backend {config.backend} on every attention module"
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
-        from diffusers.models.attention_dispatch import AttentionBackendName
-
         backend = AttentionBackendName(self.config.backend)
         self.previous = []
         for transformer in context.transformers.values():

@@ -13,7 +13,7 @@ import functools
 from typing import Any
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.plan import Stage
+from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, Transform
 
 

@@ -58,7 +58,6 @@ def test_the_budget_is_what_is_computed(tiny_pipe, policy):
     (["cache=scm_static", "cache.budget=nan"], "cache.budget=nan is not a finite number"),
     (["cache=scm_static", "cache.budget=0.2", "cache.mask=1010"], "cache.budget and cache.mask both say"),
     (["cache=scm_static", "cache.policy=adaptive", "cache.mask=1010"], "give cache.budget=<fraction> instead of cache.mask"),
-    (["cache=scm", "cache.policy=sometimes"], "cache.policy=sometimes is unknown"),
 ])
 def test_bad_budgets_are_one_line_plan_errors(overrides, message):
     with pytest.raises(PlanError) as err:

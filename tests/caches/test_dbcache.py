@@ -13,7 +13,7 @@ import torch
 
 import dit_engine
 from conftest import psnr
-from dit_engine.testing.pipelines import tiny_flux_call_kwargs
+from dit_engine.testing import tiny_flux_call_kwargs
 
 TINY_PROMPTS = ["zero", "three", "seven", "eight"]
 

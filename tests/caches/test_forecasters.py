@@ -15,7 +15,7 @@ from dit_engine.calibrators.hicache import HiCacheForecaster, hermite
 from dit_engine.calibrators.taylorseer import TaylorSeerForecaster
 from dit_engine.errors import PlanError
 from dit_engine.session import Session
-from dit_engine.testing.pipelines import tiny_flux_call_kwargs
+from dit_engine.testing import tiny_flux_call_kwargs
 from test_dbcache import run_tiny
 
 

@@ -13,7 +13,7 @@ from conftest import prepare, psnr
 from dit_engine.caches.seacache import sea_filter
 from dit_engine.config import compose_config
 from dit_engine.errors import DitEngineError, PlanError
-from dit_engine.testing.pipelines import build_tiny_wan_pipeline, tiny_flux_call_kwargs, tiny_wan_call_kwargs
+from dit_engine.testing import build_tiny_wan_pipeline, tiny_flux_call_kwargs, tiny_wan_call_kwargs
 from test_cache_methods import apply_and_run, cache_stats
 from test_dbcache import run_tiny
 

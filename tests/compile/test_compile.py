@@ -14,7 +14,7 @@ import torch
 import dit_engine
 from dit_engine.errors import IrreversiblePlanError, PlanError
 from dit_engine.testing import conformance
-from dit_engine.testing.pipelines import build_tiny_flux_pipeline, tiny_flux_call_kwargs
+from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
 
 CACHES = {
     "dbcache": ["cache=dbcache", "cache.threshold=0.3"],
@@ -80,9 +80,7 @@ def test_compiled_modules_cannot_be_removed():
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["compile=regional", "compile.mode=fastest"], "compile.mode=fastest is not a torch.compile mode; use one of default, "),
     (["compile=regional", "compile.backend=tvmx"], "compile.backend=tvmx is not a torch.compile backend"),
-    (["compile=regional", "compile.scope=half"], "compile.scope=half: use regional or full"),
     (["compile=full", "compile.fullgraph=true", "cache=dbcache"], "use compile=regional"),
 ])
 def test_bad_compile_settings_are_refused_at_plan_time(overrides, expected):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from dit_engine.config import compose_config
-from dit_engine.config.schema import ENGINE_SCHEMAS, GROUP_PREFIXES, group_schemas
-from dit_engine.config.schema_source import schema_exists
+from dit_engine.config.groups import group_names, technique_groups
+from dit_engine.config.schema_source import group_schemas, schema_exists
 from dit_engine.errors import ConfigError
 
 
@@ -23,7 +23,7 @@ def test_no_schema_is_an_option_of_any_group():
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="dit_engine.conf", version_base=None):
         loader = GlobalHydra.instance().config_loader()
-        for group in ENGINE_SCHEMAS:
+        for group in group_names():
             options = loader.get_group_options(group)
             assert options and not [o for o in options if o.startswith("schema_")], (group, options)
     GlobalHydra.instance().clear()
@@ -47,7 +47,6 @@ def test_every_installed_transform_schema_is_served():
     assert not schema_exists("cache/dbcache") and not schema_exists("cache/schema_nosuch")
 
 
-def test_group_prefixes_match_the_plan_stages():
-    from dit_engine.plan import GROUP_STAGES, entry_point_prefix
-
-    assert GROUP_PREFIXES == {group: entry_point_prefix(stage) for group, stage in GROUP_STAGES.items()}
+def test_every_transform_group_has_a_stage_of_its_own():
+    prefixes = [group.prefix for group in technique_groups()]
+    assert len(set(prefixes)) == len(prefixes) and None not in prefixes

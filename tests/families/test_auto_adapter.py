@@ -108,7 +108,7 @@ def test_a_failing_trace_names_the_fix():
 
 def test_model_auto_runs_a_saved_pipeline_and_reports_what_it_inferred(tmp_path):
     from dit_engine.session import Session
-    from dit_engine.testing.pipelines import save_tiny_flux_pipeline
+    from dit_engine.testing import save_tiny_flux_pipeline
 
     folder = save_tiny_flux_pipeline(tmp_path / "tiny-flux")
     overrides = ["model=auto", f"model.pretrained={folder}", "model.dtype=float32", "model.device=cpu", "cache=scm",

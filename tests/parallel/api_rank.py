@@ -4,7 +4,7 @@ torchrun's environment (and destroys it at exit, so the process exits cleanly)."
 import sys
 
 import dit_engine
-from dit_engine.testing.pipelines import build_tiny_flux_pipeline, tiny_flux_call_kwargs
+from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
 
 pipe = build_tiny_flux_pipeline()
 pipe.set_progress_bar_config(disable=True)

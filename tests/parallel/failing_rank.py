@@ -6,7 +6,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from dit_engine.parallel.launch import record_failure
+from dit_engine.launch.rank import record_failure
 
 dist.init_process_group("gloo")
 try:

@@ -11,7 +11,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from dit_engine.parallel.launch import rank_exit_code
+from dit_engine.launch.rank import rank_exit_code
 
 
 def run() -> None:

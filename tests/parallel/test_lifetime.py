@@ -1,4 +1,4 @@
-"""How the ranks the CLI and the server start live and die (dit_engine.parallel.launch and .rank):
+"""How the ranks the CLI and the server start live and die (dit_engine.launch.local and .rank):
 Ctrl-C and SIGTERM stop every rank and exit 130 / 143 with one line; ranks die with a SIGKILLed
 launcher; a rank killed by a signal is blamed, not the survivor; a stopped rank is found by its
 heartbeat; nothing listens beyond the loopback; the server's control channel is JSON; settings
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from dit_engine.parallel.launch import RankFailedError, launch_ranks
-from dit_engine.parallel.rank import LAUNCHER_PID_ENV
+from dit_engine.launch.local import RankFailedError, launch_ranks
+from dit_engine.launch.rank import LAUNCHER_PID_ENV
 from dit_engine.testing.cli import run_cli
 
 HERE = Path(__file__).parent
@@ -233,7 +233,7 @@ def test_a_parallel_server_stops_every_rank_on_sigterm_in_one_line_exit_143(tmp_
 def test_the_servers_control_channel_is_json_and_refuses_what_json_cannot_hold():
     from PIL import Image
 
-    from dit_engine.serve.ranks import decode, encode
+    from dit_engine.serve.control import decode, encode
     from dit_engine.workload import Workload
 
     image = Image.new("RGB", (4, 4), (10, 20, 30))
@@ -276,7 +276,7 @@ def test_blame_puts_a_recorded_failure_before_a_peers_crash_and_an_outside_kill_
     """A rank whose peer failed may abort in C++ (``terminate called without an active
     exception``: SIGABRT) before the launcher sees the peer's exit: the peer's recorded Python
     failure is the cause. A kill from outside (SIGKILL) records nothing and comes first."""
-    from dit_engine.parallel.launch import _Launch, _Rank
+    from dit_engine.launch.local import _Launch, _Rank
 
     def launch(*codes):
         return _Launch(world=2, heartbeat_timeout_s=60, store=None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dit_engine.errors import DitEngineError
-from dit_engine.parallel.launch import RankFailedError, launch_ranks
+from dit_engine.launch.local import RankFailedError, launch_ranks
 from dit_engine.testing.cli import run_cli
 
 HERE = Path(__file__).parent
@@ -241,14 +241,14 @@ def test_more_gpu_ranks_than_gpus_are_refused(monkeypatch):
 
 def test_tensor_parallel_needs_the_adapters_plan():
     import dit_engine
-    from dit_engine.testing.pipelines import build_tiny_wan_pipeline
+    from dit_engine.testing import build_tiny_wan_pipeline
 
     with pytest.raises(DitEngineError, match="model wan has no tensor-parallel plan"):
         dit_engine.apply(build_tiny_wan_pipeline(), "parallel=tp2")
 
 
 def test_cfg_parallel_needs_a_second_branch_on_a_guidance_distilled_model(tmp_path):
-    from dit_engine.testing.pipelines import save_tiny_flux_pipeline
+    from dit_engine.testing import save_tiny_flux_pipeline
 
     folder = save_tiny_flux_pipeline(tmp_path / "flux")
     problems = _plan_problems("model=flux", f"model.pretrained={folder}", "parallel=cfg2")
@@ -257,7 +257,7 @@ def test_cfg_parallel_needs_a_second_branch_on_a_guidance_distilled_model(tmp_pa
 
 def test_a_parallel_plan_without_ranks_says_how_to_start_them(monkeypatch):
     import dit_engine
-    from dit_engine.testing.pipelines import build_tiny_flux_pipeline
+    from dit_engine.testing import build_tiny_flux_pipeline
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(DitEngineError, match="run under torchrun"):

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 import dit_engine
 from dit_engine.testing import conformance
-from dit_engine.testing.pipelines import (build_tiny_flux_pipeline, build_tiny_qwen_image_pipeline, build_tiny_wan_pipeline,
+from dit_engine.testing import (build_tiny_flux_pipeline, build_tiny_qwen_image_pipeline, build_tiny_wan_pipeline,
                                           tiny_flux_call_kwargs, tiny_qwen_image_call_kwargs, tiny_wan_call_kwargs)
 
 

@@ -12,7 +12,7 @@ import torch
 import dit_engine
 from dit_engine.errors import DitEngineError, IrreversiblePlanError, PlanError
 from dit_engine.testing import conformance
-from dit_engine.testing.pipelines import build_tiny_flux_pipeline, tiny_flux_call_kwargs
+from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
 
 CPU_SCHEMES = ["int8_weight_only", "int8_dynamic", "fp8_weight_only", "intx_weight_only"]
 #: PSNR floors against the unquantized output on tiny FLUX (measured: int8 ~82 dB, fp8 ~68 dB, int4 ~59 dB)
@@ -84,11 +84,9 @@ def test_targets_that_match_nothing_are_one_line():
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["quant=int8_weight_only", "quant.scheme=int3"], "quant.scheme=int3 is not a scheme; use one of"),
     (["quant=fp8_dynamic"], "needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper); on this cpu device use one of"),
     (["quant=int4_weight_only"], "needs a CUDA GPU and the mslk package"),
     (["quant=intx_weight_only", "quant.bits=9"], "quant.bits=9: intx_weight_only takes 1 to 8 bits"),
-    (["quant=fp8_dynamic_per_tensor", "quant.granularity=per_block"], "quant.granularity=per_block: use per_row or per_tensor"),
     (["quant=int8_weight_only", "parallel=tp2"], "quant= with tensor parallelism is not supported"),
 ])
 def test_bad_quant_settings_are_refused_at_plan_time(overrides, expected):

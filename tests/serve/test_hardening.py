@@ -109,16 +109,16 @@ def test_fields_out_of_bounds_are_422_naming_the_limit_before_queueing(engine, c
     else:
         response = client.post("/v1/images/generations", json={"prompt": "seven", **fields})
     assert message in _error(response, 422)
-    assert engine.queue_depth() == 0
+    assert engine.queue.depth() == 0
     _healthy(client)
 
 
 def test_a_video_past_serve_max_frames_is_refused(engine):
-    from dit_engine.serve.engine import LimitError
+    from dit_engine.serve.errors import LimitError
 
-    settings = engine.settings(steps=None, guidance=None, size=None, negative_prompt=None, num_frames=257)
+    settings = engine.requests.settings(steps=None, guidance=None, size=None, negative_prompt=None, num_frames=257)
     with pytest.raises(LimitError, match=r"num_frames=257: ask for 1 to 256 \(serve.max_frames\)"):
-        engine.check("seven", settings)
+        engine.requests.check("seven", settings)
 
 
 def test_a_body_that_does_not_arrive_in_time_is_408():
@@ -128,7 +128,7 @@ def test_a_body_that_does_not_arrive_in_time_is_408():
     import json
     from types import SimpleNamespace
 
-    from dit_engine.serve.app import Guard
+    from dit_engine.serve.guard import Guard
 
     async def stalled_body():  # a first chunk, then nothing
         if not sent_chunk:
@@ -188,7 +188,7 @@ def test_a_request_that_waits_past_its_deadline_is_dropped_unrun(engine, client)
     def post() -> None:
         responses.append(client.post("/v1/images/generations", json={"prompt": "seven"}))
 
-    with engine.pipe_lock:  # the worker takes the first request and waits for the lock
+    with engine.calls.pipe_lock:  # the worker takes the first request and waits for the lock
         threads = [threading.Thread(target=post) for _ in range(2)]
         for thread in threads:
             thread.start()

@@ -104,26 +104,22 @@ def test_a_full_queue_answers_429_with_retry_after():
     from dit_engine.session import Session
 
     engine = ServingEngine(Session.from_overrides(["serve.max_queue=1", "serve.batch_wait_ms=0"]).prepare())
-    release = threading.Event()
-    original = engine._run
-    engine._run = lambda batch: (release.wait(30), original(batch))  # the worker holds the first request
     client = TestClient(create_app(engine))
     try:
         results = []
         threads = [threading.Thread(target=lambda: results.append(client.post("/v1/images/generations", json={"prompt": "one"})))
                    for _ in range(2)]
-        for thread in threads:
-            thread.start()
-            time.sleep(0.5)  # the first is taken by the worker, the second waits in the queue
-        refused = client.post("/v1/images/generations", json={"prompt": "one"})
+        with engine.calls.pipe_lock:  # the worker takes the first request and waits for the lock
+            for thread in threads:
+                thread.start()
+                time.sleep(0.5)  # the first is taken by the worker, the second waits in the queue
+            refused = client.post("/v1/images/generations", json={"prompt": "one"})
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
         assert "the request queue is full" in refused.json()["error"]["message"]
-        release.set()
         for thread in threads:
             thread.join(60)
         assert [r.status_code for r in results] == [200, 200]
     finally:
-        release.set()
         engine.close()
 
 
@@ -152,11 +148,11 @@ def test_videos_queue_run_and_return_every_frame():
     from dit_engine.serve.app import create_app
     from dit_engine.serve.engine import ServingEngine
     from dit_engine.session import Session
-    from dit_engine.testing.pipelines import build_tiny_wan_pipeline
+    from dit_engine.testing import build_tiny_wan_pipeline
 
     pipe = build_tiny_wan_pipeline()
     session = Session.from_overrides(["cache=dbcache", "workload.num_inference_steps=4", "+workload.call_kwargs.max_sequence_length=16"])
-    engine = ServingEngine(session.prepare_for(pipe), pipe=pipe)
+    engine = ServingEngine(session.prepare(pipe), pipe=pipe)
     client = TestClient(create_app(engine))
     try:
         created = client.post("/v1/videos", json={"prompt": "a fox", "size": "32x32", "num_frames": 5, "seed": 7})
@@ -176,9 +172,9 @@ def test_videos_queue_run_and_return_every_frame():
         for index in range(served.n_frames):
             served.seek(index)
             frames.append(np.asarray(served.convert("RGB")))
-        settings = engine.settings(steps=None, guidance=None, size=(32, 32), negative_prompt=None, num_frames=5)
+        settings = engine.requests.settings(steps=None, guidance=None, size=(32, 32), negative_prompt=None, num_frames=5)
         engine.runner.handle.reset()
-        alone = run_loop.call_pipeline(pipe, engine.adapter, engine._workload(settings, ["a fox"]), ["a fox"], [7], frames=True)[0]
+        alone = run_loop.call_pipeline(pipe, engine.adapter, engine.requests.workload(settings, ["a fox"]), ["a fox"], [7], frames=True)[0]
         assert len(frames) == 5 and all(np.array_equal(a, np.asarray(b.convert("RGB"))) for a, b in zip(frames, alone))
         assert client.delete(f"/v1/videos/{video['id']}").json()["deleted"] is True
         assert client.get(f"/v1/videos/{video['id']}").status_code == 404
@@ -257,9 +253,9 @@ def test_the_cli_loads_a_lora_and_refuses_a_missing_one(tmp_path):
     pytest.importorskip("peft")
     from dit_engine.errors import PlanError
     from dit_engine.session import Session
-    from dit_engine.tiny import load_tiny_pipeline
+    from dit_engine.digits import load_digits_pipeline
 
-    lora = _tiny_lora(load_tiny_pipeline().transformer, tmp_path / "fox.safetensors")
+    lora = _tiny_lora(load_digits_pipeline().transformer, tmp_path / "fox.safetensors")
     common = ["workload.prompts=[seven]", "workload.warmup=0", "workload.repeats=1", "report.contact_sheet=false", "model.device=cpu"]
     plain = Session.from_overrides(common).run(tmp_path / "plain")
     styled = Session.from_overrides([*common, f"lora.path={lora}"]).run(tmp_path / "lora")
@@ -280,12 +276,12 @@ def test_image_edits_take_a_multipart_image_and_equal_a_direct_call():
     from dit_engine.serve.app import create_app
     from dit_engine.serve.engine import ServingEngine
     from dit_engine.session import Session
-    from dit_engine.testing.pipelines import build_tiny_flux_pipeline
+    from dit_engine.testing import build_tiny_flux_pipeline
 
     pipe = FluxKontextPipeline(**build_tiny_flux_pipeline().components)
     session = Session.from_overrides(["cache=dbcache", "workload.num_inference_steps=4", "workload.height=32", "workload.width=32",
                                       "+workload.call_kwargs.max_area=1024", "+workload.call_kwargs.max_sequence_length=16"])
-    engine = ServingEngine(session.prepare_for(pipe), pipe=pipe)
+    engine = ServingEngine(session.prepare(pipe), pipe=pipe)
     engine.session.workload.call_kwargs["_auto_resize"] = False  # keep the 32 px input (else ~1 MP)
     client = TestClient(create_app(engine))
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
@@ -296,8 +292,8 @@ def test_image_edits_take_a_multipart_image_and_equal_a_direct_call():
                                files={"image": ("in.png", buffer.getvalue(), "image/png")})
         assert response.status_code == 200, response.text
         served = _pixels(base64.b64decode(response.json()["data"][0]["b64_json"]))
-        settings = engine.settings(steps=None, guidance=None, size=None, negative_prompt=None)
-        workload = engine._workload(settings, ["make it red"])
+        settings = engine.requests.settings(steps=None, guidance=None, size=None, negative_prompt=None)
+        workload = engine.requests.workload(settings, ["make it red"])
         workload.call_kwargs["image"] = picture.convert("RGB")
         engine.runner.handle.reset()
         alone = run_loop.call_pipeline(pipe, engine.adapter, workload, ["make it red"], [5])[0]
@@ -338,7 +334,7 @@ def test_a_parallel_plan_is_served_by_every_rank_loras_too(parallel_server, tmp_
     the images match the single-process CLI's; a LoRA loaded over HTTP reaches every rank, matches
     the CLI's ``lora=<path>`` run, and unloads to the base images exactly."""
     pytest.importorskip("peft")
-    from dit_engine.tiny import load_tiny_pipeline
+    from dit_engine.digits import load_digits_pipeline
 
     assert httpx.get(f"{parallel_server}/health").json()["ranks"] == 2
     client = openai.OpenAI(base_url=f"{parallel_server}/v1", api_key="unused")
@@ -354,7 +350,7 @@ def test_a_parallel_plan_is_served_by_every_rank_loras_too(parallel_server, tmp_
     assert measured["ranks"] == 2 and measured["collective_calls"] > 0
     assert all(close(a, b) for a, b in zip(base, _cli_images(tmp_path / "plain", ["seven", "seven"], seed=3)))
 
-    lora = _tiny_lora(load_tiny_pipeline().transformer, tmp_path / "fox.safetensors")
+    lora = _tiny_lora(load_digits_pipeline().transformer, tmp_path / "fox.safetensors")
     assert httpx.post(f"{parallel_server}/v1/loras", json={"name": "fox", "path": str(lora)}).status_code == 200
     styled, _ = served(lora="fox")
     assert not any(np.array_equal(a, b) for a, b in zip(styled, base))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dit_engine.testing.conformance import AdapterConformance, PipelineCase, TransformConformance, tiny_model_case
-from dit_engine.testing.pipelines import (
+from dit_engine.testing import (
     build_tiny_flux_pipeline,
     build_tiny_qwen_image_pipeline,
     build_tiny_wan_pipeline,
@@ -75,7 +75,7 @@ FIRST_PARTY_CACHES = {
     "dbprune": (("cache=dbprune", "cache.threshold=0.5", "cache.warmup_steps=1"), ("cache=dbprune", "cache.threshold=0"), True),
     "teacache": (("cache=teacache", "cache.threshold=2"), ("cache=teacache", "cache.threshold=0"), True),
     "magcache": (("cache=magcache", "cache.threshold=2"), ("cache=magcache", "cache.threshold=0"), True),
-    "calibration_run": (("cache=calibration_run",), ("cache=calibration_run",), False),
+    "fit_signals": (("cache=fit_signals",), ("cache=fit_signals",), False),
 }
 
 for _option, (_overrides, _exact, _skips) in FIRST_PARTY_CACHES.items():

@@ -1,4 +1,4 @@
-"""Tests for dit_engine.testing.pipelines: tiny, offline, deterministic diffusers pipelines."""
+"""Tests for the full tiny pipelines of dit_engine.testing (FLUX, Wan, Qwen-Image): tiny, offline, deterministic diffusers pipelines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 diffusers = pytest.importorskip("diffusers")
 
-from dit_engine.testing.pipelines import (  # noqa: E402
+from dit_engine.testing import (  # noqa: E402
     TINY_PROMPT,
     build_tiny_flux_pipeline,
     build_tiny_qwen_image_pipeline,

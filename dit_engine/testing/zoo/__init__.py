@@ -1,5 +1,8 @@
 """The tiny zoo: one tiny, offline diffusers pipeline per DiT family variant, for the family
-conformance tests (tests/families) and the docs/models.md generator.
+conformance tests (tests/families) and the docs/models.md generator, plus the full FLUX.1, Wan 2.1
+and Qwen-Image pipelines (text encoders and tokenizers included; ``flux_pipeline``, ``wan_pipeline``,
+``qwen_image_pipeline``) that tests and plugins call with string prompts. One helper, ``_build``,
+seeds every component of both kinds.
 
 Each entry builds the family's real pipeline class around a tiny transformer (seeded random
 weights, a few thousand parameters) and says how to call it. Text encoders are left out where the
@@ -23,8 +26,10 @@ import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dit_engine.testing.conformance import PipelineCase
+if TYPE_CHECKING:  # the conformance module imports pytest; building a full pipeline must not need it
+    from dit_engine.testing.conformance import PipelineCase
 
 
 @dataclass(frozen=True)

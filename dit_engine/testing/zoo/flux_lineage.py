@@ -4,7 +4,7 @@ FLUX.2 dev and klein, Chroma, Bria 3.2, Ovis-Image, LongCat-Image).
 All but VisualCloze and LongCat take random prompt embeddings; those two encode their prompt
 themselves (VisualCloze builds it from its task and content prompts, LongCat's ``encode_prompt``
 calls ``len(prompt)`` even when ``prompt_embeds`` are given), so they get the tiny CLIP + T5 and
-Qwen2.5-VL text encoders of :mod:`dit_engine.testing.tiny_flux` / :mod:`~dit_engine.testing.tiny_qwen_image`.
+Qwen2.5-VL text encoders of :mod:`~dit_engine.testing.zoo.flux_pipeline` / :mod:`~dit_engine.testing.zoo.qwen_image_pipeline`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import torch
 from dit_engine.testing.conformance import PipelineCase
 from dit_engine.testing.zoo import zoo_entry
 from dit_engine.testing.zoo._build import embeds, flow_match_scheduler, generator, seeded_module
+from dit_engine.testing.zoo.flux_pipeline import build_tiny_flux_pipeline
+from dit_engine.testing.zoo.qwen_image_pipeline import build_tiny_qwen_image_pipeline
 
 _TEXT = 6  # text tokens: differs from the image token count so the streams are told apart
 _DIM = 16  # text embedding width (joint_attention_dim) of the entries fed random embeddings
@@ -58,10 +60,8 @@ def _flux_embeds(negative: bool = False) -> dict:
 
 
 @zoo_entry("flux", adapter="flux", pipeline="FluxPipeline",
-           note="tiny CLIP + T5 and VAE (dit_engine.testing.tiny_flux), latents out")
+           note="tiny CLIP + T5 and VAE (dit_engine.testing.zoo.flux_pipeline), latents out")
 def flux() -> PipelineCase:
-    from dit_engine.testing.tiny_flux import build_tiny_flux_pipeline
-
     pipe = build_tiny_flux_pipeline(num_layers=2, num_single_layers=2)
 
     def call(**extra):
@@ -119,8 +119,6 @@ def flux_kontext() -> PipelineCase:
 def visualcloze() -> PipelineCase:
     from diffusers import VisualClozeGenerationPipeline
     from PIL import Image
-
-    from dit_engine.testing.tiny_flux import build_tiny_flux_pipeline
 
     base = build_tiny_flux_pipeline(num_layers=0, num_single_layers=0).components
     # FLUX.1-Fill layout on the tiny FLUX VAE (16 latent channels, factor 2): latents 64 +
@@ -263,8 +261,6 @@ def ovis_image() -> PipelineCase:
            note="tiny Qwen2.5-VL text encoder (tiny_qwen_image), prompt cut to 6 tokens, no rewrite, no VAE, latents out")
 def longcat_image() -> PipelineCase:
     from diffusers import LongCatImagePipeline, LongCatImageTransformer2DModel
-
-    from dit_engine.testing.tiny_qwen_image import build_tiny_qwen_image_pipeline
 
     qwen = build_tiny_qwen_image_pipeline(num_layers=1)  # for its text encoder and tokenizer (hidden 32)
     # the pipeline hard-codes 16 latent channels: packed 64

@@ -7,6 +7,8 @@ import torch
 from dit_engine.testing.conformance import PipelineCase
 from dit_engine.testing.zoo import zoo_entry
 from dit_engine.testing.zoo._build import embeds, flow_match_scheduler, generator, seeded_module
+from dit_engine.testing.zoo.qwen_image_pipeline import _tiny_qwen_text_encoder
+from dit_engine.testing.zoo.tokenizers import tiny_qwen2_tokenizer
 
 _TEXT = 6  # text tokens: differs from the image token count so the streams are told apart
 
@@ -183,9 +185,6 @@ def qwen_image_controlnet() -> PipelineCase:
                 "input area capped to 32² (patch), 2 layers, decoded (latent output is broken upstream)")
 def qwen_image_layered() -> PipelineCase:
     from diffusers import QwenImageLayeredPipeline
-
-    from dit_engine.testing.tiny_qwen_image import _tiny_qwen_text_encoder
-    from dit_engine.testing.tokenizers import tiny_qwen2_tokenizer
 
     _cap_qwen_image_area("pipeline_qwenimage_layered")
     # The pipeline reads `text_encoder.dtype` unguarded and captions the image when no prompt is

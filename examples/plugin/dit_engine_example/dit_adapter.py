@@ -26,7 +26,6 @@ class ExampleDiTAdapter(DiffusersAdapter):
     block_specs = (BlockSpec("transformer_blocks", DIT_BLOCK),)
     block_count_keys = {"transformer_blocks": "num_layers"}
     default_info = ModelInfo(blocks={"transformer_blocks": 28}, num_heads=16, source="DiT-XL-2 defaults (no config.json at hand)")
-    transform_defaults = {"cache.dbcache": {"threshold": 0.08}, "cache.scm": {"threshold": 0.08}, "cache.dbprune": {"threshold": 0.05}}
 
     def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:
         problems = super().check(model_cfg, workload, dry_run)
