@@ -47,12 +47,33 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 ALIASES = {"lora": "lora.path", "cache.calibration_file": "cache.signals_file"}
 
 
+#: Options earlier issues named that are now a setting of another option (a number to sweep is a
+#: key, not a file): each is spelled out as that option with the setting.
+OPTION_ALIASES = {
+    "+method=step_adaptive_foca_018": ["+method=step_adaptive_foca", "cache.budget=0.18"],
+    "+method=step_foca_018": ["+method=step_foca_ultra", "cache.budget=0.18"],
+    "+method=step_forecast_011": ["+method=step_forecast_ultra", "cache.budget=0.11"],
+}
+
+
 def expand_aliases(overrides: Sequence[str]) -> list[str]:
-    """Overrides with each shorthand spelled out (``lora=x.safetensors`` -> ``lora.path=x.safetensors``);
-    ``lora=null`` / ``lora=none`` mean no LoRA."""
+    """Overrides with each shorthand spelled out:
+
+    * ``lora=x.safetensors`` -> ``lora.path=x.safetensors`` (``lora=null`` / ``lora=none``: no LoRA);
+    * ``cache.calibration_file=...`` -> ``cache.signals_file=...`` (its old name);
+    * ``attention=<diffusers backend>`` -> ``attention=native attention.backend=<backend>`` for a
+      backend with no preset of its own (``attention=flex``, ``attention=_native_cudnn``);
+    * the budget-named methods of :data:`OPTION_ALIASES` -> the method with its budget.
+    """
     expanded = []
     for override in overrides:
         key, sep, value = override.partition("=")
+        if override in OPTION_ALIASES:
+            expanded.extend(OPTION_ALIASES[override])
+            continue
+        if sep and key == "attention" and value and "," not in value and value not in group_options("attention"):
+            expanded.extend(["attention=native", f"attention.backend={value}"])
+            continue
         if sep and key in ALIASES:
             override = f"{ALIASES[key]}={'null' if value.lower() == 'none' else value}"
         expanded.append(override)

@@ -262,3 +262,17 @@ def test_bad_overrides_name_the_fix(overrides, expected):
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("alias,spelled_out", [
+    (["+method=step_adaptive_foca_018"], ["+method=step_adaptive_foca", "cache.budget=0.18"]),
+    (["+method=step_foca_018"], ["+method=step_foca_ultra", "cache.budget=0.18"]),
+    (["+method=step_forecast_011"], ["+method=step_forecast_ultra", "cache.budget=0.11"]),
+    (["attention=flex"], ["attention=native", "attention.backend=flex"]),
+    (["attention=_native_math"], ["attention=native", "attention.backend=_native_math"]),
+])
+def test_option_names_earlier_issues_spelled_out_still_compose(alias, spelled_out):
+    """Options folded into a setting of another option (issues 10, 13-15 named them) compose to
+    exactly what they became, though no file carries their name any more."""
+    assert compose_config(alias) == compose_config(spelled_out)
+    assert not any(option.endswith(("_018", "_011")) for option in group_options("method", include_plugins=False))
