@@ -11,6 +11,7 @@ class AllegroAdapter(DiffusersAdapter):
     batched CFG."""
 
     name = "allegro"
+    default_pretrained = "rhymes-ai/Allegro"
     pipeline_classes = (
         "AllegroPipeline",
     )

@@ -12,6 +12,7 @@ class AuraFlowAdapter(DiffusersAdapter):
     tensor. CFG is batched (cond and uncond in one transformer call)."""
 
     name = "auraflow"
+    default_pretrained = "fal/AuraFlow-v0.3"
     pipeline_classes = ("AuraFlowPipeline",)
     block_specs = (
         BlockSpec("joint_transformer_blocks", DUAL_STREAM_ENCODER_FIRST),

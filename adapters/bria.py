@@ -12,6 +12,9 @@ class BriaAdapter(DiffusersAdapter):
     in one transformer call)."""
 
     name = "bria"
+    default_pretrained = "briaai/BRIA-3.2"
+    # the diffusers weights are on this branch (the default branch holds the custom-code version)
+    default_revision = "bria_3_2_diffusers"
     pipeline_classes = (
         "BriaPipeline",
     )

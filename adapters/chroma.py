@@ -13,6 +13,7 @@ class ChromaAdapter(DiffusersAdapter):
     the approximator's modulation as ``temb``; TeaCache probes the first block's."""
 
     name = "chroma"
+    default_pretrained = "lodestones/Chroma1-HD"
     pipeline_classes = (
         "ChromaPipeline",
         "ChromaImg2ImgPipeline",

@@ -12,6 +12,7 @@ class ChronoEditAdapter(DiffusersAdapter):
     (5 frames, more with temporal reasoning); separate cond / uncond calls when ``guidance_scale > 1``."""
 
     name = "chronoedit"
+    default_pretrained = "nvidia/ChronoEdit-14B-Diffusers"
     pipeline_classes = ("ChronoEditPipeline",)
     block_specs = (BlockSpec("blocks", WAN_BLOCK),)
     teacache_probe = staticmethod(timestep_embedding_input)

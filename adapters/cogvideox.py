@@ -12,6 +12,7 @@ class CogVideoXAdapter(DiffusersAdapter):
     batched CFG (cond and uncond in one transformer call)."""
 
     name = "cogvideox"
+    default_pretrained = "THUDM/CogVideoX-2b"
     pipeline_classes = (
         "CogVideoXPipeline",
         "CogVideoXImageToVideoPipeline",

@@ -13,6 +13,7 @@ class CogView3PlusAdapter(DiffusersAdapter):
     """
 
     name = "cogview3plus"
+    default_pretrained = "THUDM/CogView3-Plus-3B"
     pipeline_classes = ("CogView3PlusPipeline",)
     block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_HIDDEN_FIRST),)
     teacache_probe = BlockInput("emb", 2)

@@ -14,6 +14,7 @@ class CogView4Adapter(DiffusersAdapter):
     """
 
     name = "cogview4"
+    default_pretrained = "THUDM/CogView4-6B"
     pipeline_classes = (
         "CogView4Pipeline",
         "CogView4ControlPipeline",

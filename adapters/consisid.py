@@ -15,6 +15,7 @@ class ConsisIDAdapter(DiffusersAdapter):
     """
 
     name = "consisid"
+    default_pretrained = "BestWishYsh/ConsisID-preview"
     pipeline_classes = ("ConsisIDPipeline",)
     block_specs = (BlockSpec("transformer_blocks", DUAL_STREAM_HIDDEN_FIRST),)
     teacache_probe = BlockInput("temb", 2)

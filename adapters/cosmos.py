@@ -16,6 +16,7 @@ class CosmosAdapter(DiffusersAdapter):
     """
 
     name = "cosmos"
+    default_pretrained = "nvidia/Cosmos-Predict2-2B-Text2Image"
     pipeline_classes = (
         "Cosmos2TextToImagePipeline",
         "Cosmos2VideoToWorldPipeline",

@@ -27,6 +27,7 @@ class DiTAdapter(DiffusersAdapter):
     """
 
     name = "dit"
+    default_pretrained = "facebook/DiT-XL-2-256"
     pipeline_classes = ("DiTPipeline",)
     block_specs = (BlockSpec("transformer_blocks", SINGLE_STREAM),)
     teacache_probe = staticmethod(dit_modulated_input)

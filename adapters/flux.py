@@ -16,6 +16,7 @@ class FluxAdapter(DiffusersAdapter):
     """
 
     name = "flux"
+    default_pretrained = "black-forest-labs/FLUX.1-dev"
     pipeline_classes = (
         "FluxPipeline",
         "FluxImg2ImgPipeline",

@@ -22,6 +22,7 @@ class Flux2Adapter(DiffusersAdapter):
     """
 
     name = "flux2"
+    default_pretrained = "black-forest-labs/FLUX.2-dev"
     pipeline_classes = (
         "Flux2Pipeline",
         "Flux2KleinPipeline",

@@ -18,6 +18,7 @@ class HiDreamAdapter(DiffusersAdapter):
     """
 
     name = "hidream"
+    default_pretrained = "HiDream-ai/HiDream-I1-Full"
     pipeline_classes = ("HiDreamImagePipeline",)
     block_specs = (
         BlockSpec("double_stream_blocks", DUAL_STREAM_HIDDEN_FIRST),

@@ -20,6 +20,7 @@ class HunyuanImageAdapter(DiffusersAdapter):
     """
 
     name = "hunyuan_image"
+    default_pretrained = "hunyuanvideo-community/HunyuanImage-2.1-Diffusers"
     pipeline_classes = (
         "HunyuanImagePipeline",
         "HunyuanImageRefinerPipeline",

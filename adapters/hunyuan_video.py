@@ -15,6 +15,7 @@ class HunyuanVideoAdapter(DiffusersAdapter):
     """
 
     name = "hunyuan_video"
+    default_pretrained = "hunyuanvideo-community/HunyuanVideo"
     pipeline_classes = (
         "HunyuanVideoPipeline",
         "HunyuanVideoImageToVideoPipeline",

@@ -18,6 +18,7 @@ class HunyuanVideo15Adapter(DiffusersAdapter):
     """
 
     name = "hunyuan_video15"
+    default_pretrained = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v"
     pipeline_classes = (
         "HunyuanVideo15Pipeline",
         "HunyuanVideo15ImageToVideoPipeline",

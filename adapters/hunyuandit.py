@@ -14,6 +14,7 @@ class HunyuanDiTAdapter(DiffusersAdapter):
     """
 
     name = "hunyuandit"
+    default_pretrained = "Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers"
     pipeline_classes = (
         "HunyuanDiTPipeline",
         "HunyuanDiTPAGPipeline",

@@ -36,6 +36,7 @@ class Kandinsky5Adapter(DiffusersAdapter):
     """
 
     name = "kandinsky5"
+    default_pretrained = "kandinskylab/Kandinsky-5.0-T2V-Lite-sft-5s-Diffusers"
     pipeline_classes = (
         "Kandinsky5T2VPipeline",
         "Kandinsky5I2VPipeline",

@@ -11,6 +11,7 @@ class LongCatImageAdapter(DiffusersAdapter):
     returning ``(encoder, hidden)``; separate cond / uncond calls when ``guidance_scale > 1``."""
 
     name = "longcat_image"
+    default_pretrained = "meituan-longcat/LongCat-Image"
     pipeline_classes = (
         "LongCatImagePipeline",
         "LongCatImageEditPipeline",

@@ -11,6 +11,7 @@ class LTXVideoAdapter(DiffusersAdapter):
     batched CFG. The VAE compresses 32x in space (patch size 1), hence sizes in multiples of 32."""
 
     name = "ltx_video"
+    default_pretrained = "Lightricks/LTX-Video"
     pipeline_classes = (
         "LTXPipeline",
         "LTXImageToVideoPipeline",

@@ -16,6 +16,7 @@ class Lumina2Adapter(DiffusersAdapter):
     """
 
     name = "lumina2"
+    default_pretrained = "Alpha-VLLM/Lumina-Image-2.0"
     pipeline_classes = ("Lumina2Pipeline",)
     block_specs = (BlockSpec("layers", SINGLE_STREAM),)
     teacache_probe = BlockInput("temb", 3)

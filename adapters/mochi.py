@@ -11,6 +11,7 @@ class MochiAdapter(DiffusersAdapter):
     (the last block is ``context_pre_only``: its text stream comes back unchanged). Batched CFG."""
 
     name = "mochi"
+    default_pretrained = "genmo/mochi-1-preview"
     pipeline_classes = (
         "MochiPipeline",
     )

@@ -17,6 +17,7 @@ class OmniGenAdapter(DiffusersAdapter):
     """
 
     name = "omnigen"
+    default_pretrained = "Shitao/OmniGen-v1-diffusers"
     pipeline_classes = ("OmniGenPipeline",)
     block_specs = (BlockSpec("layers", SINGLE_STREAM),)
     teacache_probe = BlockInput("hidden_states", 0)

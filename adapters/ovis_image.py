@@ -11,6 +11,7 @@ class OvisImageAdapter(DiffusersAdapter):
     ``(encoder, hidden)``; separate cond / uncond calls when ``guidance_scale > 1``."""
 
     name = "ovis_image"
+    default_pretrained = "AIDC-AI/Ovis-Image-7B"
     pipeline_classes = (
         "OvisImagePipeline",
     )

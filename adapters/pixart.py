@@ -16,6 +16,7 @@ class PixArtAdapter(DiffusersAdapter):
     """
 
     name = "pixart"
+    default_pretrained = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
     pipeline_classes = (
         "PixArtAlphaPipeline",
         "PixArtSigmaPipeline",

@@ -12,6 +12,7 @@ class PRXAdapter(DiffusersAdapter):
     transformer call, with a batched ``attention_mask`` over the text)."""
 
     name = "prx"
+    default_pretrained = "Photoroom/prx-1024-t2i-beta"
     pipeline_classes = ("PRXPipeline", "PRXPixelPipeline")
     block_specs = (BlockSpec("blocks", CROSS_ATTENTION),)
     teacache_probe = BlockInput("temb")

@@ -16,6 +16,7 @@ class QwenImageAdapter(DiffusersAdapter):
     """
 
     name = "qwen_image"
+    default_pretrained = "Qwen/Qwen-Image"
     pipeline_classes = (
         "QwenImagePipeline",
         "QwenImageImg2ImgPipeline",

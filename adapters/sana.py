@@ -18,6 +18,7 @@ class SanaAdapter(DiffusersAdapter):
     """
 
     name = "sana"
+    default_pretrained = "Efficient-Large-Model/Sana_1600M_1024px_diffusers"
     pipeline_classes = (
         "SanaPipeline",
         "SanaPAGPipeline",

@@ -14,6 +14,7 @@ class SD3Adapter(DiffusersAdapter):
     """
 
     name = "sd3"
+    default_pretrained = "stabilityai/stable-diffusion-3-medium-diffusers"
     pipeline_classes = (
         "StableDiffusion3Pipeline",
         "StableDiffusion3Img2ImgPipeline",

@@ -12,6 +12,7 @@ class SkyReelsV2Adapter(DiffusersAdapter):
     attention mask), one tensor back; separate cond / uncond calls when ``guidance_scale > 1``."""
 
     name = "skyreels_v2"
+    default_pretrained = "Skywork/SkyReels-V2-T2V-14B-540P-Diffusers"
     pipeline_classes = (
         "SkyReelsV2Pipeline",
         "SkyReelsV2ImageToVideoPipeline",

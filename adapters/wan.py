@@ -20,6 +20,7 @@ class WanAdapter(DiffusersAdapter):
     """
 
     name = "wan"
+    default_pretrained = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
     pipeline_classes = ("WanPipeline", "WanImageToVideoPipeline", "WanVideoToVideoPipeline")
     transformer_attrs = ("transformer", "transformer_2")
     block_specs = (BlockSpec("blocks", WAN_BLOCK),)

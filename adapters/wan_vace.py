@@ -16,6 +16,7 @@ class WanVaceAdapter(DiffusersAdapter):
     """
 
     name = "wan_vace"
+    default_pretrained = "Wan-AI/Wan2.1-VACE-14B-diffusers"
     pipeline_classes = ("WanVACEPipeline",)
     transformer_attrs = ("transformer", "transformer_2")
     block_specs = (BlockSpec("blocks", WAN_BLOCK),)

@@ -21,6 +21,7 @@ class ZImageAdapter(DiffusersAdapter):
     """
 
     name = "z_image"
+    default_pretrained = "Tongyi-MAI/Z-Image-Turbo"
     pipeline_classes = (
         "ZImagePipeline",
         "ZImageImg2ImgPipeline",

@@ -184,9 +184,15 @@ class Adapter:
             off it without loading weights).
         cross_attention_modules: globs of attention modules that attend the (unsharded) text
             only; context parallelism leaves them alone.
+        default_pretrained, default_revision, default_dtype: what ``model=<name>`` composes for
+            ``model.pretrained`` / ``revision`` / ``dtype`` (the family's flagship checkpoint);
+            served from the adapter when no ``conf/model/<name>.yaml`` exists.
     """
 
     name: ClassVar[str] = ""
+    default_pretrained: ClassVar[str | None] = None
+    default_revision: ClassVar[str | None] = None
+    default_dtype: ClassVar[str] = "float32"
     pipeline_classes: ClassVar[tuple[str, ...]] = ()
     transformer_attrs: ClassVar[tuple[str, ...]] = ("transformer",)
     block_specs: ClassVar[tuple[BlockSpec, ...]] = ()

@@ -99,6 +99,8 @@ class DiffusersAdapter(Adapter):
     """
 
     default_info: ClassVar[ModelInfo]
+    #: Real checkpoints run in bfloat16 (``model.dtype=float32`` to override).
+    default_dtype: ClassVar[str] = "bfloat16"
     #: The family's usual workload (prompts, steps, guidance, extra call arguments).
     default_workload: ClassVar[WorkloadDefaults | None] = None
     block_count_keys: ClassVar[dict[str, str]] = {}

@@ -6,6 +6,9 @@ from __future__ import annotations
 from importlib import resources
 from importlib.metadata import entry_points
 
+from dit_engine.config.model_source import GROUP as MODEL_GROUP
+from dit_engine.config.model_source import adapter_names
+
 #: The package holding the shipped config folder (``conf/`` in the source tree).
 CONFIG_MODULE = "dit_engine.conf"
 #: Entry-point group under which a plugin names its config package.
@@ -23,9 +26,10 @@ def config_modules() -> list[str]:
 
 
 def group_options(group: str, include_plugins: bool = True) -> list[str]:
-    """YAML options of a config group, shipped and (unless ``include_plugins=False``) from
-    installed plugins (``cache`` -> ``["dbcache", ...]``)."""
-    options = set()
+    """Options of a config group: YAML files, shipped and (unless ``include_plugins=False``) from
+    installed plugins (``cache`` -> ``["dbcache", ...]``); for ``model``, every installed adapter
+    too (:mod:`dit_engine.config.model_source`)."""
+    options = set(adapter_names(include_plugins)) if group == MODEL_GROUP else set()
     for module in config_modules() if include_plugins else [CONFIG_MODULE]:
         try:
             folder = resources.files(module).joinpath(group)
