@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
-from dit_engine.adapter import Adapter, ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, family_threshold
+from dit_engine.adapter import ModelInfo
+from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState
 from dit_engine.caches.teacache import WholeStepCacheTransform
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, PlanContext
@@ -122,15 +122,7 @@ class MagCacheTransform(WholeStepCacheTransform):
     stage = Stage.CACHE
     config_class = MagCacheConfig
     section, value_key = "magcache", "mag_ratios"
-
-    @classmethod
-    def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
-        """The family's threshold and published (or shipped) ratio curve."""
-        defaults = family_threshold(MAGCACHE_THRESHOLDS, LARGE_DIT_MAGCACHE_THRESHOLD, adapter)
-        ratios = cls.published_values(MAG_RATIOS, adapter)
-        if ratios is not None:
-            defaults["mag_ratios"] = ratios
-        return defaults
+    published, thresholds, large_dit_threshold = MAG_RATIOS, MAGCACHE_THRESHOLDS, LARGE_DIT_MAGCACHE_THRESHOLD
 
     @classmethod
     def check(cls, config: MagCacheConfig, context: PlanContext) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from dit_engine.adapter import Adapter, ModelInfo
-from dit_engine.caches.magcache import MAG_RATIOS, MagCacheTransform
+from dit_engine.caches.magcache import MagCacheTransform
 from dit_engine.caches.seacache import SeaCacheTransform
 from dit_engine.errors import PlanError
 from dit_engine.config.groups import Stage
@@ -283,7 +283,7 @@ class DiffusersMagCacheTransform(DiffusersCacheTransform):
     @classmethod
     def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
         """The family's ratio curve, the one ``cache=magcache`` takes (its threshold is diffusers')."""
-        ratios = MagCacheTransform.published_values(MAG_RATIOS, adapter)
+        ratios = MagCacheTransform.published_values(adapter)
         return {} if ratios is None else {"mag_ratios": ratios}
 
     @classmethod

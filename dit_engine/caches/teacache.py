@@ -125,16 +125,30 @@ class WholeStepCacheTransform(WholeStepBlockCache):
 
     section = ""
     value_key = ""
+    #: family -> published values (the technique's table, e.g. :data:`TEACACHE_COEFFICIENTS`)
+    published: dict[str, list[float]] = {}
+    #: family -> threshold, and the threshold of every other diffusers family
+    thresholds: dict[str, float] = {}
+    large_dit_threshold: float = 0.0
 
     @classmethod
-    def published_values(cls, published: dict[str, list[float]], adapter: Adapter) -> list[float] | None:
+    def published_values(cls, adapter: Adapter) -> list[float] | None:
         """The family's values: ``published[adapter.name]``, else its shipped calibration's
         ``section``, else None. A fresh list (the resolved config may be changed)."""
-        if adapter.name in published:
-            return list(published[adapter.name])
+        if adapter.name in cls.published:
+            return list(cls.published[adapter.name])
         if adapter.name in SHIPPED_CALIBRATIONS:
             return list(read_signals(str(SHIPPED_CALIBRATIONS[adapter.name]()), cls.section, "transformer")[cls.value_key])
         return None
+
+    @classmethod
+    def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
+        """The family's threshold and published (or shipped) values."""
+        defaults = family_threshold(cls.thresholds, cls.large_dit_threshold, adapter)
+        values = cls.published_values(adapter)
+        if values is not None:
+            defaults[cls.value_key] = values
+        return defaults
 
     @classmethod
     def values(cls, config: Any, transformer: str | None = None):
@@ -166,15 +180,7 @@ class TeaCacheTransform(WholeStepCacheTransform):
     stage = Stage.CACHE
     config_class = TeaCacheConfig
     section, value_key = "teacache", "coefficients"
-
-    @classmethod
-    def family_defaults(cls, adapter: Adapter) -> dict[str, Any]:
-        """The family's threshold and published (or shipped) coefficients."""
-        defaults = family_threshold(TEACACHE_THRESHOLDS, LARGE_DIT_TEACACHE_THRESHOLD, adapter)
-        coefficients = cls.published_values(TEACACHE_COEFFICIENTS, adapter)
-        if coefficients is not None:
-            defaults["coefficients"] = coefficients
-        return defaults
+    published, thresholds, large_dit_threshold = TEACACHE_COEFFICIENTS, TEACACHE_THRESHOLDS, LARGE_DIT_TEACACHE_THRESHOLD
 
     @classmethod
     def check(cls, config: TeaCacheConfig, context: PlanContext) -> list[str]:
