@@ -4,12 +4,18 @@
     python -m pytest benchmarks/test_bench_overhead.py -p no:cacheprovider
 
 Each variant is applied to the same pipeline for its timed call and removed after it, so every
-variant runs on the same modules; rounds alternate their order and a ratio is the median of the
-per-round pairs plain / variant (the table adds the ratio of the fastest rounds, "best-of", which
-noise cannot inflate). Every variant's images must equal plain diffusers' bit for bit.
-Targets: ``cache=none`` >= 0.99 of plain, every cache at threshold 0 >= 0.98. The table prints at
-the end of the session; measured on a busy machine it is marked UNTRUSTED and the targets are
-not checked (skipped, not passed).
+variant runs on the same modules. The clock is the process's own CPU time on one thread
+(benchmarks/interleave.py): rounds alternate their order, a ratio is the median of the per-round
+pairs plain / variant with its 95 % interval, and rounds are added until every interval is within
+±2 %. Every variant's images must equal plain diffusers' bit for bit.
+Targets (issue 14): ``cache=none`` costs at most 1 % over plain (ratio >= 1 / 1.01), every cache
+at threshold 0 / budget 1 at most 2 % (ratio >= 1 / 1.02). The table prints at the end of the
+session; a table whose ratios did not settle is marked UNTRUSTED and its targets are skipped, not
+passed; one that did not settle within ±2 % in the round limit says so and is checked at that
+precision.
+
+``test_the_clock_holds_with_a_busy_neighbour`` measures two ratios with the machine as it is and
+again with a spinning process per core beside it, and checks the two agree within their intervals.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import torch
 import dit_engine
 from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
 from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
-from interleave import TABLES, contention, interleaved, seconds_of
+from interleave import TABLES, busy_neighbour, distrust, interleaved, precision_note, timing
 
-ROUNDS = int(__import__("os").environ.get("BENCH_ROUNDS", "15"))
+#: most a variant may cost over plain diffusers: cache=none, and every cache that cannot cache
+NONE_COST, NOTHING_COST = 1.01, 1.02
 NOTHING = {
     "cache=none": ("cache=none",),
     "dbcache threshold 0": ("cache=dbcache", "cache.threshold=0"),
@@ -59,76 +66,112 @@ def _tiny_flux():
 MODELS = {"tiny": _tiny, "tiny_flux": _tiny_flux}
 
 
+def _variant(pipe, call, overrides):
+    """The runner of ``call`` with ``overrides`` applied (applied and removed outside the clock)."""
+    def run(clock):
+        handle = dit_engine.apply(pipe, *overrides)
+        try:
+            return clock.time(call)
+        finally:
+            handle.remove()
+    return run
+
+
+def _target(label: str) -> float:
+    return 1 / (NONE_COST if label == "cache=none" else NOTHING_COST)
+
+
 @pytest.mark.parametrize("model", list(MODELS))
 def test_the_cost_of_doing_nothing(benchmark, model):
     pipe, call = MODELS[model]()
     pipe.set_progress_bar_config(disable=True)
     reference = call()
-
-    def plain() -> float:
-        return seconds_of(call)
-
-    def variant(overrides):
-        def run() -> float:
-            handle = dit_engine.apply(pipe, *overrides)
-            try:
-                return seconds_of(call)
-            finally:
-                handle.remove()
-        return run
-
     for label, overrides in NOTHING.items():  # identical outputs first: a fast wrong answer is no answer
         handle = dit_engine.apply(pipe, *overrides)
         try:
             assert torch.equal(call(), reference), f"{label} changed the output"
         finally:
             handle.remove()
-    runners = {"plain": plain, **{label: variant(overrides) for label, overrides in NOTHING.items()}}
-    timings = benchmark.pedantic(interleaved, args=(runners, ROUNDS), rounds=1, iterations=1)
-    untrusted = contention(timings, "plain")
-    lines = [f"the cost of doing nothing on {model} ({ROUNDS} interleaved rounds; ratio = plain / variant, "
-             f"median of per-round pairs){'  UNTRUSTED: ' + untrusted if untrusted else ''}",
-             f"{'variant':28} {'median s':>9} {'ratio':>7} {'target':>7} {'best-of':>8}"]
-    ratios = {}
+    runners = {"plain": timing(call), **{label: _variant(pipe, call, overrides) for label, overrides in NOTHING.items()}}
+    timings = benchmark.pedantic(interleaved, args=(runners,), rounds=1, iterations=1)
+    untrusted = distrust(timings)
+    lines = [f"the cost of doing nothing on {model}{'  UNTRUSTED: ' + untrusted if untrusted else ''}", timings.heading(),
+             precision_note(timings),
+             f"{'variant':24} {'clock s':>8} {'wall s':>8} {'ratio [95 % interval]':>24} {'target':>8} {'wall ratio':>10}"]
     for label in runners:
-        ratio = timings.ratio("plain", label)
-        target = 0.99 if label == "cache=none" else 0.98
-        ratios[label] = (ratio, target)
-        benchmark.extra_info[f"{label} ratio"] = ratio
-        lines.append(f"{label:28} {timings.median(label):9.4f} {ratio:7.3f} {'' if label == 'plain' else f'>={target}':>7} "
-                     f"{timings.best_ratio('plain', label):8.3f}")
+        target = "" if label == "plain" else f">={_target(label):.3f}"
+        benchmark.extra_info[f"{label} ratio"] = timings.interval(label)
+        lines.append(f"{label:24} {timings.median(label):8.4f} {timings.wall_median(label):8.4f} {timings.cell(label):>24} "
+                     f"{target:>8} {timings.wall_ratio(label):10.3f}")
     TABLES.append("\n".join(lines))
     if untrusted:
         pytest.skip(f"UNTRUSTED timings, targets not checked: {untrusted}")
-    missed = [f"{label} {ratio:.3f} < {target}" for label, (ratio, target) in ratios.items() if label != "plain" and ratio < target]
+    missed = [f"{label} {timings.ratio(label):.3f} < {_target(label):.3f}" for label in NOTHING
+              if timings.ratio(label) < _target(label)]
     assert not missed, "; ".join(missed)
 
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_the_cost_of_the_nan_watch(benchmark, model):
     """Every engine pipeline call runs inside a FiniteWatch (NaN / Inf is never a success): a
-    forward hook per transformer call and a wrapped VAE decode. Target: >= 0.99 of plain."""
+    forward hook per transformer call and a wrapped VAE decode. Target: at most 1 % over plain."""
     from dit_engine.finite import FiniteWatch
 
     pipe, call = MODELS[model]()
     pipe.set_progress_bar_config(disable=True)
 
-    def watched() -> float:
-        def run():
-            with FiniteWatch(pipe, {"transformer": pipe.transformer}, 1.0) as watch:
-                out = call()
-            watch.check()
-            return out
-        return seconds_of(run)
+    def watched():
+        with FiniteWatch(pipe, {"transformer": pipe.transformer}, 1.0) as watch:
+            out = call()
+        watch.check()
+        return out
 
-    timings = benchmark.pedantic(interleaved, args=({"plain": lambda: seconds_of(call), "watched": watched}, ROUNDS),
+    timings = benchmark.pedantic(interleaved, args=({"plain": timing(call), "watched": timing(watched)},),
                                  rounds=1, iterations=1)
-    untrusted = contention(timings, "plain")
-    ratio = timings.ratio("plain", "watched")
-    benchmark.extra_info["watched ratio"] = ratio
-    TABLES.append(f"the NaN watch on {model} ({ROUNDS} interleaved rounds): plain {timings.median('plain'):.4f} s, "
-                  f"watched {timings.median('watched'):.4f} s, ratio {ratio:.3f} (target >= 0.99), best-of "
-                  f"{timings.best_ratio('plain', 'watched'):.3f}{'  UNTRUSTED: ' + untrusted if untrusted else ''}")
+    untrusted = distrust(timings)
+    benchmark.extra_info["watched ratio"] = timings.interval("watched")
+    TABLES.append(f"the NaN watch on {model}: plain {timings.median('plain'):.4f} s, watched {timings.median('watched'):.4f} s, "
+                  f"ratio {timings.cell('watched')} (target >= {1 / NONE_COST:.3f}){'  UNTRUSTED: ' + untrusted if untrusted else ''}"
+                  f"\n{timings.heading()}\n{precision_note(timings)}")
     if untrusted:
         pytest.skip(f"UNTRUSTED timings, target not checked: {untrusted}")
-    assert ratio >= 0.99, f"the NaN watch costs {1 - ratio:.1%} of a call"
+    assert timings.ratio("watched") >= 1 / NONE_COST, f"the NaN watch costs {1 - timings.ratio('watched'):.1%} of a call"
+
+
+def _overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2]
+
+
+def test_the_clock_holds_with_a_busy_neighbour(benchmark):
+    """The same two ratios (``cache=none`` and ``cache=dbcache`` against plain, embedded model)
+    measured with the machine as it is and with one spinning process per core beside it: on the
+    CPU-time clock they must agree within their intervals (the wall ratios print beside)."""
+    pipe, call = MODELS["tiny"]()
+    pipe.set_progress_bar_config(disable=True)
+    runners = {"plain": timing(call), "cache=none": _variant(pipe, call, ("cache=none",)),
+               "cache=dbcache": _variant(pipe, call, ("cache=dbcache",))}
+
+    def both():
+        quiet = interleaved(runners)
+        with busy_neighbour() as spinners:
+            busy = interleaved(runners)
+        return quiet, busy, spinners
+
+    quiet, busy, spinners = benchmark.pedantic(both, rounds=1, iterations=1)
+    lines = [f"the clock with and without a busy neighbour (embedded model; {spinners} spinning process(es) beside the busy run)",
+             f"as it is: {quiet.heading()}", f"busy:      {busy.heading()}",
+             f"{'variant':14} {'as it is [95 %]':>24} {'busy [95 %]':>24} {'agree':>6} {'wall: as it is':>15} {'busy':>6}"]
+    disagree = []
+    for label in ("cache=none", "cache=dbcache"):
+        agree = _overlap(quiet.interval(label), busy.interval(label))
+        if not agree:
+            disagree.append(f"{label}: {quiet.cell(label)} vs {busy.cell(label)}")
+        benchmark.extra_info[label] = {"as_it_is": quiet.interval(label), "busy": busy.interval(label)}
+        lines.append(f"{label:14} {quiet.cell(label):>24} {busy.cell(label):>24} {'yes' if agree else 'NO':>6} "
+                     f"{quiet.wall_ratio(label):15.3f} {busy.wall_ratio(label):6.3f}")
+    lines += [f"as it is: {precision_note(quiet)}", f"busy:      {precision_note(busy)}"]
+    TABLES.append("\n".join(lines))
+    untrusted = distrust(quiet) or distrust(busy)
+    if untrusted:
+        pytest.skip(f"UNTRUSTED timings, agreement not checked: {untrusted}")
+    assert not disagree, "the ratios moved with a busy neighbour: " + "; ".join(disagree)

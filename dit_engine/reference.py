@@ -38,6 +38,14 @@ class Reference:
     latency_s: float
     created: str
     reused: bool
+    #: the clock the reference was timed on and its mean seconds there (None: cached before clocks)
+    clock: str | None = None
+    clock_s: float | None = None
+
+    @property
+    def timing(self) -> dict[str, Any]:
+        """Its timing as ``run_loop.mean_timing`` gives it: wall ``latency_s``, ``clock``, ``clock_s``."""
+        return {"latency_s": self.latency_s, "clock": self.clock, "clock_s": self.clock_s}
 
 
 def reference_key(material: dict[str, Any]) -> str:
@@ -96,7 +104,9 @@ def _load(folder: Path, key: str, reused: bool) -> Reference:
             raise DamagedReference("reference.json lists image names that are not NNN.png")
         images = [Image.open(folder / name).convert("RGB") for name in names]
         latency = float(info["latency_s"])
-        return Reference(key, folder, images, latency, str(info["created"]), reused)
+        clock_s = info.get("clock_s")
+        return Reference(key, folder, images, latency, str(info["created"]), reused, info.get("clock"),
+                         None if clock_s is None else float(clock_s))
     except DamagedReference:
         raise
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -110,8 +120,10 @@ def _set_aside(folder: Path, reason: str) -> None:
     log.warning("reference %s is damaged (%s); set aside as %s and computed again", folder, reason, aside.name)
 
 
-def get_or_create(root: str | Path, material: dict[str, Any], run: Callable[[], tuple[list[Image.Image], float]]) -> Reference:
-    """The cached reference for ``material``, computing it with ``run() -> (images, latency_s)`` if absent."""
+def get_or_create(root: str | Path, material: dict[str, Any],
+                  run: Callable[[], tuple[list[Image.Image], dict[str, Any]]]) -> Reference:
+    """The cached reference for ``material``, computing it with ``run() -> (images, timing)`` if
+    absent (``timing``: wall ``latency_s``, ``clock``, ``clock_s``, as ``run_loop.mean_timing``)."""
     root = Path(root)
     key = reference_key(material)
     folder = root / key
@@ -121,7 +133,7 @@ def get_or_create(root: str | Path, material: dict[str, Any], run: Callable[[], 
                 return _load(folder, key, reused=True)
             except DamagedReference as err:
                 _set_aside(folder, str(err))
-        images, latency = run()
+        images, timing = run()
         # Written into a staging folder renamed to ``folder`` at the end: readers never see half a reference.
         with atomic_dir(folder) as staging:
             names = []
@@ -133,7 +145,9 @@ def get_or_create(root: str | Path, material: dict[str, Any], run: Callable[[], 
                 "key": key,
                 "material": material,
                 "images": names,
-                "latency_s": latency,
+                "latency_s": timing["latency_s"],
+                "clock": timing["clock"],
+                "clock_s": timing["clock_s"],
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "pid": os.getpid(),
             }

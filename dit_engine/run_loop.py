@@ -2,13 +2,15 @@
 
 The reference (plain pipeline) and the accelerated run go through the same functions, so their
 latencies are comparable: warm-up runs first, then ``repeats`` timed runs of the whole workload.
+Every timed run is read on two clocks: the wall (the latency a user waits) and the run's clock
+(``report.clock``: by default the process's own CPU time on a CPU, CUDA events on a GPU; see
+``dit_engine.metrics.clock``), on which speedups are computed because it holds on a shared machine.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ from tqdm.auto import tqdm
 from dit_engine.adapter import Adapter
 from dit_engine.devices import resolve_device
 from dit_engine.finite import FiniteWatch
+from dit_engine.metrics.clock import Clock, Reading, clock_for
 from dit_engine.outputs import StagedRunFiles, contact_sheet, film_strip, slug
 from dit_engine.reference import get_or_create
+from dit_engine.threads import warn_if_oversubscribed
 from dit_engine.run_metrics import clip_metrics, objective, quality_metrics, run_metrics
 from dit_engine.transforms.protocols import ReportsRunMetrics, WritesArtifacts
 from dit_engine.workload import Workload
@@ -67,15 +71,22 @@ def call_pipeline(pipe, adapter: Adapter, workload: Workload, prompts: list[str]
     return [film_strip(video) for video in output.frames]  # video pipelines: one strip per video
 
 
-def timed(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> tuple[list, list[float]]:
-    """Run the workload ``repeats`` times; return the last images and the seconds of each run."""
-    seconds = []
+def timed(pipe, adapter: Adapter, workload: Workload, device: torch.device, clock: Clock,
+          quiet: bool = False) -> tuple[list, list[Reading]]:
+    """Run the workload ``repeats`` times; return the last images and the reading of each run."""
+    readings = []
     images: list = []
     for _ in range(workload.repeats):
-        start = time.perf_counter()
-        images = generate(pipe, adapter, workload, device, quiet)
-        seconds.append(time.perf_counter() - start)
-    return images, seconds
+        outcome: list = []
+        readings.append(clock.time(lambda: outcome.append(generate(pipe, adapter, workload, device, quiet))))
+        images = outcome[0]
+    return images, readings
+
+
+def mean_timing(readings: list[Reading], clock: Clock) -> dict[str, Any]:
+    """The mean wall seconds and clock seconds of ``readings``, with the clock's name."""
+    return {"latency_s": sum(r.wall_s for r in readings) / len(readings), "clock": clock.name,
+            "clock_s": sum(r.seconds for r in readings) / len(readings)}
 
 
 def warm_up(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> None:
@@ -84,29 +95,32 @@ def warm_up(pipe, adapter: Adapter, workload: Workload, device: torch.device, qu
         generate(pipe, adapter, workload, device, quiet)
 
 
-def reference_run(pipe, adapter: Adapter, workload: Workload, device: torch.device, quiet: bool = False) -> tuple[list, float]:
-    """The plain pipeline on the same workload, timed the same way (warm-up, then repeats)."""
+def reference_run(pipe, adapter: Adapter, workload: Workload, device: torch.device, clock: Clock,
+                  quiet: bool = False) -> tuple[list, dict[str, Any]]:
+    """The plain pipeline on the same workload, timed the same way (warm-up, then repeats): its
+    images and :func:`mean_timing`."""
     warm_up(pipe, adapter, workload, device, quiet)
-    images, seconds = timed(pipe, adapter, workload, device, quiet)
-    return images, sum(seconds) / len(seconds)
+    images, readings = timed(pipe, adapter, workload, device, clock, quiet)
+    return images, mean_timing(readings, clock)
 
 
 def interleaved_timings(pipe, adapter: Adapter, workload: Workload, device: torch.device, handle, pairs: int,
-                        warm_plain: bool = True, quiet: bool = False) -> dict[str, list[float]]:
+                        clock: Clock, warm_plain: bool = True, quiet: bool = False) -> dict[str, list[float]]:
     """``pairs`` plain and accelerated runs of the workload in turn (plain first in even pairs,
     accelerated first in odd ones), the plan removed from and applied again to ``pipe`` through
     ``handle`` between them: machine load then weighs on both sides of a pair alike. The handle is
-    applied again at the end. ``warm_plain`` first runs the workload's warm-up on the plain pipeline."""
-    seconds: dict[str, list[float]] = {"plain_s": [], "accelerated_s": []}
+    applied again at the end. ``warm_plain`` first runs the workload's warm-up on the plain pipeline.
+    Seconds on ``clock`` (``plain_s``, ``accelerated_s``), wall beside (``plain_wall_s``, ``accelerated_wall_s``)."""
+    seconds: dict[str, list[float]] = {"plain_s": [], "accelerated_s": [], "plain_wall_s": [], "accelerated_wall_s": []}
 
     def run(kind: str) -> None:
         if kind == "plain_s" and handle.applied:
             handle.remove()
         elif kind == "accelerated_s" and not handle.applied:
             handle.apply()
-        start = time.perf_counter()
-        generate(pipe, adapter, workload, device, quiet)
-        seconds[kind].append(time.perf_counter() - start)
+        reading = clock.time(lambda: generate(pipe, adapter, workload, device, quiet))
+        seconds[kind].append(reading.seconds)
+        seconds[kind.replace("_s", "_wall_s")].append(reading.wall_s)
 
     if warm_plain:
         handle.remove()
@@ -169,6 +183,9 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
     against the reference (``report.quality``); returns the run's metrics."""
     cfg, adapter, workload, quiet = session.cfg, session.adapter, session.workload, session.quiet
     device = resolve_device(cfg.model.device)
+    clock = clock_for(device, cfg.report.clock)
+    if device.type == "cpu" and session.plan.dims.world == 1:  # a local launch said it for all its ranks
+        warn_if_oversubscribed(torch.get_num_threads())
     started = datetime.datetime.now().isoformat(timespec="seconds")
     pipe = session.load()
     files.write_text("plan.txt", session.plan.explain())  # model=auto: now with what the trace inferred
@@ -180,13 +197,13 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
         reference = get_or_create(
             cfg.report.reference_dir,
             session.reference_material(device),
-            lambda: reference_run(pipe, adapter, workload, device, quiet),
+            lambda: reference_run(pipe, adapter, workload, device, clock, quiet),
         )
         log.info("reference %s (%s)", reference.path, "reused" if reference.reused else "computed now")
-        reference_latency = reference.latency_s
+        reference_timing = reference.timing
         interleave = _interleaves(session)
         if reference.reused and cfg.report.reference_timing != "cached" and not interleave:
-            reference_latency = reference_run(pipe, adapter, workload, device, quiet)[1]
+            reference_timing = reference_run(pipe, adapter, workload, device, clock, quiet)[1]
 
     handle = session.apply(pipe)
     pairs = None
@@ -195,7 +212,8 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
     try:
         warm_up(pipe, adapter, workload, device, quiet)
         handle.reset()
-        images, repeat_seconds = timed(pipe, adapter, workload, device, quiet)
+        images, readings = timed(pipe, adapter, workload, device, clock, quiet)
+        repeat_seconds = [reading.wall_s for reading in readings]
         summary = handle.summary()
         step_times = list(handle.step_state.step_times)
         # the transforms' own metrics.json sections, of the timed runs as the summary (parallel:
@@ -212,8 +230,8 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
         if reference is not None and interleave:
             # plain and accelerated runs in turn (the handle is removed and applied again), so
             # the load of the moment weighs on both sides of every pair alike
-            pairs = interleaved_timings(pipe, adapter, workload, device, handle, max(workload.repeats, 3),
-                                                 warm_plain=reference.reused, quiet=quiet)
+            pairs = interleaved_timings(pipe, adapter, workload, device, handle, max(workload.repeats, 3), clock,
+                                        warm_plain=reference.reused, quiet=quiet)
     finally:
         if not session.plan.irreversible_steps():  # a quantized or compiled pipeline is dropped instead
             handle.remove()
@@ -229,15 +247,16 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
         files.save_image("contact_sheet.png", contact_sheet(images, labels))
 
     metrics = run_metrics(session, run_dir=run_dir, started=started, device=device, summary=summary,
-                          step_times=step_times, repeat_seconds=repeat_seconds, image_files=image_files)
+                          step_times=step_times, repeat_seconds=repeat_seconds, image_files=image_files,
+                          clock_timing=mean_timing(readings, clock))
     metrics.update(sections)
     if artifacts:
         metrics["artifacts"] = artifacts
     if profile is not None:
         metrics["profile"] = profile
     if reference is not None:
-        metrics["quality"] = quality_metrics(reference, reference_latency, cfg.report.reference_timing, names, images,
-                                             metrics["latency"]["total_s"], pairs=pairs)
+        metrics["quality"] = quality_metrics(reference, reference_timing, cfg.report.reference_timing, names, images,
+                                             mean_timing(readings, clock), pairs=pairs)
     if cfg.report.clip_model:
         metrics["clip_score"] = clip_metrics(cfg.report.clip_model, images, workload.prompts)
     metrics["objective"] = objective(cfg.report, metrics)

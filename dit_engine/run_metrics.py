@@ -21,6 +21,7 @@ OBJECTIVES = ("latency", "compute", "speedup", "psnr")
 #: objectives that need the reference run (report=quality)
 QUALITY_OBJECTIVES = ("compute", "speedup", "psnr")
 REFERENCE_TIMINGS = ("fresh", "interleaved", "cached")
+CLOCKS = ("auto", "cpu_time", "cuda_events", "wall")
 
 
 def report_problems(report: DictConfig) -> list[str]:
@@ -40,6 +41,8 @@ def report_problems(report: DictConfig) -> list[str]:
             problems.append(problem)
     if report.reference_timing not in REFERENCE_TIMINGS:
         problems.append(f"report.reference_timing={report.reference_timing} is unknown; use {', '.join(REFERENCE_TIMINGS)}")
+    if report.clock not in CLOCKS:
+        problems.append(f"report.clock={report.clock} is unknown; use {', '.join(CLOCKS)}")
     if report.objective not in OBJECTIVES:
         problems.append(f"report.objective={report.objective} is unknown; use one of {', '.join(OBJECTIVES)}")
     elif report.objective in QUALITY_OBJECTIVES and not report.quality:
@@ -51,8 +54,10 @@ def report_problems(report: DictConfig) -> list[str]:
 
 
 def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, summary: dict[str, Any],
-                step_times: list[float], repeat_seconds: list[float], image_files: list[str]) -> dict[str, Any]:
-    """The metrics of one run without quality: latency, compute, memory, config, plan, providers."""
+                step_times: list[float], repeat_seconds: list[float], image_files: list[str],
+                clock_timing: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of one run without quality: latency (wall, and the run's clock beside it:
+    ``clock``, ``clock_s``), compute, memory, config, plan, providers."""
     cfg, adapter, plan, workload = session.cfg, session.adapter, session.plan, session.workload
     total = sum(repeat_seconds) / len(repeat_seconds)
     return {
@@ -79,6 +84,8 @@ def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, s
             "per_step_s": sum(step_times) / len(step_times) if step_times else None,
             "steps_s": step_times,
             "warmup_runs": workload.warmup,
+            "clock": clock_timing["clock"],
+            "clock_s": clock_timing["clock_s"],
         },
         "compute": summary,
         "cache": {"hit_ratio": summary["hit_ratio"], "steps_cached": summary["steps_cached"]},
@@ -93,33 +100,43 @@ def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, s
     }
 
 
-def quality_metrics(reference, reference_latency: float, reference_timing: str, names: list[str], images: list,
-                    latency_s: float, pairs: dict[str, list[float]] | None = None) -> dict[str, Any]:
+def quality_metrics(reference, reference_timing: dict[str, Any], timing_kind: str, names: list[str], images: list,
+                    timing: dict[str, Any], pairs: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """PSNR / SSIM / MAE of every image against the reference, and the speedup vs it.
 
-    With ``pairs`` (interleaved plain / accelerated timings, see ``run_loop.interleaved_timings``)
-    the speedup is the median of the pairs' ratios and the reference latency the median plain run;
-    otherwise the reference's latency over this run's.
+    ``reference_timing`` and ``timing`` are :func:`~dit_engine.run_loop.mean_timing` dicts (wall
+    ``latency_s``, ``clock``, ``clock_s``). The speedup is on the run's clock: with ``pairs``
+    (interleaved plain / accelerated timings, see ``run_loop.interleaved_timings``) the median of
+    the pairs' ratios, the reference latency the median plain run; otherwise the reference's clock
+    seconds over this run's (wall over wall when a cached reference was timed on another clock).
     """
     scores = compare_images(names, reference.images, images)
+    clock = timing["clock"]
     if pairs is not None:
         ratios = [plain / fast for plain, fast in zip(pairs["plain_s"], pairs["accelerated_s"])]
-        speedup, reference_latency, timing = median(ratios), median(pairs["plain_s"]), "interleaved"
+        speedup, kind = median(ratios), "interleaved"
+        reference_latency, reference_clock_s = median(pairs["plain_wall_s"]), median(pairs["plain_s"])
     else:
-        speedup = reference_latency / latency_s
-        timing = "this run" if not reference.reused or reference_timing != "cached" else "cached"
+        kind = "this run" if not reference.reused or timing_kind != "cached" else "cached"
+        reference_latency, reference_clock_s = reference_timing["latency_s"], reference_timing.get("clock_s")
+        if reference_timing.get("clock") == clock and reference_clock_s:
+            speedup = reference_clock_s / timing["clock_s"]
+        else:  # a reference cached before clocks were recorded, or on another clock
+            speedup, clock = reference_latency / timing["latency_s"], "wall"
     return {
         "reference": {
             "key": reference.key,
             "dir": str(reference.path),
             "latency_s": reference_latency,
+            "clock_s": reference_clock_s,
             "cached_latency_s": reference.latency_s,
-            "timing": timing,
+            "timing": kind,
             "created": reference.created,
             "reused": reference.reused,
             **({"pairs": {**pairs, "speedups": ratios}} if pairs is not None else {}),
         },
         "speedup_vs_reference": speedup,
+        "speedup_clock": clock,
         "aggregate": summarize(scores),
         "per_image": [score.as_dict() for score in scores],
     }

@@ -141,9 +141,13 @@ class Session:
         if problem:
             problems.append(problem)
         try:
-            resolve_device(cfg.model.device)
+            device = resolve_device(cfg.model.device)
         except DitEngineError as err:
             problems.append(str(err))
+        else:
+            if cfg.report.clock == "cuda_events" and device.type != "cuda":
+                problems.append(f"report.clock=cuda_events times CUDA work and this run is on {device}: "
+                                "use report.clock=auto (the process's CPU time here) or report.clock=wall")
         return problems
 
     def _trace_call(self, example_call: dict[str, Any] | None) -> dict[str, Any]:

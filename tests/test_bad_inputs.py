@@ -263,13 +263,13 @@ def test_a_damaged_reference_is_set_aside_and_computed_again(tmp_path, caplog):
     from dit_engine.reference import get_or_create
 
     images = [__import__("PIL.Image", fromlist=["Image"]).new("RGB", (4, 4))]
-    first = get_or_create(tmp_path, {"k": 1}, lambda: (images, 1.0))
+    first = get_or_create(tmp_path, {"k": 1}, lambda: (images, {"latency_s": 1.0, "clock": "wall", "clock_s": 1.0}))
     (first.path / "reference.json").write_text("{broken")
-    again = get_or_create(tmp_path, {"k": 1}, lambda: (images, 2.0))
+    again = get_or_create(tmp_path, {"k": 1}, lambda: (images, {"latency_s": 2.0, "clock": "wall", "clock_s": 2.0}))
     assert not again.reused and again.latency_s == 2.0
     assert any(p.name.startswith(".damaged-") for p in tmp_path.iterdir())
     (again.path / "reference.json").write_text(json.dumps({"images": ["../../etc/passwd"], "latency_s": 1, "created": "x"}))
-    third = get_or_create(tmp_path, {"k": 1}, lambda: (images, 3.0))
+    third = get_or_create(tmp_path, {"k": 1}, lambda: (images, {"latency_s": 3.0, "clock": "wall", "clock_s": 3.0}))
     assert third.latency_s == 3.0  # a path in the image list is damage, never followed
 
 
@@ -282,7 +282,7 @@ def test_the_reference_lock_does_not_follow_a_planted_symlink(tmp_path):
     root.mkdir()
     (root / f".{reference_key({'k': 2})}.lock").symlink_to(target)
     with pytest.raises(OSError):
-        get_or_create(root, {"k": 2}, lambda: ([], 1.0))
+        get_or_create(root, {"k": 2}, lambda: ([], {"latency_s": 1.0, "clock": "wall", "clock_s": 1.0}))
     assert target.read_text() == "keep me"
 
 

@@ -26,7 +26,7 @@ LAYERS = {
     "dit_engine.errors": 0, "dit_engine.compat": 0, "dit_engine.config": 0, "dit_engine.registry": 0,
     "dit_engine.parallel_dims": 0, "dit_engine.hooks": 0, "dit_engine.steps": 0, "dit_engine.devices": 0,
     "dit_engine.console": 0, "dit_engine.outputs": 0, "dit_engine.atomic": 0, "dit_engine.metrics": 0,
-    "dit_engine.finite": 0, "dit_engine.conf": 0,
+    "dit_engine.finite": 0, "dit_engine.conf": 0, "dit_engine.threads": 0,
     "dit_engine.adapter": 1, "dit_engine.workload": 1, "dit_engine.diffusers_adapter": 1, "dit_engine.block_inference": 1, "dit_engine.digits": 1,
     "dit_engine.transforms": 2, "dit_engine.caches": 2, "dit_engine.calibrators": 2, "dit_engine.quant": 2,
     "dit_engine.compile": 2, "dit_engine.offload": 2, "dit_engine.parallel": 2, "dit_engine.lora": 2,

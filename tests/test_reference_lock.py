@@ -17,7 +17,7 @@ def test_concurrent_cells_compute_the_reference_once_and_leave_no_lock(tmp_path)
     def run():
         runs.append(threading.get_ident())
         time.sleep(0.2)  # long enough for every other thread to be waiting on the lock
-        return [Image.new("RGB", (4, 4), "white")], 0.5
+        return [Image.new("RGB", (4, 4), "white")], {"latency_s": 0.5, "clock": "wall", "clock_s": 0.5}
 
     results = []
     threads = [threading.Thread(target=lambda: results.append(get_or_create(tmp_path / "refs", {"model": "x"}, run)))

@@ -162,6 +162,14 @@ class ReportConfig:
             plan removed and applied again between them) and takes the median of the pairs'
             speedups, so a load spike weighs on both sides alike; ``cached`` trusts the latency
             stored with the reference (saves one plain run per cell).
+        clock: the clock speedups are computed on: ``auto`` (the process's own CPU time on a CPU,
+            CUDA events with a synchronize on a GPU; both hold while other jobs share the
+            machine, wall time does not), ``cpu_time``, ``cuda_events`` or ``wall``. Latencies are
+            always wall seconds; ``metrics.json`` records the clock's seconds beside them
+            (``latency.clock_s``) and names the clock (``quality.speedup_clock``). On a CPU the
+            CPU-time clock counts every torch thread: with one intra-op thread
+            (``OMP_NUM_THREADS=1``) it is steady under load; with several it also counts their
+            spinning, so compare runs with the same thread count.
         clip_model: a local directory with a CLIP model (transformers ``save_pretrained`` format);
             when set, metrics.json gets the CLIP score of every image against its prompt. Never
             downloaded. (LPIPS is not offered: its backbone weights would have to be fetched.)
@@ -184,6 +192,7 @@ class ReportConfig:
     quality: bool = False
     reference_dir: str = "outputs/references"
     reference_timing: str = "fresh"
+    clock: str = "auto"
     clip_model: Optional[str] = None
     profile: bool = False
     objective: str = "latency"

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from dit_engine.errors import DitEngineError
 from dit_engine.launch.handoff import write_session
 from dit_engine.launch.rank import ERRORS_ENV, HEARTBEAT_FD_ENV, HEARTBEAT_INTERVAL_ENV, LAUNCHER_PID_ENV
+from dit_engine.threads import rank_environment, warn_if_oversubscribed
 
 if TYPE_CHECKING:
     from dit_engine.session import Session
@@ -269,8 +270,8 @@ def launch_ranks(world: int, module: str, args: list[str], heartbeat_timeout_s: 
     loopback = _loopback_interface()
     if loopback is not None:  # the collectives' own sockets: a local launch needs no other interface
         env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = loopback
-    if "OMP_NUM_THREADS" not in env:  # share the cores instead of every rank taking all of them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // world))
+    env = rank_environment(env, world)  # cores / ranks intra-op threads each, never more than the cores
+    warn_if_oversubscribed(world * int(env["OMP_NUM_THREADS"]))
     command = [sys.executable, "-m", "dit_engine.launch.rank", module, *args]
     try:
         for rank in range(world):

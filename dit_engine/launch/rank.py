@@ -1,6 +1,6 @@
 """How every rank that :mod:`dit_engine.launch.local` starts begins and ends:
 ``python -m dit_engine.launch.rank TARGET ARGS...`` runs TARGET (a module, or a ``.py`` path) as
-``__main__``, as ``python -m TARGET ARGS...`` would, after four safeguards:
+``__main__``, as ``python -m TARGET ARGS...`` would, after five safeguards:
 
 * **It dies with its launcher**, however the launcher ends (SIGKILL, the out-of-memory killer):
   the kernel sends this process SIGKILL when the launcher does (``prctl(PR_SET_PDEATHSIG)``; the
@@ -10,6 +10,8 @@
 * **It shows it is alive**: a daemon thread writes a byte to a pipe the launcher reads every
   ``DIT_ENGINE_HEARTBEAT_INTERVAL_S``. A rank that stops (SIGSTOP, a machine swapping to a halt)
   falls silent and the launcher ends the launch (``parallel.heartbeat_timeout_s``).
+* **Its threads fit the machine**: ``cores / ranks`` intra-op threads (``OMP_NUM_THREADS``, set
+  by the launcher) and one inter-op thread (:func:`~dit_engine.threads.fit_rank_threads`).
 * **It is as quiet as the CLI**: library noise the CLI drops (:func:`~dit_engine.console.quiet_known_noise`)
   is dropped before TARGET imports anything.
 * **SIGTERM is a clean stop**: the launcher stops its ranks with SIGTERM, which raises
@@ -37,6 +39,7 @@ from pathlib import Path
 
 from dit_engine.console import quiet_known_noise
 from dit_engine.errors import DitEngineError
+from dit_engine.threads import fit_rank_threads
 
 ERRORS_ENV = "DIT_ENGINE_RANK_ERRORS"
 LAUNCHER_PID_ENV = "DIT_ENGINE_LAUNCHER_PID"
@@ -108,6 +111,7 @@ def main(argv: list[str]) -> int:
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _stop)
     quiet_known_noise()  # a rank is a command-line entry point: before its target imports diffusers
+    fit_rank_threads()  # cores / ranks intra-op threads (OMP_NUM_THREADS from the launcher), one inter-op thread
     target = argv[0]
     sys.argv = list(argv)
     try:

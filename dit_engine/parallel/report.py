@@ -1,4 +1,4 @@
-"""What a parallel run adds to metrics.json: every rank's latency and time in collectives."""
+"""What a parallel run adds to metrics.json: every rank's latency, time in collectives and threads."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 
 #: what each rank reports, gathered as numbers (a tensor: nothing is unpickled between ranks)
-FIELDS = ("rank", "latency_total_s", "collective_s", "collective_calls", "bytes_sent")
-COUNTS = ("rank", "collective_calls", "bytes_sent")
+FIELDS = ("rank", "latency_total_s", "collective_s", "collective_calls", "bytes_sent", "torch_threads")
+COUNTS = ("rank", "collective_calls", "bytes_sent", "torch_threads")
 
 
 def per_rank_metrics(stats: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
@@ -21,6 +21,7 @@ def per_rank_metrics(stats: dict[str, Any], latency: dict[str, Any]) -> dict[str
         "collective_s": stats["collective_s"],
         "collective_calls": stats["collective_calls"],
         "bytes_sent": stats["bytes_sent"],
+        "torch_threads": torch.get_num_threads(),  # intra-op threads: cores / ranks on a CPU launch
     }
     everyone = [mine]
     if dist.is_initialized() and stats["world_size"] > 1:

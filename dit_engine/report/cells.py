@@ -37,8 +37,11 @@ class Cell:
     #: where ``speedup`` came from: ``"quality"`` (report=quality's own reference run),
     #: ``"reference cell"`` (the sweep's no-acceleration cell) or ``None``
     speedup_source: str | None = None
-    #: latency of report=quality's reference run, when recorded
+    #: seconds of report=quality's reference run on the speedup's clock (wall for runs that
+    #: recorded no clock), when recorded
     reference_latency_s: float | None = None
+    #: the clock the speedup was timed on (``cpu_time``, ``cuda_events``, ``wall``), when recorded
+    speedup_clock: str | None = None
     #: why this cell's latency cannot be compared (cores shared with other cells), or None
     untrusted_timing: str | None = None
     #: why this cell's speedup is not comparable: its own reference run took far longer (or

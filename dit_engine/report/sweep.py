@@ -195,6 +195,10 @@ def summary_markdown(cells: list[Cell], name: str) -> str:
     Cells are named by job number and what differs between them (``#3 cache=fbcache``); their
     folders are in ``summary.csv`` (and under failed cells below)."""
     lines = [f"# Sweep {name}", "", reference_line(cells), ""]
+    clocks = sorted({c.speedup_clock for c in cells if c.speedup_clock})
+    if clocks:
+        lines += [f"**Clock:** speedups timed on {' and '.join(f'`{c}`' for c in clocks)} (`report.clock`; `cpu_time` is "
+                  "the process's own CPU time, which holds while other jobs share the machine); latencies are wall seconds.", ""]
     untrusted = [c for c in cells if c.untrusted_timing]
     if untrusted:
         lines += [f"**Timings not comparable:** {len(untrusted)} of {len(cells)} cells measured while other cells shared the "
@@ -325,7 +329,9 @@ def _read_cell(sweep_dir: Path, cell_dir: Path) -> Cell:
         mae=_number(_get(metrics, "quality", "aggregate", "mae")),
         # On GPU the allocator peak is what the run itself needed; the RSS peak is mostly the runtime.
         peak_memory_mb=memory if memory is not None else _number(_get(metrics, "memory", "peak_rss_mb")),
-        reference_latency_s=_number(_get(metrics, "quality", "reference", "latency_s")),
+        reference_latency_s=_number(_get(metrics, "quality", "reference", "clock_s")
+                                    or _get(metrics, "quality", "reference", "latency_s")),
+        speedup_clock=_get(metrics, "quality", "speedup_clock"),
         reference_key=_get(metrics, "quality", "reference", "key"),
         choices=choices,
         untrusted_timing=_get(metrics, "latency", "untrusted"),

@@ -21,8 +21,15 @@ import pytest
 from dit_engine.errors import DitEngineError
 from dit_engine.launch.local import RankFailedError, launch_ranks
 from dit_engine.testing.cli import run_cli
+from dit_engine.threads import rank_environment, threads_per_rank
 
 HERE = Path(__file__).parent
+
+
+def rank_env(world: int) -> dict[str, str]:
+    """The environment for ``world`` ranks started by torchrun in a test: the threads the engine's
+    own launcher gives (cores / ranks each, never more than the cores), not the caller's setting."""
+    return rank_environment({k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}, world)
 TOLERANCE = 1e-4  # max abs difference to the single-process output, fp32
 
 CACHES = {
@@ -93,7 +100,7 @@ def launch(world: int, cases: list[dict], tmp_path_factory) -> dict[str, list[di
     """Run ``cases`` on ``world`` gloo ranks; per case id, every rank's result."""
     folder = tmp_path_factory.mktemp(f"ranks{world}")
     (folder / "cases.json").write_text(json.dumps(cases))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = rank_env(world)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
                str(HERE / "worker.py"), str(folder / "cases.json"), str(folder / "results.json")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -185,7 +192,8 @@ def test_the_cli_starts_its_ranks_and_writes_the_single_process_images(tmp_path,
 
     def cli(*args, out, launcher=()):
         command = [sys.executable, *launcher, "-m", "dit_engine", *common, *args, f"hydra.run.dir={out}"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"} if launcher else None
+        # the caller's OMP_NUM_THREADS dropped: the launchers choose the threads
+        env = rank_env(2) if launcher else {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
         done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         return out
@@ -208,6 +216,8 @@ def test_the_cli_starts_its_ranks_and_writes_the_single_process_images(tmp_path,
     metrics = json.loads((parallel / "metrics.json").read_text())
     assert [r["rank"] for r in metrics["parallel"]["ranks"]] == [0, 1]
     assert all(r["collective_s"] > 0 and r["latency_total_s"] > 0 for r in metrics["parallel"]["ranks"])
+    # each rank got cores / ranks intra-op threads (one each on 2 cores), never more than the cores in all
+    assert [r["torch_threads"] for r in metrics["parallel"]["ranks"]] == [threads_per_rank(2)] * 2
     single_compute = json.loads((single / "metrics.json").read_text())["compute"]
     assert metrics["compute"]["compute_fraction"] == single_compute["compute_fraction"] < 1  # same decisions, some cached
     assert metrics["compute"]["transforms"]["cache.dbcache"] == single_compute["transforms"]["cache.dbcache"]
@@ -282,6 +292,6 @@ def test_the_volume_model_predicts_the_bytes_sent(results, case_id, ulysses, rin
 
 def test_a_users_torchrun_script_needs_no_process_group_code():
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(HERE / "api_rank.py")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=rank_env(2))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("rank output (1, 3, 32, 32) world 2") == 2
