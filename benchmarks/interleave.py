@@ -14,13 +14,15 @@ with its interval, and rounds added until that interval is within ±2 %.
   processes' load does not enter the reading (it is printed, not judged): a table measured beside
   a busy neighbour still reports and checks its targets, its intervals saying how precise it is
   (:func:`precision_note`; a ratio that did not settle within ±2 % by ``max_rounds`` is marked
-  UNSETTLED). Only the wall clock (``BENCH_CLOCK=wall``) on a machine where others took more than
+  UNSETTLED). A target is judged with the interval (:func:`verdict`): it fails only when the
+  whole interval lies below it. Only the wall clock (``BENCH_CLOCK=wall``) on a machine where others took more than
   ``MAX_OTHERS`` of the CPU is no result: that table prints marked UNTRUSTED and its speed targets
   are skipped, not passed.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import statistics
@@ -70,6 +72,23 @@ def _own_cpu() -> float:
 #: A runner times its variant once: it does its untimed set-up (apply a plan), times the call with
 #: the clock it is given and undoes the set-up.
 Runner = Callable[[Clock], Reading]
+
+
+class GcFreeClock(Clock):
+    """``clock`` with Python's garbage collector run before each timed call and off during it (as
+    ``timeit`` does): a collection set off by a variant's set-up would otherwise land in the
+    timed call of whichever variant came next."""
+
+    def __init__(self, clock: Clock):
+        self.clock, self.name, self.description = clock, clock.name, clock.description
+
+    def time(self, call: Callable[[], object]) -> Reading:
+        gc.collect()
+        gc.disable()
+        try:
+            return self.clock.time(call)
+        finally:
+            gc.enable()
 
 
 def timing(call: Callable[[], object]) -> Runner:
@@ -128,7 +147,7 @@ class Timings:
         """The line that says how these timings were taken."""
         load = "" if self.others is None else f"; other processes took {self.others:.0%} of the machine's CPU"
         threads = f", torch threads {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} inter-op"
-        return (f"clock: {self.clock.description}{threads}; {self.rounds} interleaved rounds; ratio = {self.reference} / "
+        return (f"clock: {self.clock.description}, garbage collector off while timed{threads}; {self.rounds} interleaved rounds; ratio = {self.reference} / "
                 f"variant, median of per-round pairs [95 % interval]{load}")
 
     def cell(self, name: str) -> str:
@@ -142,7 +161,7 @@ def interleaved(runners: dict[str, Runner], clock: Clock | None = None, *, min_r
     """Run every runner once per round, interleaved (odd rounds in reverse order), until every
     ratio against the first runner (the reference) is within ±``TOLERANCE``, or ``max_rounds``
     rounds ran, or ``max_seconds`` of wall time passed (at least ``min_rounds`` rounds)."""
-    clock = clock or bench_clock()
+    clock = GcFreeClock(clock or bench_clock())
     for _ in range(warmup):
         for run in runners.values():
             run(clock)
@@ -183,6 +202,17 @@ def precision_note(timings: Timings) -> str:
     worst = max(unsettled, key=unsettled.get)
     return (f"UNSETTLED: {len(unsettled)} ratio(s) wider than ±{TOLERANCE:.0%} after {timings.rounds} rounds "
             f"(widest {worst}: ±{unsettled[worst]:.1%}); their verdicts are only that precise")
+
+
+def verdict(interval: tuple[float, float, float], target: float) -> str:
+    """A lower bound ``target`` on a ratio, judged with its interval: ``met`` (the median reaches
+    it), ``within noise`` (the median misses it, the interval still reaches it: not refuted at
+    this precision) or ``MISSED`` (the whole interval lies below it: refuted). Only ``MISSED``
+    fails a benchmark; the table prints the verdict beside the interval."""
+    low, ratio, high = interval
+    if ratio >= target:
+        return "met"
+    return "within noise" if high >= target else "MISSED"
 
 
 @contextmanager

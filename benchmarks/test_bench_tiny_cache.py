@@ -13,7 +13,8 @@ session and goes into the benchmark's ``extra_info``.
 
 Targets: ``cache=none`` identical; DBCache at its default threshold >= 30 dB (embedded model) and
 1.5x faster; TaylorSeer raising PSNR at the same compute fraction; and (issue 15) at each of the
-docs' step-forecast budgets (0.25, 0.18, 0.11) a speedup >= 0.95 of the *attainable* one.
+docs' step-forecast budgets (0.25, 0.18, 0.11) a speedup >= 0.95 of the *attainable* one; a speed
+target fails when its whole interval lies below it (``interleave.verdict``).
 
 Ideal and attainable: the ideal speedup is 1 / compute, but what a cache skips is only part of a
 call: block caches skip blocks, step-level caches (``scm*``) whole transformer calls; the
@@ -32,7 +33,7 @@ import torch
 import dit_engine
 from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
 from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
-from interleave import TABLES, distrust, interleaved, is_model_level, precision_note, time_shares, timing
+from interleave import TABLES, distrust, interleaved, is_model_level, precision_note, time_shares, timing, verdict
 
 #: the step-forecast budgets docs/caches.md reports, each with the calibrator it reports there
 STEP_FORECASTS = {
@@ -120,27 +121,31 @@ def test_caches_vs_plain_diffusers(benchmark, model):
              timings.heading(), precision_note(timings),
              f"plain call: {shares.transformer:.1%} in the transformer, {shares.blocks:.1%} in the block stacks (same clock)",
              f"{'variant':40} {'speedup [95 % interval]':>24} {'wall':>6} {'PSNR dB':>8} {'compute':>8} {'ideal':>6} "
-             f"{'attainable':>10} {'of attainable':>13}"]
+             f"{'attainable':>10} {'of attainable [95 %]':>21}"]
     for label in VARIANTS:
         low, speedup, high = timings.interval(label)
         db, fraction = quality[label]
         attainable = shares.attainable(fraction, model_level[label])
-        rows[label] = (speedup, db, fraction, speedup / attainable)
+        rows[label] = (speedup, db, fraction, (low / attainable, speedup / attainable, high / attainable))
         benchmark.extra_info[label] = {"speedup": speedup, "interval": [low, high], "wall_speedup": timings.wall_ratio(label),
                                        "psnr_db": db, "compute_fraction": fraction, "ideal": 1 / fraction,
                                        "attainable": attainable, "of_attainable": speedup / attainable}
         lines.append(f"{label:40} {timings.cell(label):>24} {timings.wall_ratio(label):6.2f} {db:8.2f} {fraction:8.3f} "
-                     f"{1 / fraction:6.2f} {attainable:10.2f} {speedup / attainable:13.2f}")
+                     f"{1 / fraction:6.2f} {attainable:10.2f} {speedup / attainable:6.2f} [{low / attainable:.2f}, {high / attainable:.2f}]"
+                     + (f" {verdict(rows[label][3], OF_ATTAINABLE)}" if label in STEP_FORECASTS else ""))
     TABLES.append("\n".join(lines))
     assert rows["none"][1] == math.inf, "cache=none must not change the output"
     if model == "embedded":
         assert rows["dbcache"][1] >= 30.0
     for cache in ("dbcache", "scm_static"):
         calibrated = rows[f"{cache}+taylorseer"]
-        assert calibrated[2] == rows[cache][2] and calibrated[1] > rows[cache][1], f"TaylorSeer must raise PSNR on {cache}"
+        assert calibrated[2] == rows[cache][2], f"TaylorSeer changed {cache}'s compute"
+        if calibrated[2] < 1:  # (tiny FLUX's random weights move too much for DBCache's default threshold to cache)
+            assert calibrated[1] > rows[cache][1], f"TaylorSeer must raise PSNR on {cache}"
     if untrusted:
         pytest.skip(f"UNTRUSTED timings, speed targets not checked: {untrusted}")
     if model == "embedded":
-        assert rows["dbcache"][0] >= 1.5, f"dbcache {rows['dbcache'][0]:.2f}x < 1.5x"
-    below = [f"{label} {rows[label][3]:.3f}" for label in STEP_FORECASTS if rows[label][3] < OF_ATTAINABLE]
+        assert verdict(timings.interval("dbcache"), 1.5) != "MISSED", f"dbcache {timings.cell('dbcache')} < 1.5x"
+    below = [f"{label} {rows[label][3][1]:.3f} [{rows[label][3][0]:.3f}, {rows[label][3][2]:.3f}]" for label in STEP_FORECASTS
+             if verdict(rows[label][3], OF_ATTAINABLE) == "MISSED"]
     assert not below, f"below {OF_ATTAINABLE} of the attainable speedup: {', '.join(below)}"

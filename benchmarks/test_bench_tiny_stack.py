@@ -4,23 +4,21 @@
 
 Every variant gets a freshly loaded pipeline (quantization and compilation cannot be removed), is
 warmed up (compilation happens there) and timed over the same 10 images x 28 steps, interleaved
-with the others (a speedup is the median of the per-round ratios eager / variant); the table
-(speedup over eager, PSNR against eager's images, compute fraction) prints at the end of the
-session (docs/performance.md holds the table of a quiet run).
+with the others on the process's CPU time, one thread (a speedup is the median of the per-round
+ratios eager / variant, with its 95 % interval; rounds are added until it is within ±2 %,
+benchmarks/interleave.py); the table (speedup over eager, wall speedup, PSNR against eager's
+images, compute fraction) prints at the end of the session (docs/performance.md holds a run's table).
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
 import dit_engine
 from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
-from interleave import TABLES, contention, interleaved, seconds_of
-
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
+from interleave import TABLES, interleaved, precision_note, timing
 VARIANTS = {
     "eager": (),
     "compile": ("compile=regional",),
@@ -49,20 +47,21 @@ def test_stack(benchmark):
         pipe.set_progress_bar_config(disable=True)
         handles[label] = dit_engine.apply(pipe, *overrides) if overrides else None
         pipes[label] = pipe
-    runners = {label: (lambda pipe=pipe: seconds_of(lambda: generate(pipe))) for label, pipe in pipes.items()}
-    timings = benchmark.pedantic(interleaved, args=(runners, ROUNDS), kwargs={"warmup": 2}, rounds=1, iterations=1)
+    runners = {label: timing(lambda pipe=pipe: generate(pipe)) for label, pipe in pipes.items()}
+    timings = benchmark.pedantic(interleaved, args=(runners,), kwargs={"warmup": 2}, rounds=1, iterations=1)
     for label, pipe in pipes.items():
         images[label] = generate(pipe)
-    untrusted = contention(timings, "eager")
-    lines = [f"eager vs compile / int8 / cache on the embedded model, 10 images x 28 steps ({ROUNDS} interleaved rounds)"
-             f"{'  UNTRUSTED: ' + untrusted if untrusted else ''}",
-             f"{'variant':32} {'median s':>9} {'speedup':>8} {'PSNR dB':>8} {'compute':>8}"]
+    lines = [f"eager vs compile / int8 / cache on the embedded model, 10 images x 28 steps", timings.heading(),
+             precision_note(timings),
+             f"{'variant':32} {'clock s':>8} {'wall s':>7} {'speedup [95 % interval]':>24} {'wall':>6} {'PSNR dB':>8} {'compute':>8}"]
     for label in VARIANTS:
-        speedup = timings.ratio("eager", label)
+        speedup = timings.ratio(label)
         quality = psnr(images["eager"], images[label])
         fraction = handles[label].summary()["compute_fraction"] if handles[label] else 1.0
-        benchmark.extra_info[label] = {"speedup_vs_eager": speedup, "psnr_vs_eager": quality, "compute_fraction": fraction}
-        lines.append(f"{label:32} {timings.median(label):9.3f} {speedup:8.2f} {quality:8.1f} {100 * fraction:7.1f}%")
+        benchmark.extra_info[label] = {"speedup_vs_eager": speedup, "interval": timings.interval(label),
+                                       "psnr_vs_eager": quality, "compute_fraction": fraction}
+        lines.append(f"{label:32} {timings.median(label):8.3f} {timings.wall_median(label):7.3f} {timings.cell(label):>24} "
+                     f"{timings.wall_ratio(label):6.2f} {quality:8.1f} {100 * fraction:7.1f}%")
     TABLES.append("\n".join(lines))
     # compile must not change the images beyond float reordering
     assert psnr(images["eager"], images["compile"]) > 60
