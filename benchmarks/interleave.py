@@ -96,6 +96,20 @@ def timing(call: Callable[[], object]) -> Runner:
     return lambda clock: clock.time(call)
 
 
+def planned(pipe, call: Callable[[], object], overrides: tuple[str, ...]) -> Runner:
+    """The runner of ``call`` under the plan of ``overrides``, applied to ``pipe`` before the timed
+    call and removed after it (both outside the clock), so every variant runs on the same modules."""
+    import dit_engine
+
+    def run(clock: Clock) -> Reading:
+        handle = dit_engine.apply(pipe, *overrides)
+        try:
+            return clock.time(call)
+        finally:
+            handle.remove()
+    return run
+
+
 @dataclass
 class Timings:
     """Clock seconds (and wall seconds) per round for every variant, in the order they were added."""

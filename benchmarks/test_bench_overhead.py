@@ -27,7 +27,7 @@ import torch
 import dit_engine
 from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
 from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
-from interleave import TABLES, busy_neighbour, distrust, interleaved, precision_note, timing, verdict
+from interleave import TABLES, busy_neighbour, distrust, interleaved, planned, precision_note, timing, verdict
 
 #: most a variant may cost over plain diffusers: cache=none, and every cache that cannot cache
 NONE_COST, NOTHING_COST = 1.01, 1.02
@@ -67,17 +67,6 @@ def _tiny_flux():
 MODELS = {"tiny": _tiny, "tiny_flux": _tiny_flux}
 
 
-def _variant(pipe, call, overrides):
-    """The runner of ``call`` with ``overrides`` applied (applied and removed outside the clock)."""
-    def run(clock):
-        handle = dit_engine.apply(pipe, *overrides)
-        try:
-            return clock.time(call)
-        finally:
-            handle.remove()
-    return run
-
-
 def _target(label: str) -> float:
     return 1 / (NONE_COST if label == "cache=none" else NOTHING_COST)
 
@@ -93,7 +82,7 @@ def test_the_cost_of_doing_nothing(benchmark, model):
             assert torch.equal(call(), reference), f"{label} changed the output"
         finally:
             handle.remove()
-    runners = {"plain": timing(call), **{label: _variant(pipe, call, overrides) for label, overrides in NOTHING.items()}}
+    runners = {"plain": timing(call), **{label: planned(pipe, call, overrides) for label, overrides in NOTHING.items()}}
     timings = benchmark.pedantic(interleaved, args=(runners,), rounds=1, iterations=1)
     untrusted = distrust(timings)
     lines = [f"the cost of doing nothing on {model}{'  UNTRUSTED: ' + untrusted if untrusted else ''}", timings.heading(),
@@ -153,8 +142,8 @@ def test_the_clock_holds_with_a_busy_neighbour(benchmark):
     CPU-time clock they must agree within their intervals (the wall ratios print beside)."""
     pipe, call = MODELS["tiny"]()
     pipe.set_progress_bar_config(disable=True)
-    runners = {"plain": timing(call), "cache=none": _variant(pipe, call, ("cache=none",)),
-               "cache=dbcache": _variant(pipe, call, ("cache=dbcache",))}
+    runners = {"plain": timing(call), "cache=none": planned(pipe, call, ("cache=none",)),
+               "cache=dbcache": planned(pipe, call, ("cache=dbcache",))}
 
     def both():
         quiet = interleaved(runners)

@@ -33,7 +33,7 @@ import torch
 import dit_engine
 from dit_engine.digits import CLASS_NAMES, load_digits_pipeline
 from dit_engine.testing import build_tiny_flux_pipeline, tiny_flux_call_kwargs
-from interleave import TABLES, distrust, interleaved, is_model_level, precision_note, time_shares, timing, verdict
+from interleave import TABLES, distrust, interleaved, is_model_level, planned, precision_note, time_shares, timing, verdict
 
 #: the step-forecast budgets docs/caches.md reports, each with the calibrator it reports there
 STEP_FORECASTS = {
@@ -103,16 +103,7 @@ def test_caches_vs_plain_diffusers(benchmark, model):
         finally:
             handle.remove()
 
-    def variant(overrides):
-        def run(clock):
-            handle = dit_engine.apply(pipe, *overrides)
-            try:
-                return clock.time(call)
-            finally:
-                handle.remove()
-        return run
-
-    runners = {"plain": timing(call), **{label: variant(o) for label, o in VARIANTS.items()}}
+    runners = {"plain": timing(call), **{label: planned(pipe, call, o) for label, o in VARIANTS.items()}}
     timings = benchmark.pedantic(interleaved, args=(runners,), rounds=1, iterations=1)
     shares = time_shares(pipe, adapter, call, timings.clock)
     untrusted = distrust(timings)
