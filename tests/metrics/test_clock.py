@@ -54,3 +54,15 @@ def test_the_interval_narrows_with_more_rounds():
     rng = random.Random(0)
     widths = [relative_half_width(median_interval([rng.gauss(1.0, 0.05) for _ in range(n)])) for n in (10, 40, 160)]
     assert widths[0] > widths[1] > widths[2]
+
+
+@pytest.mark.parametrize(("clock", "message"), [
+    ("sundial", "report.clock=sundial is unknown; use auto, cpu_time, cuda_events, wall"),
+    ("cuda_events", "report.clock=cuda_events times CUDA work and this run is on cpu"),
+])
+def test_a_bad_run_clock_is_refused_before_anything_loads(clock, message):
+    from dit_engine.errors import DitEngineError
+    from dit_engine.session import Session
+
+    with pytest.raises(DitEngineError, match=message):
+        Session.from_overrides([f"report.clock={clock}", "model.device=cpu"]).prepare()
