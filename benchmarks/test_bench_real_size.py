@@ -31,8 +31,8 @@ plain / variant with its 95 % interval. The rows:
   bytes before -> after, speedup and PSNR vs eager; each quantized twin is timed against plain in
   its own interleaved rounds and freed before the next (memory), the others share one set.
 
-``test_ulysses_on_two_gloo_ranks`` runs Wan 2.1 and LTX-Video (heads divisible by 2) on two gloo
-ranks with ``parallel=ulysses2``: the max abs difference to the single-process latents, and the
+``test_ulysses_on_two_gloo_ranks`` runs Wan 2.1 (and LTX-Video with ``BENCH_REAL_SIZE_LTX_RANKS=1``;
+heads divisible by 2) on two gloo ranks with ``parallel=ulysses2``: the max abs difference to the single-process latents, and the
 bytes each rank sent against the communication model (dit_engine/parallel/volume.py).
 
 No speed targets: the tables are measurements (at these activations the blocks are bound by
@@ -88,8 +88,11 @@ COMPILE = {"compile=regional": ("compile=regional",)}
 #: weight-only runs at a fifth of plain's speed on a CPU and is a fifth of a family's time
 SCHEMES = os.environ.get("BENCH_REAL_SIZE_QUANT", "int8_weight_only,int8_dynamic,intx_weight_only").split(",")
 QUANT = {f"quant={scheme}": (f"quant={scheme}",) for scheme in SCHEMES if scheme}
-#: the families run on two ranks: their transformers carry a context-parallel plan, heads divisible by 2
-ULYSSES_FAMILIES = ("wan21_1_3b", "ltx_video_2b")
+#: the families run on two ranks: their transformers carry a context-parallel plan, heads divisible
+#: by 2. LTX-Video (32 heads) qualifies too, but two fp32 ranks of it (2 x 7.7 GB) beside a pytest
+#: process that has run the family tests exceeded a 24 GB machine (the out-of-memory killer ended
+#: the session on 2026-12-07): ``-k "ulysses and ltx"`` runs it alone where memory allows.
+ULYSSES_FAMILIES = ("wan21_1_3b", "ltx_video_2b") if os.environ.get("BENCH_REAL_SIZE_LTX_RANKS") == "1" else ("wan21_1_3b",)
 
 
 @dataclass
