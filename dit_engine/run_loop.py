@@ -246,9 +246,10 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
         labels = [f"{i:03d} {p}" for i, p in enumerate(workload.prompts)]
         files.save_image("contact_sheet.png", contact_sheet(images, labels))
 
+    timing = mean_timing(readings, clock)
     metrics = run_metrics(session, run_dir=run_dir, started=started, device=device, summary=summary,
                           step_times=step_times, repeat_seconds=repeat_seconds, image_files=image_files,
-                          clock_timing=mean_timing(readings, clock))
+                          clock_timing=timing)
     metrics.update(sections)
     if artifacts:
         metrics["artifacts"] = artifacts
@@ -256,7 +257,7 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
         metrics["profile"] = profile
     if reference is not None:
         metrics["quality"] = quality_metrics(reference, reference_timing, cfg.report.reference_timing, names, images,
-                                             mean_timing(readings, clock), pairs=pairs)
+                                             timing, pairs=pairs)
     if cfg.report.clip_model:
         metrics["clip_score"] = clip_metrics(cfg.report.clip_model, images, workload.prompts)
     metrics["objective"] = objective(cfg.report, metrics)
