@@ -17,9 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
+
 from dit_engine.adapter import ModelInfo
 from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, family_threshold
 from dit_engine.caches.dbcache import threshold_hit
+from dit_engine.caches.step_layout import budget_flags, evenly_spaced, last_compute  # noqa: F401 - the layout rule
+from dit_engine.caches.step_planner import (Schedule, ScheduleGuard, ScheduleMismatchError, calibrator_label, computes_for,
+                                            load_schedule, mismatch_message, schedule_problems)
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, PlanContext
 
@@ -86,6 +91,11 @@ class SCMConfig(BlockCacheConfig):
             computed step the forecast error of that step (what the calibrator, or plain reuse,
             would have answered vs what was computed) sets how far the next compute may be, so
             computes gather where the trajectory bends and thin out where it is smooth.
+        schedule: a ``schedule.json`` planned by ``cache=plan_steps`` for this model and workload:
+            the budget's computed steps are the plan's (chosen by measured forecast error)
+            instead of the layout rule's. The budget is ``budget`` (else the preset's fraction)
+            and must be one the file planned; a request that differs from the file's signature
+            (model, transformer, steps, resolution, scheduler, sigmas, calibrator) is refused.
         skip_level: ``blocks`` (cached steps skip the middle blocks) or ``model`` (static policy
             only: a cached step skips the whole transformer call and reuses, or with a
             calibrator forecasts, the model output; front/back blocks are not used).
@@ -95,6 +105,7 @@ class SCMConfig(BlockCacheConfig):
     preset: Optional[Preset] = Preset.medium
     mask: Optional[str] = None
     budget: Optional[float] = None
+    schedule: Optional[str] = None
     policy: Policy = Policy.dynamic
     skip_level: SkipLevel = SkipLevel.blocks
 
@@ -102,39 +113,6 @@ class SCMConfig(BlockCacheConfig):
 def preset_flags(preset: str, num_steps: int) -> list[bool]:
     """The flags of a preset: :func:`budget_flags` at the preset's fraction."""
     return budget_flags(PRESET_FRACTIONS[preset], num_steps)
-
-
-def budget_flags(fraction: float, num_steps: int) -> list[bool]:
-    """Compute ``fraction`` of the steps (``k`` of ``N``), evenly spaced from the first step to
-    :func:`last_compute`.
-
-    Measured on the embedded model (TaylorSeer, PSNR vs uncached): computing the first tenth of
-    the steps as a head, as this layout once did, wastes the budget where the trajectory is
-    still on its first straight stretch (28 steps, 5 computes: 34 dB with a head, 41 dB spread);
-    and ending about ``N / k**2`` steps before the last step beats ending on it when computes
-    are few (3 of 28: 32-33 dB vs 28 dB) while many computes want the last step close (7 of 28:
-    46.5 dB at one step before the end).
-    """
-    if num_steps <= 0:
-        return []
-    target = max(1, round(fraction * num_steps))
-    if target >= num_steps:
-        return [True] * num_steps
-    computed = set(evenly_spaced(0, last_compute(target, num_steps), target))
-    return [i in computed for i in range(num_steps)]
-
-
-def evenly_spaced(first: int, last: int, count: int) -> list[int]:
-    """``count`` steps from ``first`` to ``last``, evenly spaced (rounded); just ``first`` for one."""
-    if count == 1:
-        return [first]
-    return [first + round(j * (last - first) / (count - 1)) for j in range(count)]
-
-
-def last_compute(computes: int, num_steps: int) -> int:
-    """The step of the last compute when ``computes`` of ``num_steps`` are spread (see
-    :func:`budget_flags`): about ``num_steps / computes**2`` steps before the end."""
-    return max(computes - 1, num_steps - 1 - round(num_steps / computes**2))
 
 
 def budget_problem(budget: float | None) -> str | None:
@@ -319,6 +297,11 @@ class SCMTransform(ForecastableBlockCache):
             problems.append("cache.budget and cache.mask both say which steps compute; drop one of them")
         if config.policy == "adaptive" and config.mask is not None:
             problems.append("cache.policy=adaptive places its computes itself: give cache.budget=<fraction> instead of cache.mask")
+        if config.schedule is not None and not problem:
+            fraction = config.budget if config.budget is not None else PRESET_FRACTIONS.get(config.preset, 0.0)
+            problems += schedule_problems(config.schedule, fraction, model=context.adapter.name,
+                                          calibrator=calibrator_label(context.configs), mask=config.mask,
+                                          adaptive=config.policy == "adaptive")
         if config.mask is not None:
             problem = mask_problem(config.mask)
             if problem:
@@ -328,8 +311,21 @@ class SCMTransform(ForecastableBlockCache):
         return problems
 
     @classmethod
+    def workload_problems(cls, config: SCMConfig, adapter: Any, call_kwargs: dict[str, Any]) -> list[str]:
+        """A schedule planned for another step count than the workload's is refused before loading."""
+        steps = call_kwargs.get("num_inference_steps")
+        if config.schedule is None or not isinstance(steps, int):
+            return []
+        schedule, problem = load_schedule(config.schedule)
+        if schedule is not None and schedule.signature.get("steps") != steps:
+            return [mismatch_message(config.schedule, "steps", schedule.signature.get("steps"), steps)]
+        return []
+
+    @classmethod
     def describe(cls, config: SCMConfig, model_info: ModelInfo) -> str:
-        if config.mask:
+        if config.schedule:
+            source = f"planned schedule {config.schedule}"
+        elif config.mask:
             source = f"mask {config.mask} (resampled to the step count)"
         elif config.budget is not None:
             source = f"budget {config.budget:g} of the steps computed"
@@ -342,6 +338,38 @@ class SCMTransform(ForecastableBlockCache):
     def model_level(self) -> bool:
         return self.config.skip_level == "model"
 
+    def apply(self, pipe: Any, context: ApplyContext) -> None:
+        self.schedule: Schedule | None = None
+        self.guard: ScheduleGuard | None = None
+        self.guarded: list[torch.utils.hooks.RemovableHandle] = []
+        if self.config.schedule is not None:
+            self.schedule, problem = load_schedule(self.config.schedule)
+            if problem:  # the file changed since the plan was checked
+                raise ScheduleMismatchError(problem)
+            self.guard = ScheduleGuard(self.schedule, context.step_state)
+            denoiser = next(iter(context.transformers.values()))
+            self.guard.check_pipeline(context.adapter.name, denoiser, getattr(pipe, "scheduler", None))
+            # registered before the cache's own listener reads the step count
+            context.step_state.on_request(self.guard.check_request)
+            self.guarded.append(denoiser.register_forward_pre_hook(self.guard.check_sample, with_kwargs=True))
+        super().apply(pipe, context)
+
+    def remove(self, pipe: Any) -> None:
+        for handle in self.guarded:
+            handle.remove()
+        self.guarded = []
+        super().remove(pipe)
+
+    def stats(self) -> dict[str, Any]:
+        stats = super().stats()
+        if self.schedule is not None:
+            steps = self.schedule.signature["steps"]
+            plan = self.schedule.plans[computes_for(self.fraction(), steps)]
+            stats["schedule"] = {"file": self.schedule.path, "signature": self.schedule.signature,
+                                 "steps": plan["steps"], "computes": plan["computes"],
+                                 "planned_error": plan.get("error"), "layout_error": plan.get("layout_error")}
+        return stats
+
     def fraction(self) -> float:
         """The share of steps computed: the budget, else the preset's."""
         return self.config.budget if self.config.budget is not None else PRESET_FRACTIONS[self.config.preset]
@@ -350,5 +378,11 @@ class SCMTransform(ForecastableBlockCache):
         c = self.config
         if c.policy == "adaptive":
             return AdaptiveStepRule(self.fraction())
-        step_mask = (lambda n: resample(c.mask, n)) if c.mask else (lambda n: budget_flags(self.fraction(), n))
+        if self.schedule is not None:
+            schedule = self.schedule
+            step_mask = lambda n: schedule.flags(computes_for(self.fraction(), n), n)  # noqa: E731 - steps checked by the guard
+        elif c.mask:
+            step_mask = lambda n: resample(c.mask, n)  # noqa: E731
+        else:
+            step_mask = lambda n: budget_flags(self.fraction(), n)  # noqa: E731
         return StepMaskRule(step_mask, c.policy, c.threshold if c.threshold is not None else 0.0)

@@ -36,6 +36,7 @@ class CalibratorTransform(Transform):
         # The plan compiler has checked that the cache is a ForecastTarget (cross-group check).
         self.targets = [t for t in context.applied if isinstance(t, ForecastTarget)]
         forecaster = self.make_forecaster()
+        forecaster.calibrator = self.config.name  # what a step planner records it planned for
         for target in self.targets:
             target.bind_forecaster(forecaster)
 

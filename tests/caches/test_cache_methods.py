@@ -273,7 +273,7 @@ def test_missing_calibration_is_a_plan_error_that_says_how_to_get_one(tmp_path):
         prepare(compose_config(["cache=teacache", f"cache.signals_file={bad}"]))
 
 
-CACHE_OPTIONS = [o for o in group_options("cache", include_plugins=False) if o not in ("none", "fit_signals", "calibration_run")]
+CACHE_OPTIONS = [o for o in group_options("cache", include_plugins=False) if o not in ("none", "fit_signals", "calibration_run", "plan_steps")]
 
 
 @pytest.mark.parametrize("option", with_peer_marks(CACHE_OPTIONS))

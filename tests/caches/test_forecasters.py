@@ -1,4 +1,4 @@
-"""The FoCa and HiCache forecasters: exactness on tensors, plan checks, and runs on the tiny model
+"""The FoCa, HiCache and Spectrum forecasters: exactness on tensors, plan checks, and runs on the tiny model
 and tiny FLUX behind step-level (``cache=scm_static``) and block-level (``cache=dbcache``) caches.
 
 PSNR floors are the values measured on CPU (float32) less a margin of about 1.5 dB."""
@@ -12,7 +12,9 @@ import dit_engine
 from conftest import psnr
 from dit_engine.calibrators.foca import FoCaForecaster
 from dit_engine.calibrators.hicache import HiCacheForecaster, hermite
+from dit_engine.calibrators.spectrum import SpectrumConfig, SpectrumForecaster, chebyshev_basis, ridge_weights
 from dit_engine.calibrators.taylorseer import TaylorSeerForecaster
+from dit_engine.steps import StepState
 from dit_engine.errors import PlanError
 from dit_engine.session import Session
 from dit_engine.testing import tiny_flux_call_kwargs
@@ -102,6 +104,13 @@ def test_hicache_evaluates_the_taylor_derivatives_on_scaled_hermite_polynomials(
         (["calibrator=hicache", "calibrator.order=4"], "calibrator.order=4: HiCache uses Hermite terms of order 2 or 3"),
         (["calibrator=hicache", "calibrator.warmup=-1"], "calibrator.warmup=-1 is negative"),
         (["calibrator=hicache", "calibrator.scale=0"], "calibrator.scale=0.0 must be in (0, 1]"),
+        (["calibrator=spectrum", "calibrator.degree=0"], "calibrator.degree=0: use a Chebyshev degree from 1 to 6"),
+        (["calibrator=spectrum", "calibrator.degree=7"], "calibrator.degree=7: use a Chebyshev degree from 1 to 6"),
+        (["calibrator=spectrum", "calibrator.degree=4"], "calibrator.degree=4 needs 5 computed values but calibrator.window=4"),
+        (["calibrator=spectrum", "calibrator.ridge=-1"], "calibrator.ridge=-1.0 must be >= 0"),
+        (["calibrator=spectrum", "calibrator.ridge=nan"], "calibrator.ridge=nan is not a finite number"),
+        (["calibrator=spectrum", "calibrator.blend=1.5"], "calibrator.blend=1.5 must be in [0, 1]"),
+        (["calibrator=spectrum", "calibrator.warmup=1"], "calibrator.warmup=1: Spectrum's Taylor term needs 2 computed values"),
     ],
 )
 def test_bad_forecaster_settings_are_one_line_plan_errors(overrides, expected):
@@ -111,8 +120,69 @@ def test_bad_forecaster_settings_are_one_line_plan_errors(overrides, expected):
 
 
 def test_default_settings_plan():
-    for calibrator in ("foca", "hicache"):
+    for calibrator in ("foca", "hicache", "spectrum"):
         Session.from_overrides(["cache=scm_static", f"calibrator={calibrator}"]).prepare()
+
+
+# -- Spectrum on tensors ---------------------------------------------------------------------
+
+
+def test_chebyshev_basis_is_the_first_kind():
+    times = torch.tensor([-1.0, -0.3, 0.5, 1.0]).numpy()
+    basis = chebyshev_basis(times, 3)
+    for row, t in zip(basis, times):
+        assert list(row) == pytest.approx([1, t, 2 * t * t - 1, 4 * t**3 - 3 * t])
+
+
+def test_ridge_zero_fits_polynomials_of_its_degree_exactly():
+    times = [0.9, 0.4, -0.2, -0.5]
+    cubic = [2 * t**3 - t + 0.5 for t in times]
+    weights = ridge_weights(times, -0.8, degree=3, ridge=0.0)
+    assert float(weights @ torch.tensor(cubic, dtype=torch.float64).numpy()) == pytest.approx(2 * (-0.8) ** 3 + 0.8 + 0.5)
+
+
+def test_ridge_penalises_curvature_only():
+    # a line is fitted exactly whatever the ridge: the constant and the slope are not penalised
+    times = [1.0, 0.5, 0.0]
+    weights = ridge_weights(times, -0.5, degree=2, ridge=100.0)
+    assert float(weights @ torch.tensor([3 * t + 1 for t in times], dtype=torch.float64).numpy()) == pytest.approx(-0.5)
+
+
+def sigma_state(sigmas):
+    return StepState(num_steps=len(sigmas), sigmas=sigmas)
+
+
+SHIFTED = [1.0, 0.98, 0.95, 0.9, 0.82, 0.7, 0.52, 0.3]  # uneven, like a shifted flow-matching schedule
+
+
+@pytest.mark.parametrize("blend", [0.0, 0.5, 1.0])
+def test_spectrum_is_exact_on_lines_in_sigma(blend):
+    forecaster = SpectrumForecaster(SpectrumConfig(blend=blend, ridge=0.0), sigma_state(SHIFTED))
+    history = feed(forecaster, {s: 4.0 * SHIFTED[s] - 1 for s in (0, 2, 3, 5)})
+    for step in (6, 7):
+        assert forecaster.forecast(history, step).item() == pytest.approx(4.0 * SHIFTED[step] - 1)
+
+
+def test_spectrum_blend_zero_is_taylor_over_the_time_axis():
+    taylor, spectrum = TaylorSeerForecaster(order=1, warmup=2), SpectrumForecaster(SpectrumConfig(blend=0.0, time="step"), sigma_state(SHIFTED))
+    values = {0: 1.0, 3: 2.5, 4: 2.0}
+    assert spectrum.forecast(feed(spectrum, values), 7).item() == pytest.approx(taylor.forecast(feed(taylor, values), 7).item())
+
+
+def test_spectrum_chebyshev_term_follows_a_curve_taylor_cannot():
+    quadratic = {s: 5 * SHIFTED[s] ** 2 for s in (0, 2, 4, 5)}
+    spectrum = SpectrumForecaster(SpectrumConfig(blend=1.0, ridge=0.0, degree=2), sigma_state(SHIFTED))
+    linear = SpectrumForecaster(SpectrumConfig(blend=0.0), sigma_state(SHIFTED))
+    truth = 5 * SHIFTED[7] ** 2
+    assert spectrum.forecast(feed(spectrum, quadratic), 7).item() == pytest.approx(truth)
+    assert abs(linear.forecast(feed(linear, quadratic), 7).item() - truth) > 0.1
+
+
+def test_spectrum_reuses_until_warmup_and_keeps_its_window():
+    forecaster = SpectrumForecaster(SpectrumConfig(warmup=3, window=3), sigma_state(SHIFTED))
+    assert forecaster.forecast(feed(forecaster, {0: 1.0, 2: 5.0}), 4).item() == 5.0
+    history = feed(forecaster, {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0, 4: 5.0})
+    assert len(history.values) == 3 and history.times[-1] == pytest.approx(2 * (SHIFTED[4] - 0.3) / 0.7 - 1)
 
 
 # -- on pipelines ----------------------------------------------------------------------------
@@ -137,7 +207,7 @@ def tiny_reuse_psnr(tiny_pipe, tiny_reference):
     return psnr(tiny_reference, run_with(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static")[0])
 
 
-@pytest.mark.parametrize("calibrator,floor", [("foca", 45.5), ("hicache", 45.5)])  # measured 47.0, 46.9
+@pytest.mark.parametrize("calibrator,floor", [("foca", 45.5), ("hicache", 45.5), ("spectrum", 45.5)])  # measured 47.0, 46.9, MEAS1
 def test_step_level_forecasting_on_the_tiny_model(tiny_pipe, tiny_reference, tiny_reuse_psnr, calibrator, floor):
     output, summary = run_with(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=scm_static", f"calibrator={calibrator}")
     assert summary["steps_cached"] > 0.6 * summary["steps_total"]
@@ -151,7 +221,7 @@ def test_foca_corrector_beats_linear_extrapolation(tiny_pipe, tiny_reference):
     assert psnr(tiny_reference, foca) > psnr(tiny_reference, linear) + 0.25  # measured 41.6 vs 41.1
 
 
-@pytest.mark.parametrize("calibrator,floor", [("foca", 42.5), ("hicache", 41.5)])  # measured 44.3, 43.0
+@pytest.mark.parametrize("calibrator,floor", [("foca", 42.5), ("hicache", 41.5), ("spectrum", 41.5)])  # measured 44.3, 43.0, MEAS2
 def test_forecasters_compose_with_dbcache(tiny_pipe, tiny_reference, calibrator, floor):
     output, summary = run_with(tiny_pipe, lambda: run_tiny(tiny_pipe), "cache=dbcache", f"calibrator={calibrator}")
     assert summary["blocks_computed"] < summary["blocks_total"]
@@ -160,7 +230,7 @@ def test_forecasters_compose_with_dbcache(tiny_pipe, tiny_reference, calibrator,
     assert torch.equal(exact, tiny_reference) and summary["steps_cached"] == 0
 
 
-@pytest.mark.parametrize("calibrator", ["foca", "hicache"])
+@pytest.mark.parametrize("calibrator", ["foca", "hicache", "spectrum"])
 def test_forecasters_on_tiny_flux(tiny_flux, calibrator):
     def run():
         return tiny_flux(**tiny_flux_call_kwargs()).images
