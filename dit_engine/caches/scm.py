@@ -50,6 +50,13 @@ class Policy(enum.StrEnum):
     adaptive = "adaptive"
 
 
+class Layout(enum.StrEnum):
+    """``cache.layout``: how a budget's computes are spaced (see :class:`SCMConfig`)."""
+
+    steps = "steps"
+    sigmas = "sigmas"
+
+
 class SkipLevel(enum.StrEnum):
     """``cache.skip_level``: what a cached step skips (see :class:`SCMConfig`)."""
 
@@ -91,6 +98,10 @@ class SCMConfig(BlockCacheConfig):
             computed step the forecast error of that step (what the calibrator, or plain reuse,
             would have answered vs what was computed) sets how far the next compute may be, so
             computes gather where the trajectory bends and thin out where it is smooth.
+        layout: how a budget or preset spaces its computes when no schedule or mask says:
+            ``steps`` (evenly in the step index) or ``sigmas`` (evenly in the noise level, the
+            scheduler's sigmas of each request; the step index where it has none). On a shifted
+            schedule (FLUX, SD3, Qwen-Image) ``sigmas`` computes where the sample changes.
         schedule: a ``schedule.json`` planned by ``cache=plan_steps`` for this model and workload:
             the budget's computed steps are the plan's (chosen by measured forecast error)
             instead of the layout rule's. The budget is ``budget`` (else the preset's fraction)
@@ -106,6 +117,7 @@ class SCMConfig(BlockCacheConfig):
     mask: Optional[str] = None
     budget: Optional[float] = None
     schedule: Optional[str] = None
+    layout: Layout = Layout.steps
     policy: Policy = Policy.dynamic
     skip_level: SkipLevel = SkipLevel.blocks
 
@@ -145,7 +157,7 @@ class StepMaskRule:
     """SCM's decision: masked-in steps compute; the others cache (``static``) or obey DBCache's
     threshold (``dynamic``), within the cache's limits."""
 
-    def __init__(self, step_mask: Callable[[int], list[bool]], policy: str, threshold: float):
+    def __init__(self, step_mask: Callable[[int, list[float] | None], list[bool]], policy: str, threshold: float):
         self.step_mask = step_mask
         self.policy = policy
         self.threshold = threshold
@@ -153,7 +165,7 @@ class StepMaskRule:
 
     def new_request(self, cache: BlockCache) -> None:
         num_steps = cache.step_state.num_steps
-        self.flags = self.step_mask(num_steps) if num_steps else None
+        self.flags = self.step_mask(num_steps, cache.step_state.sigmas) if num_steps else None
 
     def should_hit(self, cache: BlockCache, state: BranchState, step: int, front_residual, entry) -> bool:
         flags = self.flags
@@ -367,7 +379,7 @@ class SCMTransform(ForecastableBlockCache):
             plan = self.schedule.plans[computes_for(self.fraction(), steps)]
             stats["schedule"] = {"file": self.schedule.path, "signature": self.schedule.signature,
                                  "steps": plan["steps"], "computes": plan["computes"],
-                                 "planned_error": plan.get("error"), "layout_error": plan.get("layout_error")}
+                                 "planned_error": plan.get("error"), "layout_errors": plan.get("layout_errors")}
         return stats
 
     def fraction(self) -> float:
@@ -380,9 +392,11 @@ class SCMTransform(ForecastableBlockCache):
             return AdaptiveStepRule(self.fraction())
         if self.schedule is not None:
             schedule = self.schedule
-            step_mask = lambda n: schedule.flags(computes_for(self.fraction(), n), n)  # noqa: E731 - steps checked by the guard
+            step_mask = lambda n, sigmas: schedule.flags(computes_for(self.fraction(), n), n)  # noqa: E731 - steps checked by the guard
         elif c.mask:
-            step_mask = lambda n: resample(c.mask, n)  # noqa: E731
+            step_mask = lambda n, sigmas: resample(c.mask, n)  # noqa: E731
+        elif c.layout == Layout.sigmas:
+            step_mask = lambda n, sigmas: budget_flags(self.fraction(), n, sigmas)  # noqa: E731
         else:
-            step_mask = lambda n: budget_flags(self.fraction(), n)  # noqa: E731
+            step_mask = lambda n, sigmas: budget_flags(self.fraction(), n)  # noqa: E731
         return StepMaskRule(step_mask, c.policy, c.threshold if c.threshold is not None else 0.0)

@@ -325,13 +325,14 @@ class Planner:
     """Chooses computed steps for a recorded trajectory and a forecaster (see the module doc)."""
 
     def __init__(self, trajectory: torch.Tensor, weights: np.ndarray, make_forecaster: ForecasterFactory | None,
-                 replay: Replay | None = None, evaluations: int = 0):
+                 replay: Replay | None = None, evaluations: int = 0, sigmas: list[float] | None = None):
         self.values = trajectory  # (steps, samples, elements), float64
         self.steps = trajectory.shape[0]
         self.weights = [float(w) for w in weights]
         self.make_forecaster = make_forecaster
         self.replay = replay
         self.evaluations = evaluations
+        self.sigmas = sigmas
         self.scale = float(((trajectory * torch.tensor(self.weights, dtype=trajectory.dtype).view(-1, 1, 1)).sum(0) ** 2).mean())
 
     def _forecast(self, forecaster: Any, history: Any, step: int) -> torch.Tensor:
@@ -429,31 +430,47 @@ class Planner:
                     break
         return current, best, used
 
-    def plan(self, computes: int, cost: np.ndarray | None = None) -> dict[str, Any]:
-        """The schedule of ``computes`` steps, with the layout rule's schedule and both errors."""
+    def layouts(self, computes: int) -> dict[str, list[int]]:
+        """The layout rule's steps for ``computes``: spaced by step index, and by sigma."""
         n = self.steps
-        layout = [i for i, flag in enumerate(budget_flags(computes / n, n)) if flag]
+        layouts = {"steps": [i for i, flag in enumerate(budget_flags(computes / n, n)) if flag]}
+        if self.sigmas:
+            layouts["sigmas"] = [i for i, flag in enumerate(budget_flags(computes / n, n, self.sigmas)) if flag]
+        return layouts
+
+    def plan(self, computes: int, cost: np.ndarray | None = None) -> dict[str, Any]:
+        """The schedule of ``computes`` steps, with the layout rules' errors beside it.
+
+        Candidates: the layout rules (``cache.layout=steps`` and ``sigmas``), the dynamic
+        programme's choice and a local search from it on the open-loop objective. With replays
+        the candidates are judged closed loop and the best is refined there by moving one compute
+        at a time (at most ``evaluations`` replays); a plan that is not clearly better than the
+        best layout (:data:`MIN_GAIN`) gives way to it.
+        """
+        n = self.steps
+        layouts = self.layouts(computes)
         if computes >= n:
-            return {"computes": n, "steps": layout, "error": 0.0, "layout_error": 0.0, "objective": "none"}
-        candidates = [layout]
+            return {"computes": n, "steps": list(range(n)), "error": 0.0, "layout_errors": {k: 0.0 for k in layouts},
+                    "objective": "none"}
+        candidates = list(layouts.values())
         if cost is not None:
             candidates.append(self.dynamic_programme(computes, cost))
         candidates.append(self.local_search(candidates[-1], self.open_loop_error)[0])
-        if self.replay is None:
-            steps = min(candidates, key=self.open_loop_error)
-            return {"computes": computes, "steps": steps, "error": self.open_loop_error(steps),
-                    "layout_error": self.open_loop_error(layout), "objective": "open_loop"}
-        # The open-loop candidates are verified by replays, and the best one refined there:
-        # only a replay sees a forecast's error change what the model computes next.
-        errors = {tuple(c): self.replay.error(c) for c in map(sorted, candidates)}
+        error = self.open_loop_error if self.replay is None else self.replay.error
+        # only a replay sees a forecast's error change what the model computes next
+        errors = {tuple(c): error(c) for c in map(sorted, candidates)}
+        layout_errors = {name: errors[tuple(steps)] for name, steps in layouts.items()}
         start = min(errors, key=errors.get)
-        budget = max(self.evaluations - len(errors), 1)
-        steps, error, used = self.local_search(list(start), self.replay.error, moves=range(-3, 4), limit=budget)
-        layout_error = errors[tuple(layout)]
-        if error > MIN_GAIN * layout_error:
-            steps, error = layout, layout_error  # within what another seed changes: keep the rule
-        return {"computes": computes, "steps": steps, "error": error, "layout_error": layout_error,
-                "objective": "closed_loop", "evaluations": len(errors) + used}
+        if self.replay is None:
+            steps, best, used = list(start), errors[start], 0
+        else:
+            budget = max(self.evaluations - len(errors), 1)
+            steps, best, used = self.local_search(list(start), error, moves=range(-3, 4), limit=budget)
+        best_layout = min(layout_errors, key=layout_errors.get)
+        if best > MIN_GAIN * layout_errors[best_layout]:
+            steps, best = layouts[best_layout], layout_errors[best_layout]  # within what another seed changes
+        return {"computes": computes, "steps": steps, "error": best, "layout_errors": layout_errors,
+                "objective": "closed_loop" if self.replay else "open_loop", "evaluations": len(errors) + used}
 
 
 def computes_for(budget: float, num_steps: int) -> int:
@@ -620,7 +637,7 @@ class PlanStepsTransform(Transform):
             if why_open_loop:
                 logger.warning("cache=plan_steps plans on the recorded trajectory only (open loop): %s", why_open_loop)
             planner = Planner(trajectory, step_weights(recorder.sigmas, steps), self._forecaster_factory(recorder.sigmas, steps),
-                              replay, self.config.evaluations)
+                              replay, self.config.evaluations, recorder.sigmas)
             cost = planner.gap_costs()
             schedules = []
             for computes in sorted({computes_for(b, steps) for b in self.config.budgets}):
@@ -630,7 +647,8 @@ class PlanStepsTransform(Transform):
                 plan["budget"] = round(computes / steps, 4)
                 plan["mask"] = "".join("1" if i in plan["steps"] else "0" for i in range(steps))
                 schedules.append(plan)
-                logger.info("cache=plan_steps: %s, error %.3g (layout rule %.3g)", plan["mask"], plan["error"], plan["layout_error"])
+                logger.info("cache=plan_steps: %s, error %.3g (layout rules: %s)", plan["mask"], plan["error"],
+                            ", ".join(f"{name} {error:.3g}" for name, error in plan["layout_errors"].items()))
         finally:
             recorder.paused = False
         return {
