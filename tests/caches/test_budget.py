@@ -13,6 +13,7 @@ from dit_engine.caches.block_cache import BranchState
 from dit_engine.caches.scm import AdaptiveStepRule, budget_flags, flags_to_string, preset_flags
 from dit_engine.errors import PlanError
 from dit_engine.session import Session
+from dit_engine.transforms.step_state import noise_levels
 from test_dbcache import run_tiny
 
 
@@ -29,6 +30,35 @@ def test_presets_are_budgets_of_their_fraction():
     assert flags_to_string(preset_flags("fast", 28)) == "1001000100100010010010001001"  # 9 of 28, spread to the end
     assert flags_to_string(budget_flags(0.18, 28)) == "1000001000000100000010000010"  # 5 of 28: the last one step early
     assert flags_to_string(budget_flags(0.11, 28)) == "1000000000001000000000001000"  # 3 of 28: three steps early
+
+
+SHIFT_3 = [3 * t / (1 + 2 * t) for t in (1 - i / 28 for i in range(28))]  # a FLUX-like shifted schedule
+
+
+@pytest.mark.parametrize("steps", [8, 28, 50])
+@pytest.mark.parametrize("budget", [0.1, 0.2, 0.5, 0.9, 1.0])
+def test_a_sigma_layout_computes_the_same_share_at_distinct_steps(steps, budget):
+    sigmas = [3 * t / (1 + 2 * t) for t in (1 - i / steps for i in range(steps))]
+    flags = budget_flags(budget, steps, sigmas)
+    assert len(flags) == steps and flags[0] and sum(flags) == max(1, round(budget * steps))
+
+
+def test_a_sigma_layout_spaces_computes_by_noise_level():
+    assert flags_to_string(budget_flags(0.11, 28, SHIFT_3)) == "1000000000000000010000001000"  # 0, 17, 24
+    steps = [i for i, flag in enumerate(budget_flags(0.18, 28, SHIFT_3)) if flag]
+    drops = [SHIFT_3[a] - SHIFT_3[b] for a, b in zip(steps, steps[1:])]
+    assert max(drops) - min(drops) < 0.06  # even in sigma (about 0.2 each), not in steps
+    uniform = [1 - i / 28 for i in range(28)]
+    by_sigma = [i for i, flag in enumerate(budget_flags(0.18, 28, uniform)) if flag]
+    by_step = [i for i, flag in enumerate(budget_flags(0.18, 28)) if flag]
+    assert all(abs(a - b) <= 1 for a, b in zip(by_sigma, by_step))  # an unshifted schedule: the same, up to rounding
+
+
+def test_cache_layout_sigmas_reads_the_request_sigmas(tiny_pipe):
+    _, summary = _summary(tiny_pipe, "cache=scm_static", "cache.budget=0.18", "cache.layout=sigmas")
+    masks = summary["transforms"]["cache.scm"]["branches"]["transformer/cfg0"]["masks"]
+    sigmas = noise_levels(tiny_pipe.scheduler)  # the run's (unshifted, float32)
+    assert masks == [flags_to_string(budget_flags(0.18, 28, sigmas))]
 
 
 def _summary(pipe, *overrides):
