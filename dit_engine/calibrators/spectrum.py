@@ -49,11 +49,18 @@ class SpectrumConfig:
         time: the axis the function is fitted over: ``sigma`` (the scheduler's noise level, so
             a shifted schedule's uneven steps are spaced as the model sees them; the step index
             where the scheduler has no sigmas) or ``step`` (the step index).
+
+    The defaults were the best of a grid (blend 0.25-1, ridge 0.01-1, degree 2-3, window 4-6) on
+    the embedded model with its own and with a shift-3 schedule, and on tiny FLUX, at 3, 5 and 7
+    of 28 steps computed (``cache.layout=sigmas``): mean PSNR 37.3 / 38.7 / 51.7 dB against
+    TaylorSeer's 36.7 / 36.2 / 50.5 and FoCa's 37.1 / 36.4 / 50.6. A ridge of 0.1 or more pulls
+    the curvature away where it is real (shift 3: -0.6 dB); degree 3 needs more computes than a
+    small budget has.
     """
 
     name: str = "spectrum"
     degree: int = 2
-    ridge: float = 0.1
+    ridge: float = 0.01
     blend: float = 0.5
     window: int = 4
     warmup: int = 2
