@@ -253,6 +253,9 @@ ForecasterFactory = Callable[[], Any]
 #: better on the planning seeds were 0.5-2 dB worse on others; on schedules the rule was not tuned
 #: for (shifted sigmas) plans 35-80 % better gained 1.6-4 dB.
 MIN_GAIN = 0.8
+#: open-loop evaluations the local search after the dynamic programme may spend (each is a pass
+#: of the forecaster over the recorded trajectory: cheap, but 50 steps offer many moves)
+OPEN_LOOP_EVALUATIONS = 2000
 
 
 class Replay:
@@ -455,7 +458,7 @@ class Planner:
         candidates = list(layouts.values())
         if cost is not None:
             candidates.append(self.dynamic_programme(computes, cost))
-        candidates.append(self.local_search(candidates[-1], self.open_loop_error)[0])
+        candidates.append(self.local_search(candidates[-1], self.open_loop_error, limit=OPEN_LOOP_EVALUATIONS)[0])
         error = self.open_loop_error if self.replay is None else self.replay.error
         # only a replay sees a forecast's error change what the model computes next
         errors = {tuple(c): error(c) for c in map(sorted, candidates)}

@@ -5,6 +5,7 @@ computed values, blended with a first-order Taylor term."""
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,20 +91,28 @@ def chebyshev_basis(times: np.ndarray, degree: int) -> np.ndarray:
     return basis
 
 
+@functools.lru_cache(maxsize=4096)
+def _ridge_weights(times: tuple[float, ...], at: float, degree: int, ridge: float) -> np.ndarray:
+    fitted = min(degree, len(times) - 1) if ridge == 0 else degree  # least squares needs points
+    phi = chebyshev_basis(np.asarray(times, dtype=np.float64), fitted)
+    penalty = np.diag([0.0, 0.0][: fitted + 1] + [ridge] * (fitted - 1))
+    target = chebyshev_basis(np.asarray([at], dtype=np.float64), fitted)[0]
+    weights = phi @ (np.linalg.pinv(phi.T @ phi + penalty) @ target)
+    weights.setflags(write=False)  # shared by every caller with the same times
+    return weights
+
+
 def ridge_weights(times: list[float], at: float, degree: int, ridge: float) -> np.ndarray:
     """The weights ``a`` such that ``sum_i a_i y_i`` is the ridge fit's value at ``at``.
 
     The fit is ``argmin_c |Phi c - y|^2 + ridge * |c_1..|^2`` with ``Phi`` the Chebyshev basis at
     ``times``; the constant coefficient is not penalised, so the fit of a constant is exact. Its
     value at ``at`` is linear in ``y``: ``phi(at) (Phi^T Phi + P)^-1 Phi^T y``. The weights are
-    computed in float64 on the few times, then one weighted sum of tensors gives the forecast.
+    computed in float64 on the few times (cached: every request of a step count asks for the same
+    ones), then one weighted sum of tensors gives the forecast. Only the curvature (degree 2 and
+    up) is penalised, so the ridge pulls toward the least-squares line, never toward a constant.
     """
-    fitted = min(degree, len(times) - 1) if ridge == 0 else degree  # least squares needs points
-    phi = chebyshev_basis(np.asarray(times, dtype=np.float64), fitted)
-    penalty = np.diag([0.0, 0.0][: fitted + 1] + [ridge] * (fitted - 1))
-    target = chebyshev_basis(np.asarray([at], dtype=np.float64), fitted)[0]
-    coefficients = np.linalg.pinv(phi.T @ phi + penalty) @ target
-    return phi @ coefficients
+    return _ridge_weights(tuple(times), at, degree, ridge)
 
 
 class SpectrumForecaster:
