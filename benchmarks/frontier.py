@@ -39,7 +39,7 @@ METHODS = {
     "TaylorSeer, step layout": ["cache=scm_static", "calibrator=taylorseer", "cache.budget={budget}"],
     "FoCa, step layout": ["cache=scm_static", "calibrator=foca", "cache.budget={budget}"],
     "Spectrum, step layout": ["cache=scm_static", "calibrator=spectrum", "cache.budget={budget}"],
-    "Spectrum, sigma layout (`step_spectrum_*`)": ["cache=scm_static", "calibrator=spectrum", "cache.budget={budget}",
+    "Spectrum, sigma layout (`step_spectrum_ultra`)": ["cache=scm_static", "calibrator=spectrum", "cache.budget={budget}",
                                                    "cache.layout=sigmas"],
     "Spectrum, planned schedule": ["cache=scm_static", "calibrator=spectrum", "cache.budget={budget}",
                                    "cache.schedule={schedule}"],

@@ -4,7 +4,7 @@ recompute the Pareto column over every recorded cell and redraw the plot.
 The CSVs hold the cells of every sweep that went into the table; a new method is measured by its
 own sweep (same workload, clock and timing settings as the table's) and merged here instead of
 re-running the whole comparison. A cell is named by its overrides that differ from the sweep's
-common settings (``+method=step_spectrum_018 cache.schedule=...``); a name already in the CSV is
+common settings (``+method=step_spectrum_ultra cache.budget=0.18 cache.schedule=...``); a name already in the CSV is
 replaced.
 
     python benchmarks/merge_cells.py docs/caches_vs_peers.csv docs/images/caches_vs_peers.png \\
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("csv", type=Path)
     parser.add_argument("plot", type=Path)
-    parser.add_argument("sweeps", type=Path, nargs="+")
+    parser.add_argument("sweeps", type=Path, nargs="*", help="sweep directories to add (none: recompute and redraw)")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     rows = {row["name"]: row for row in read_rows(args.csv)}

@@ -287,6 +287,8 @@ class Replay:
         if not self.requests:
             return "no request with one transformer call per step was recorded"
         for calls in self.requests:
+            if any(call.output.shape != call.sample.shape for call in calls):
+                return "the transformer's output is not shaped like its input sample (learned variance, or a packed layout)"
             for step in range(len(calls) - 1):
                 expected = self._euler(calls[step].sample, calls[step].output, step).double()
                 actual = calls[step + 1].sample.double()

@@ -72,7 +72,7 @@ class PipelineCalls:
         except Exception as err:  # the request fails, the server keeps serving
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             for job in batch:
-                job.future.set_exception(BadRequestError(f"generation failed: {first}") if isinstance(err, (ValueError, TypeError))
+                job.future.set_exception(BadRequestError(f"generation failed: {first}") if isinstance(err, (ValueError, TypeError, DitEngineError))
                                          else RuntimeError(f"generation failed: {first}"))
             return
         seconds = time.perf_counter() - started

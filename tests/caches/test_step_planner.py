@@ -260,3 +260,47 @@ def test_the_cli_writes_and_uses_a_schedule(tmp_path):
                    "workload=one_prompt", "workload.num_inference_steps=20", f"hydra.run.dir={tmp_path / 'refused'}")
     assert "was planned for steps=28, this request has steps=20" in line
     assert not (tmp_path / "refused" / "metrics.json").exists()
+
+
+def test_two_cfg_branches_plan_open_loop_and_say_why(tmp_path):
+    from dit_engine.testing import build_tiny_qwen_image_pipeline, tiny_qwen_image_call_kwargs
+
+    qwen = build_tiny_qwen_image_pipeline(seed=0)
+    qwen.set_progress_bar_config(disable=True)
+
+    def run():
+        return qwen(**tiny_qwen_image_call_kwargs(num_inference_steps=8)).images  # true CFG: two calls per step
+
+    path, made = plan_file(qwen, run, tmp_path, "calibrator=spectrum", "cache.budgets=[0.25,0.5]")
+    data = made["data"]
+    assert data["objective"].startswith("open_loop") and "CFG branch" in data["recorded"]["open_loop_because"]
+    assert data["recorded"]["samples"] == 2  # both branches' trajectories are planned on
+    reference = run()
+    handle = dit_engine.apply(qwen, "cache=scm_static", "calibrator=spectrum", "cache.budget=0.5", f"cache.schedule={path}")
+    try:
+        output = run()
+        stats = handle.summary()["transforms"]["cache.scm"]
+    finally:
+        handle.remove()
+    planned = {s["computes"]: s for s in data["schedules"]}[4]
+    assert stats["branches"]["transformer/cfg0"]["masks"] == [planned["mask"]] == stats["branches"]["transformer/cfg1"]["masks"]
+    assert torch.isfinite(output).all() and output.shape == reference.shape
+
+
+def test_a_served_request_unlike_the_schedule_is_a_400_and_the_server_keeps_serving(tiny_schedule):
+    from fastapi.testclient import TestClient
+
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+
+    session = Session.from_overrides(["cache=scm_static", "calibrator=spectrum", "cache.budget=0.11",
+                                      f"cache.schedule={tiny_schedule[0]}", "serve.batch_wait_ms=0"])
+    engine = ServingEngine(session.prepare())
+    client = TestClient(create_app(engine))
+    try:
+        refused = client.post("/v1/images/generations", json={"prompt": "seven", "num_inference_steps": 20})
+        assert refused.status_code == 400
+        assert "was planned for steps=28, this request has steps=20" in refused.json()["error"]["message"]
+        assert client.post("/v1/images/generations", json={"prompt": "seven"}).status_code == 200
+    finally:
+        engine.close()

@@ -268,6 +268,8 @@ def test_bad_overrides_name_the_fix(overrides, expected):
     (["+method=step_adaptive_foca_018"], ["+method=step_adaptive_foca", "cache.budget=0.18"]),
     (["+method=step_foca_018"], ["+method=step_foca_ultra", "cache.budget=0.18"]),
     (["+method=step_forecast_011"], ["+method=step_forecast_ultra", "cache.budget=0.11"]),
+    (["+method=step_spectrum_018"], ["+method=step_spectrum_ultra", "cache.budget=0.18"]),
+    (["+method=step_spectrum_011"], ["+method=step_spectrum_ultra", "cache.budget=0.11"]),
     (["attention=flex"], ["attention=native", "attention.backend=flex"]),
     (["attention=_native_math"], ["attention=native", "attention.backend=_native_math"]),
 ])
