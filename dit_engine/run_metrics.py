@@ -24,6 +24,14 @@ REFERENCE_TIMINGS = ("fresh", "interleaved", "cached")
 CLOCKS = ("auto", "cpu_time", "cuda_events", "wall")
 
 
+def planned_schedule(summary: dict[str, Any]) -> dict[str, Any]:
+    """``{"schedule": ...}``: the planned schedule a cache ran (``cache.schedule``), else nothing."""
+    for stats in summary.get("transforms", {}).values():
+        if isinstance(stats, dict) and "schedule" in stats:
+            return {"schedule": stats["schedule"]}
+    return {}
+
+
 def report_problems(report: DictConfig) -> list[str]:
     """What in the ``report`` group cannot work, each a one-line fix (checked before any run)."""
     problems = []
@@ -88,7 +96,7 @@ def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, s
             "clock_s": clock_timing["clock_s"],
         },
         "compute": summary,
-        "cache": {"hit_ratio": summary["hit_ratio"], "steps_cached": summary["steps_cached"]},
+        "cache": {"hit_ratio": summary["hit_ratio"], "steps_cached": summary["steps_cached"], **planned_schedule(summary)},
         "memory": memory(device),
         "images": image_files,
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -141,11 +141,13 @@ def latent_shape(args: tuple, kwargs: dict) -> list[int] | None:
 
 @dataclass
 class RecordedCall:
-    """One transformer call of a replayed request: its arguments, with the sample kept aside."""
+    """One transformer call of a replayed request: its arguments, and its sample and output kept
+    on the CPU (a video's 50 steps would hold gigabytes of accelerator memory)."""
 
     args: tuple
     kwargs: dict
     sample: torch.Tensor
+    device: torch.device
     output: torch.Tensor | None = None
 
 
@@ -187,7 +189,7 @@ class TrajectoryRecorder:
         if branch == 0 and replaying and self.calls:
             sample = kwargs.get("hidden_states", args[0] if args else None)
             if isinstance(sample, torch.Tensor):
-                self.calls[-1].append(RecordedCall(args, dict(kwargs), sample.detach().clone()))
+                self.calls[-1].append(RecordedCall(args, dict(kwargs), sample.detach().to("cpu", copy=True), sample.device))
 
     def record(self, sample: torch.Tensor) -> None:
         if self.paused:
@@ -195,7 +197,7 @@ class TrajectoryRecorder:
         if not self.requests:
             self.requests.append({})
         if self.step_state.branch == 0 and self.calls and self.calls[-1] and len(self.calls) == len(self.requests):
-            self.calls[-1][-1].output = sample.detach().clone()
+            self.calls[-1][-1].output = sample.detach().to("cpu", copy=True)
         flat = sample.detach().reshape(sample.shape[0], -1).float().cpu()
         if self.index is None or int(self.index.max()) >= flat.shape[1]:
             count = flat.shape[1]
@@ -277,6 +279,8 @@ class Replay:
         self.make_forecaster = make_forecaster
         self.evaluations = 0
         self.finals = [self._euler(calls[-1].sample, calls[-1].output, len(calls) - 1) for calls in requests]
+        # the mean square of each uncached run's whole move: what an error is relative to
+        self.scale = sum(float(((final.double() - calls[0].sample.double()) ** 2).mean()) for calls, final in zip(requests, self.finals))
 
     def _euler(self, sample: torch.Tensor, output: torch.Tensor, step: int) -> torch.Tensor:
         return (sample.double() + (self.levels[step + 1] - self.levels[step]) * output.double()).to(sample.dtype)
@@ -309,11 +313,12 @@ class Replay:
 
     def error(self, computed: list[int]) -> float:
         self.evaluations += 1
-        chosen, total, scale = set(computed), 0.0, 0.0
+        chosen, total = set(computed), 0.0
         with torch.no_grad():
             for calls, final in zip(self.requests, self.finals):
                 forecaster = self.make_forecaster() if self.make_forecaster else None
-                sample, history = calls[0].sample, None
+                sample, history = calls[0].sample.to(calls[0].device), None
+                final = final.to(calls[0].device)
                 for step, call in enumerate(calls):
                     if step in chosen:
                         output = self._call(call, sample, step)
@@ -322,8 +327,7 @@ class Replay:
                         output = history if forecaster is None else forecaster.forecast(history, step)
                     sample = self._euler(sample, output, step)
                 total += float(((sample.double() - final.double()) ** 2).mean())
-                scale += float(((final.double() - calls[0].sample.double()) ** 2).mean())
-        return total / max(scale, 1e-30)
+        return total / max(self.scale, 1e-30)
 
 
 class Planner:

@@ -255,7 +255,7 @@ def test_the_cli_writes_and_uses_a_schedule(tmp_path):
                            "workload=one_prompt", f"hydra.run.dir={use_dir}")
     assert code == 0, stderr
     metrics = json.loads((use_dir / "metrics.json").read_text())
-    assert metrics["compute"]["transforms"]["cache.scm"]["schedule"]["computes"] == 5
+    assert metrics["cache"]["schedule"]["computes"] == 5 and metrics["cache"]["schedule"]["file"] == str(schedule)
     line = refusal("cache=scm_static", "calibrator=spectrum", "cache.budget=0.18", f"cache.schedule={schedule}",
                    "workload=one_prompt", "workload.num_inference_steps=20", f"hydra.run.dir={tmp_path / 'refused'}")
     assert "was planned for steps=28, this request has steps=20" in line
