@@ -98,7 +98,8 @@ class SCMConfig(BlockCacheConfig):
             computed step the forecast error of that step (what the calibrator, or plain reuse,
             would have answered vs what was computed) sets how far the next compute may be, so
             computes gather where the trajectory bends and thin out where it is smooth.
-        layout: how a budget or preset spaces its computes when no schedule or mask says:
+        layout: how a budget or preset spaces its computes when no schedule or mask says (the
+            ``adaptive`` policy's starting layout too):
             ``steps`` (evenly in the step index) or ``sigmas`` (evenly in the noise level, the
             scheduler's sigmas of each request; the step index where it has none). On a shifted
             schedule (FLUX, SD3, Qwen-Image) ``sigmas`` computes where the sample changes.
@@ -209,8 +210,9 @@ class AdaptiveStepRule:
     A steady trajectory gets exactly the static layout; the total stays ``round(budget * steps)``.
     """
 
-    def __init__(self, fraction: float):
+    def __init__(self, fraction: float, by_sigma: bool = False):
         self.fraction = fraction
+        self.by_sigma = by_sigma  # cache.layout=sigmas: the starting layout is spaced by sigma
         self.degree = 0  # the bound forecaster's degree in the gap (0: plain reuse), read at each request
 
     def new_request(self, cache: BlockCache) -> None:
@@ -237,7 +239,7 @@ class AdaptiveStepRule:
         if not num_steps:
             return False  # no step count to budget: compute
         if branch.plan is None:
-            flags = budget_flags(self.fraction, num_steps)
+            flags = budget_flags(self.fraction, num_steps, cache.step_state.sigmas if self.by_sigma else None)
             branch.plan = {i for i, f in enumerate(flags) if f}
             branch.budget, branch.end, branch.steps = len(branch.plan), max(branch.plan), num_steps
         left = branch.budget - len(branch.computed)
@@ -389,7 +391,7 @@ class SCMTransform(ForecastableBlockCache):
     def make_rule(self, transformer: str, context: ApplyContext) -> StepMaskRule | AdaptiveStepRule:
         c = self.config
         if c.policy == "adaptive":
-            return AdaptiveStepRule(self.fraction())
+            return AdaptiveStepRule(self.fraction(), by_sigma=c.layout == Layout.sigmas)
         if self.schedule is not None:
             schedule = self.schedule
             step_mask = lambda n, sigmas: schedule.flags(computes_for(self.fraction(), n), n)  # noqa: E731 - steps checked by the guard

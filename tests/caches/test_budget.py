@@ -98,8 +98,8 @@ def test_bad_budgets_are_one_line_plan_errors(overrides, message):
 class _Cache:
     """What the rule reads of a block cache: the step count and the limits (none here)."""
 
-    def __init__(self, steps):
-        self.step_state = SimpleNamespace(num_steps=steps)
+    def __init__(self, steps, sigmas=None):
+        self.step_state = SimpleNamespace(num_steps=steps, sigmas=sigmas)
         self.forecaster = None
 
     def follows_leader(self):
@@ -109,8 +109,8 @@ class _Cache:
         return step > 0
 
 
-def _mask(rule, steps, error_at):
-    cache, state = _Cache(steps), BranchState()
+def _mask(rule, steps, error_at, sigmas=None):
+    cache, state = _Cache(steps, sigmas), BranchState()
     rule.new_request(cache)
     flags = []
     for step in range(steps):
@@ -119,6 +119,11 @@ def _mask(rule, steps, error_at):
         if not hit:
             rule.forecast_error(state, step, error_at(step))
     return flags
+
+
+def test_adaptive_starts_from_the_sigma_layout_when_asked():
+    steady = _mask(AdaptiveStepRule(0.18, by_sigma=True), 28, lambda step: 0.05, SHIFT_3)
+    assert steady == budget_flags(0.18, 28, SHIFT_3) != budget_flags(0.18, 28)
 
 
 def test_adaptive_spreads_evenly_while_the_error_is_steady_and_comes_back_sooner_after_a_bend():
