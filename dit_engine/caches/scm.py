@@ -22,7 +22,7 @@ import torch
 from dit_engine.adapter import ModelInfo
 from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, family_threshold
 from dit_engine.caches.dbcache import threshold_hit
-from dit_engine.caches.step_layout import budget_flags, evenly_spaced, last_compute  # noqa: F401 - the layout rule
+from dit_engine.caches.step_layout import budget_flags, evenly_spaced  # the layout rule (budget_flags also imported from here)
 from dit_engine.caches.step_planner import (Schedule, ScheduleGuard, ScheduleMismatchError, calibrator_label, computes_for,
                                             load_schedule, mismatch_message, schedule_problems)
 from dit_engine.config.groups import Stage

@@ -6,20 +6,23 @@ layouts of :func:`~dit_engine.caches.scm.budget_flags` place them by rule. A pla
 measurement (after DPCache, arXiv 2602.22654):
 
 1. ``cache=plan_steps`` runs the workload uncached and records the model output of every step
-   (a fixed random sample of its elements, the same for every step, so the record stays small);
-2. for each budget of ``k`` computed steps, :func:`plan` chooses the ``k`` steps that minimise the
-   error the run's forecaster (the ``calibrator=`` of the planning run; plain reuse without one)
-   would make on that trajectory: dynamic programming over pairs of consecutive computes, then a
-   local search on the exact objective;
+   (a fixed random sample of its elements, the same for every step, so the record stays small),
+   and keeps the first pipeline call whole (its transformer calls) for replays;
+2. for each budget of ``k`` computed steps, :meth:`Planner.plan` proposes candidates (the layout
+   rules, dynamic programming over pairs of consecutive computes on the recorded forecast error
+   of the run's forecaster, the ``calibrator=`` of the planning run or plain reuse, and a local
+   search from it), judges them by :class:`Replay` (the sampler run again with the transformer on
+   the computed steps: closed loop) and refines the best there;
 3. the schedules are written as ``schedule.json`` with a signature of what they were planned for
    (model, transformer config, steps, resolution, scheduler, sigmas, calibrator); a run with
    ``cache.schedule=<file>`` refuses a request whose signature differs, naming the field.
 
-The objective is the error a forecast leaves in the final sample: a flow-matching Euler step moves
-the sample by ``(sigma_{s+1} - sigma_s) * v_s``, so a forecast ``v'_s`` of a skipped step leaves
-``d_s (v_s - v'_s)`` in it, and the errors of the skipped steps add up as vectors. The plan
-minimises the mean square of that sum over the recorded requests (each gap's sum, for the dynamic
-programme, whose costs must add; the whole sum for the local search).
+The recorded (open-loop) objective is the error a forecast leaves in the final sample: a
+flow-matching Euler step moves the sample by ``(sigma_{s+1} - sigma_s) * v_s``, so a forecast
+``v'_s`` of a skipped step leaves ``d_s (v_s - v'_s)`` in it, and the errors of the skipped steps
+add up as vectors: the mean square of that sum (per gap for the dynamic programme, whose costs
+must add). It cannot see a forecast's error change what the model computes at the next computed
+step, and misjudged late computes by 1-2 dB on the embedded model; the replays can.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 import torch
