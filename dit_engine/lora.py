@@ -8,6 +8,8 @@ each pipeline call, so switching adapters between calls leaves nothing stale.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import os
 from pathlib import Path
 from collections.abc import Iterable
@@ -92,15 +94,16 @@ def load_lora(transformer: Any, path: str, name: str) -> None:
         raise DitEngineError(f"LoRA {path} holds no weights for {type(transformer).__name__}'s layers; is it for another model?")
 
 
-def use_lora(transformer: Any, name: str | None, scale: float = 1.0) -> None:
-    """Run the next calls with adapter ``name`` at ``scale``, or with no adapter (``None``)."""
+def use_loras(transformer: Any, adapters: Sequence[tuple[str, float]]) -> None:
+    """Run the next calls with ``adapters`` (``(name, scale)`` pairs, combined by diffusers'
+    ``set_adapters``: their weighted deltas add up), or with none (an empty sequence)."""
     if not getattr(transformer, "peft_config", None):
         return
-    if name is None:
+    if not adapters:
         transformer.disable_lora()
         return
     transformer.enable_lora()
-    transformer.set_adapters([name], [scale])
+    transformer.set_adapters([name for name, _ in adapters], [scale for _, scale in adapters])
 
 
 def unload_lora(transformer: Any, name: str) -> None:

@@ -34,7 +34,7 @@ from dit_engine.console import FINAL_LINE
 from dit_engine.devices import DTYPES, dtype_problem, resolve_device
 from dit_engine.errors import DitEngineError, PlanError
 from dit_engine.handle import Handle
-from dit_engine.lora import load_lora, lora_problems, use_lora
+from dit_engine.lora import load_lora, lora_problems, use_loras
 from dit_engine.outputs import StagedRunFiles
 from dit_engine.plan import Plan, compile_plan, counts_steps
 from dit_engine.registry import Registry
@@ -195,7 +195,7 @@ class Session:
         if cfg.lora.path is not None:
             for transformer in adapter.transformers(pipe).values():
                 load_lora(transformer, cfg.lora.path, cfg.lora.name)
-                use_lora(transformer, cfg.lora.name, cfg.lora.scale)
+                use_loras(transformer, [(cfg.lora.name, cfg.lora.scale)])
         if isinstance(adapter, TracedAdapter):
             # model=auto: the block lists are inferred from one traced call, then planned against.
             adapter.trace(pipe, adapter.trace_kwargs(self.workload))

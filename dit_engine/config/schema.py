@@ -226,6 +226,7 @@ class ServeConfig:
         max_prompt_chars: the longest ``prompt`` (and ``negative_prompt``) in characters (422 beyond).
         max_lora_scale: the largest LoRA ``scale`` a request may ask for (422 beyond; at most 100,
             the bound a run's ``lora.scale`` has).
+        max_loras: the most LoRA adapters one request may combine (``"lora": [...]``; 422 beyond).
         request_timeout_s: how long a request may wait and run, in seconds; past it the request
             answers 504 and its pipeline call is stopped at the next transformer call, freeing
             the worker. The request body must also arrive within it (408).
@@ -253,6 +254,7 @@ class ServeConfig:
     max_guidance_scale: float = 100.0
     max_prompt_chars: int = 4000
     max_lora_scale: float = 10.0
+    max_loras: int = 4
     request_timeout_s: float = 300.0
     header_timeout_s: float = 10.0
     keep_alive_s: float = 5.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dit_engine import run_loop
-from dit_engine.lora import load_lora, unload_lora, use_lora
+from dit_engine.lora import load_lora, unload_lora, use_loras
 from dit_engine.session import Session
 
 
@@ -26,11 +26,12 @@ class PipelineRunner:
         self.pipe.set_progress_bar_config(disable=True)
         self.handle = session.apply(self.pipe)
 
-    def generate(self, workload: Any, seeds: list[int], frames: bool, lora: tuple[str, float] | None) -> tuple[list, dict]:
-        """One pipeline call of ``workload.prompts`` (cache state afresh); its images (or frames)
-        and the handle's summary of it."""
+    def generate(self, workload: Any, seeds: list[int], frames: bool, lora: tuple[tuple[str, float], ...]) -> tuple[list, dict]:
+        """One pipeline call of ``workload.prompts`` (cache state afresh) with the LoRA adapters
+        ``lora`` (``(name, scale)`` pairs; none: the base model); its images (or frames) and the
+        handle's summary of it."""
         for transformer in self.adapter.transformers(self.pipe).values():
-            use_lora(transformer, *(lora or (None,)))
+            use_loras(transformer, lora)
         self.handle.reset()
         images = run_loop.call_pipeline(self.pipe, self.adapter, workload, workload.prompts, seeds, frames=frames)
         return images, self.handle.summary()

@@ -32,7 +32,7 @@ class Settings:
     width: int | None
     negative_prompt: str | None
     num_frames: int | None = None  # video requests
-    lora: tuple[str, float] | None = None  # (adapter name, scale)
+    lora: tuple[tuple[str, float], ...] = ()  # (adapter name, scale) pairs; none: the base model
 
 
 def parse_size(size: str | None, max_side: int) -> tuple[int, int] | None:
@@ -61,14 +61,14 @@ class RequestValidator:
 
     def settings(self, *, steps: int | None, guidance: float | None, size: tuple[int, int] | None,
                  negative_prompt: str | None, num_frames: int | None = None,
-                 lora: tuple[str, float] | None = None) -> Settings:
-        """A request's settings, the workload's defaults (and the default LoRA) filled in; checked
-        by :meth:`check`."""
+                 lora: tuple[tuple[str, float], ...] | None = None) -> Settings:
+        """A request's settings, the workload's defaults (and the default LoRA when ``lora`` is
+        None; ``()`` asks for none) filled in; checked by :meth:`check`."""
         w = self.session.workload
         height, width = (size[1], size[0]) if size else (w.height, w.width)
         return Settings(steps if steps is not None else w.num_inference_steps,
                         guidance if guidance is not None else w.guidance_scale, height, width, negative_prompt, num_frames,
-                        lora if lora is not None else self.loras.default)
+                        lora if lora is not None else ((self.loras.default,) if self.loras.default else ()))
 
     def check_limits(self, prompt: str, settings: Settings, n: int = 1, seed: int = 0) -> None:
         """LimitError (HTTP 422) naming the limit and its setting when a field is out of bounds or
@@ -95,10 +95,12 @@ class RequestValidator:
                                  "(serve.max_side)")
         if settings.num_frames is not None and not 1 <= settings.num_frames <= serve.max_frames:
             raise LimitError(f"num_frames={settings.num_frames}: ask for 1 to {serve.max_frames} (serve.max_frames)")
-        if settings.lora is not None:
-            scale = settings.lora[1]
+        if len(settings.lora) > serve.max_loras:
+            raise LimitError(f"lora: {len(settings.lora)} adapters; a request combines at most {serve.max_loras} "
+                             "(serve.max_loras)")
+        for name, scale in settings.lora:
             if not (math.isfinite(scale) and 0 <= scale <= serve.max_lora_scale):
-                raise LimitError(f"lora scale={scale}: give a finite number from 0 to {serve.max_lora_scale:g} "
+                raise LimitError(f"lora {name!r} scale={scale}: give a finite number from 0 to {serve.max_lora_scale:g} "
                                  "(serve.max_lora_scale)")
 
     def check_defaults(self) -> None:
@@ -116,9 +118,16 @@ class RequestValidator:
         LoRA loaded, and the model's own checks of a workload with this prompt and these settings
         (BadRequestError, HTTP 400)."""
         self.check_limits(prompt, settings, n, seed)
-        if settings.lora is not None and settings.lora[0] not in self.loras.paths:
+        names = [name for name, _ in settings.lora]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            raise BadRequestError(f"lora {twice!r} is named twice; name each adapter once (give it one scale)")
+        unknown = [name for name in names if name not in self.loras.paths]
+        if unknown:
             known = ", ".join(self.loras.paths) or "none loaded"
-            raise BadRequestError(f"lora {settings.lora[0]!r} is not loaded ({known}); load it with POST /v1/loras")
+            missing = ", ".join(repr(name) for name in unknown)
+            raise BadRequestError(f"lora {missing} {'is' if len(unknown) == 1 else 'are'} not loaded ({known}); "
+                                  "load it with POST /v1/loras")
         workload = self.workload(settings, [prompt])
         problems = self.session.adapter.check(self.session.cfg.model, workload, dry_run=True) + workload.problems()
         if problems:

@@ -197,12 +197,12 @@ def test_an_image_model_refuses_videos():
         engine.close()
 
 
-def _tiny_lora(transformer, path: Path) -> Path:
+def _tiny_lora(transformer, path: Path, seed: int = 0) -> Path:
     """Random rank-2 LoRA weights for every block's attn.to_q / to_v, saved with safetensors."""
     import torch
     from safetensors.torch import save_file
 
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     weights = {}
     for name, module in transformer.named_modules():
         if name.endswith(("attn.to_q", "attn.to_v")):
@@ -245,6 +245,65 @@ def test_a_lora_loads_changes_the_output_and_unloads_to_the_base_exactly(tmp_pat
         ]:
             response = request()
             assert response.status_code == status and message in response.json()["error"]["message"], response.text
+    finally:
+        engine.close()
+
+
+def test_a_request_combines_several_loras_and_batches_only_with_the_same_set(tmp_path):
+    pytest.importorskip("peft")
+    from fastapi.testclient import TestClient
+
+    from dit_engine.serve.app import create_app
+    from dit_engine.serve.engine import ServingEngine
+    from dit_engine.session import Session
+
+    engine = ServingEngine(Session.from_overrides([f"serve.lora_dirs=['{tmp_path}']", "serve.max_loras=2",
+                                                   "serve.batch_wait_ms=0"]).prepare())
+    client = TestClient(create_app(engine))
+
+    def post(**extra):
+        return client.post("/v1/images/generations", json={"prompt": "seven", "seed": 3, **extra})
+
+    def image(**extra):
+        response = post(**extra)
+        assert response.status_code == 200, response.text
+        return _pixels(base64.b64decode(response.json()["data"][0]["b64_json"]))
+
+    try:
+        base = image()
+        for name, seed in (("fox", 0), ("owl", 1), ("elk", 2)):
+            path = _tiny_lora(engine.pipe.transformer, tmp_path / f"{name}.safetensors", seed)
+            assert client.post("/v1/loras", json={"name": name, "path": str(path)}).status_code == 200
+        fox, owl = image(lora="fox"), image(lora="owl")
+        both = image(lora=["fox", {"name": "owl", "scale": 1.0}])
+        assert not any(np.array_equal(both, other) for other in (base, fox, owl))
+        assert np.array_equal(image(lora=["fox", {"name": "owl", "scale": 0.0}]), fox)  # a zero scale adds nothing
+        # requests with different LoRA sets never share a pipeline call; the same set does
+        results = {}
+        requests = {"a": ["fox", "owl"], "b": ["fox", "owl"], "c": ["fox"]}
+        threads = [threading.Thread(target=lambda key=key, lora=lora: results.update({key: post(lora=lora)}))
+                   for key, lora in requests.items()]
+        with engine.calls.pipe_lock:
+            for thread in threads:
+                thread.start()
+                time.sleep(0.3)
+        for thread in threads:
+            thread.join(60)
+        calls = {key: response.json()["data"][0]["dit_engine"]["batch_images"] for key, response in results.items()}
+        assert calls["c"] == 1 and calls["a"] == calls["b"]
+        assert np.array_equal(_pixels(base64.b64decode(results["c"].json()["data"][0]["b64_json"])), fox)
+        for extra, status, message in [
+            ({"lora": ["fox", "fox"]}, 400, "lora 'fox' is named twice"),
+            ({"lora": ["fox", "nobody"]}, 400, "lora 'nobody' is not loaded (fox, owl, elk)"),
+            ({"lora": ["fox", "owl", "elk"]}, 422, "lora: 3 adapters; a request combines at most 2 (serve.max_loras)"),
+            ('{"prompt": "seven", "lora": [{"name": "fox", "scale": NaN}]}', 422, "lora 'fox' scale=nan: give a finite number"),
+        ]:
+            response = (client.post("/v1/images/generations", content=extra, headers={"content-type": "application/json"})
+                        if isinstance(extra, str) else post(**extra))
+            assert response.status_code == status and message in response.json()["error"]["message"], response.text
+        for name in ("fox", "owl", "elk"):
+            assert client.delete(f"/v1/loras/{name}").json()["deleted"] is True
+        assert np.array_equal(image(), base)  # every adapter unloaded: exactly the base model again
     finally:
         engine.close()
 

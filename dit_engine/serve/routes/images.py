@@ -52,7 +52,7 @@ class ImageGenerationRequest(BaseModel):
     guidance_scale: float | None = None
     seed: int | None = None
     negative_prompt: str | None = None
-    lora: str | LoraChoice | None = None
+    lora: str | LoraChoice | list[str | LoraChoice] | None = None
     user: str | None = None
 
 
@@ -98,10 +98,13 @@ async def edits(request: Request, engine: Engine, image: UploadFile = File(...),
     return await _generate(engine, body, request, inputs)
 
 
-def _lora(choice: str | LoraChoice | None) -> tuple[str, float] | None:
+def _lora(choice: str | LoraChoice | list[str | LoraChoice] | None) -> tuple[tuple[str, float], ...] | None:
+    """A request's ``lora`` as ``(name, scale)`` pairs: a name (scale 1), ``{"name", "scale"}``, or
+    a list of either, combined; None when the request names none (the server's default applies)."""
     if choice is None:
         return None
-    return (choice, 1.0) if isinstance(choice, str) else (choice.name, choice.scale)
+    choices = choice if isinstance(choice, list) else [choice]
+    return tuple((c, 1.0) if isinstance(c, str) else (c.name, c.scale) for c in choices)
 
 
 async def _generate(engine: ServingEngine, body: ImageGenerationRequest, request: Request, inputs: dict | None = None):
