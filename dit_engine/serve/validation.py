@@ -100,8 +100,8 @@ class RequestValidator:
                              "(serve.max_loras)")
         for name, scale in settings.lora:
             if not (math.isfinite(scale) and 0 <= scale <= serve.max_lora_scale):
-                raise LimitError(f"lora {name!r} scale={scale}: give a finite number from 0 to {serve.max_lora_scale:g} "
-                                 "(serve.max_lora_scale)")
+                raise LimitError(f"lora scale={scale}: give a finite number from 0 to {serve.max_lora_scale:g} "
+                                 f"(serve.max_lora_scale), for {name!r}")
 
     def check_defaults(self) -> None:
         """DitEngineError (at startup) when the workload's defaults are outside the limits: a

@@ -296,7 +296,7 @@ def test_a_request_combines_several_loras_and_batches_only_with_the_same_set(tmp
             ({"lora": ["fox", "fox"]}, 400, "lora 'fox' is named twice"),
             ({"lora": ["fox", "nobody"]}, 400, "lora 'nobody' is not loaded (fox, owl, elk)"),
             ({"lora": ["fox", "owl", "elk"]}, 422, "lora: 3 adapters; a request combines at most 2 (serve.max_loras)"),
-            ('{"prompt": "seven", "lora": [{"name": "fox", "scale": NaN}]}', 422, "lora 'fox' scale=nan: give a finite number"),
+            ('{"prompt": "seven", "lora": [{"name": "fox", "scale": NaN}]}', 422, "lora scale=nan: give a finite number from 0 to 10 (serve.max_lora_scale), for 'fox'"),
         ]:
             response = (client.post("/v1/images/generations", content=extra, headers={"content-type": "application/json"})
                         if isinstance(extra, str) else post(**extra))
