@@ -103,6 +103,20 @@ def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return value
 
 
+def slice_rows(value: Any, rows: torch.Tensor, batch: int) -> Any:
+    """``value`` with every tensor whose first dimension is the batch (``batch`` long) cut to
+    ``rows``; tuples, lists and dicts are followed, anything else (a rotary embedding shared by
+    the batch, a flag) is kept as it is."""
+    if isinstance(value, torch.Tensor):
+        return value[rows] if value.dim() > 0 and value.shape[0] == batch else value
+    if isinstance(value, dict):
+        return {key: slice_rows(item, rows, batch) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [slice_rows(item, rows, batch) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
+
+
 def relative_l1(current: torch.Tensor, previous: torch.Tensor, group: Any = None) -> float:
     """mean|current - previous| / mean|previous| (inf when previous is zero and current is not).
 
@@ -137,18 +151,24 @@ class BlockCache:
         self.forecaster: Forecaster | None = None
         #: the sequence group of a context-parallel plan: decision statistics are reduced over it
         self.group: Any = None
-        self.branches: dict[int, BranchState] = {}
+        #: keyed by CFG branch, or by (branch, sample) with ``per_sample``
+        self.branches: dict[Any, BranchState] = {}
+        #: with ``per_sample``: the current call's decision per sample, and its front blocks' input
+        self.row_hits: list[bool] = []
+        self.row_front_entry: torch.Tensor | None = None
+        self.span_entry_rows: dict[int, tuple] = {}
         self.reset_stats()
         step_state.on_request(self.new_request)
 
     def new_request(self) -> None:
-        for branch, state in self.branches.items():
+        for key, state in self.branches.items():
             if state.mask:
-                self.masks.setdefault(branch, []).append("".join(state.mask))
+                self.masks.setdefault(_branch_of(key), []).append("".join(state.mask))
         self.branches.clear()
         self.rule.new_request(self)
 
     def reset_stats(self) -> None:
+        self.samples_total = self.samples_cached = 0  # per_sample: decisions taken, and hits
         self.masks: dict[int, list[str]] = {}
         self.steps_cached: dict[int, int] = {}
         self.steps_total: dict[int, int] = {}
@@ -163,6 +183,11 @@ class BlockCache:
         if state is None:
             state = self.branches[branch] = BranchState()
         return state
+
+    def sample_states(self, batch: int) -> list[BranchState]:
+        """``per_sample``: the state of each sample of this call's CFG branch."""
+        branch = self.step_state.branch
+        return [self.branches.setdefault((branch, row), BranchState()) for row in range(batch)]
 
     # -- helpers for decision rules -------------------------------------------------------
 
@@ -186,8 +211,8 @@ class BlockCache:
 
     # -- called by the hooks ----------------------------------------------------------------
 
-    def decide(self, state: BranchState, front_residual: torch.Tensor | None, entry: tuple | None = None) -> None:
-        """Hit (reuse or forecast the middle) or compute; ``front_residual`` is None when Fn = 0."""
+    def _decide_state(self, state: BranchState, front_residual: torch.Tensor | None, entry: tuple | None) -> bool:
+        """The rule's decision for ``state`` (a branch, or one sample of it), and its bookkeeping."""
         step = state.step = state.calls
         state.calls += 1
         hit = self.rule.should_hit(self, state, step, front_residual, entry)
@@ -201,12 +226,38 @@ class BlockCache:
             if front_residual is not None:
                 state.front_residual = front_residual
         state.mask.append("0" if hit else "1")
+        return hit
+
+    def _count(self, hit: bool) -> None:
+        """Counters of one transformer call: a call whose middle blocks ran for any sample counts
+        them as computed (block forward calls, as the blocks saw them)."""
         branch = self.step_state.branch
         self.steps_total[branch] = self.steps_total.get(branch, 0) + 1
         self.steps_cached[branch] = self.steps_cached.get(branch, 0) + int(hit)
         for path, count, always in self.lists:
             self.blocks_total[path] += count
             self.blocks_computed[path] += always if hit else count
+
+    def decide(self, state: BranchState, front_residual: torch.Tensor | None, entry: tuple | None = None) -> None:
+        """Hit (reuse or forecast the middle) or compute; ``front_residual`` is None when Fn = 0."""
+        self._count(self._decide_state(state, front_residual, entry))
+
+    def decide_samples(self, states: list[BranchState], front_residual: torch.Tensor | None, entry: tuple | None,
+                       batch: int) -> None:
+        """``per_sample``: each sample's decision from its own slice of the probe (the Fn
+        residual, or the first block's arguments); the call counts as cached only when every
+        sample hits."""
+        hits = []
+        for row, state in enumerate(states):
+            index = torch.tensor([row])
+            residual = front_residual[index] if front_residual is not None else None
+            sample_entry = None if entry is None else (entry[0], slice_rows(entry[1], index, batch), slice_rows(entry[2], index, batch))
+            hits.append(self._decide_state(state, residual, sample_entry))
+        self.row_hits = hits
+        self.row_front_entry = None
+        self.samples_total += len(hits)
+        self.samples_cached += sum(hits)
+        self._count(all(hits))
 
     def store_span(self, state: BranchState, span: int, hidden: torch.Tensor, encoder: torch.Tensor | None) -> None:
         """Keep a computed middle-span residual (folded into the forecaster's history if bound)."""
@@ -241,9 +292,9 @@ class BlockCache:
 
     def stats(self) -> dict:
         masks = {b: list(m) for b, m in self.masks.items()}
-        for branch, state in self.branches.items():  # the request still in progress
+        for key, state in self.branches.items():  # the request still in progress
             if state.mask:
-                masks.setdefault(branch, []).append("".join(state.mask))
+                masks.setdefault(_branch_of(key), []).append("".join(state.mask))
         computed, total = sum(self.blocks_computed.values()), sum(self.blocks_total.values())
         return {
             "blocks_computed": computed,
@@ -251,6 +302,7 @@ class BlockCache:
             "blocks_skipped": total - computed,
             "steps_cached": sum(self.steps_cached.values()),
             "steps_total": sum(self.steps_total.values()),
+            **({"samples_cached": self.samples_cached, "samples_total": self.samples_total} if self.config.per_sample else {}),
             "block_lists": {
                 f"{self.name}.{path}": {"computed": self.blocks_computed[path], "total": self.blocks_total[path]}
                 for path, _, _ in self.lists
@@ -264,6 +316,11 @@ class BlockCache:
                 for branch in sorted(set(self.steps_total) | set(masks))
             },
         }
+
+
+def _branch_of(key: Any) -> int:
+    """The CFG branch of a state's key (a branch, or ``(branch, sample)``)."""
+    return key[0] if isinstance(key, tuple) else key
 
 
 class BlockCacheHook(StatefulHook):
@@ -313,6 +370,73 @@ class BlockCacheHook(StatefulHook):
         return output
 
 
+class SampleBlockCacheHook(BlockCacheHook):
+    """:class:`BlockCacheHook` with a decision per sample (``per_sample``): the samples that
+    compute run the block as a sub-batch; the others pass their input through, the first middle
+    block of a list adding their own stored (or forecast) span residual. A call where every sample
+    agrees runs exactly as the whole-batch hook does."""
+
+    def new_forward(self, module, *args, **kwargs):
+        cache = self.cache
+        pattern = self.pattern
+        hidden, encoder = pattern.read_inputs(args, kwargs)
+        batch = hidden.shape[0]
+        states = cache.sample_states(batch)
+        if self.decide_on_entry:
+            cache.decide_samples(states, None, (module, args, kwargs), batch)
+        if self.span is None:  # a front block: records the front input or decides at its end
+            if self.first:
+                cache.row_front_entry = hidden
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            if self.front_exit:
+                cache.decide_samples(states, pattern.read_outputs(output)[0] - cache.row_front_entry, None, batch)
+            return output
+        hits = cache.row_hits
+        computing = [row for row, hit in enumerate(hits) if not hit]
+        if self.span_first:
+            cache.span_entry_rows[self.span] = (hidden, encoder)
+            hidden, encoder = self._add_deltas(states, hits, hidden, encoder)
+        if not computing:
+            return pattern.make_output(hidden, encoder)
+        rows = torch.tensor(computing, device=hidden.device)
+        if len(computing) == batch:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            out_hidden, out_encoder = pattern.read_outputs(output)
+        else:
+            sub = self.fn_ref.original_forward(*slice_rows(args, rows, batch), **slice_rows(kwargs, rows, batch))
+            sub_hidden, sub_encoder = pattern.read_outputs(sub)
+            out_hidden = hidden.clone()
+            out_hidden[rows] = sub_hidden
+            out_encoder = encoder
+            if encoder is not None and sub_encoder is not None:
+                out_encoder = encoder.clone()
+                out_encoder[rows] = sub_encoder
+            output = pattern.make_output(out_hidden, out_encoder)
+        if self.span_last:
+            entry_hidden, entry_encoder = cache.span_entry_rows.pop(self.span)
+            for row in computing:
+                one = slice(row, row + 1)
+                residual_encoder = None
+                if entry_encoder is not None and out_encoder is not None and entry_encoder.shape == out_encoder.shape:
+                    residual_encoder = out_encoder[one] - entry_encoder[one]
+                cache.store_span(states[row], self.span, out_hidden[one] - entry_hidden[one], residual_encoder)
+        return output
+
+    def _add_deltas(self, states, hits, hidden, encoder):
+        """The input with each hitting sample's own span residual added."""
+        if not any(hits):
+            return hidden, encoder
+        hidden = hidden.clone()
+        encoder = encoder.clone() if encoder is not None else None
+        for row, hit in enumerate(hits):
+            if hit:
+                delta_hidden, delta_encoder = self.cache.span_delta(states[row], self.span)
+                hidden[row:row + 1] = hidden[row:row + 1] + delta_hidden
+                if encoder is not None and delta_encoder is not None:
+                    encoder[row:row + 1] = encoder[row:row + 1] + delta_encoder
+        return hidden, encoder
+
+
 def block_sequence(block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]]) -> list[tuple[BlockSpec, torch.nn.Module]]:
     """The block lists of a transformer flattened into one sequence of ``(spec, block)``."""
     return [(spec, block) for spec, blocks in block_lists for block in blocks]
@@ -356,7 +480,8 @@ def install_block_cache(name: str, block_lists: list[tuple[BlockSpec, torch.nn.M
         )
         if not (roles["first"] or roles["front_exit"] or span is not None):
             continue  # front blocks in between and back blocks run untouched
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(BlockCacheHook(cache, spec.pattern, **roles), HOOK_NAME)
+        hook_class = SampleBlockCacheHook if config.per_sample else BlockCacheHook
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(hook_class(cache, spec.pattern, **roles), HOOK_NAME)
         hooked.append(block)
     return cache, hooked
 
@@ -477,7 +602,25 @@ class BlockCacheTransform(Transform):
         for key in ("max_cached_steps", "max_continuous_cached_steps"):
             if getattr(config, key) < -1:
                 problems.append(f"cache.{key}={getattr(config, key)}: use -1 (no limit) or a count >= 0")
+        if config.per_sample:
+            problems += cls.per_sample_problems(config, context)
         return problems
+
+    @classmethod
+    def per_sample_problems(cls, config: BlockCacheConfig, context: Any) -> list[str]:
+        """Why ``cache.per_sample=true`` cannot run with this plan (each a one-line fix)."""
+        problems = []
+        if context.dims.world > 1:
+            problems.append("cache.per_sample=true runs in one process for now: drop parallel= or cache.per_sample")
+        if config.separate_cfg is False:
+            problems.append("cache.per_sample=true decides each sample on its own; it cannot follow CFG branch 0 "
+                            "(cache.separate_cfg=false): drop one of them")
+        return problems
+
+    @classmethod
+    def batch_invariant(cls, config: BlockCacheConfig) -> bool:
+        """With ``per_sample`` every sample decides from its own signal alone."""
+        return bool(config.per_sample)
 
     @classmethod
     def check(cls, config: Any, context: Any) -> list[str]:
@@ -538,6 +681,9 @@ class BlockCacheTransform(Transform):
             stats = cache.stats()
             for key in ("blocks_computed", "blocks_total", "blocks_skipped", "steps_cached", "steps_total"):
                 merged[key] += stats[key]
+            for key in ("samples_cached", "samples_total"):
+                if key in stats:
+                    merged[key] = merged.get(key, 0) + stats[key]
             merged["block_lists"].update(stats["block_lists"])
             merged["branches"].update(stats["branches"])
         return merged

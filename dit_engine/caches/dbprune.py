@@ -242,6 +242,15 @@ class DBPruneTransform(BlockCacheTransform):
     hook_name = HOOK_NAME
 
     @classmethod
+    def per_sample_problems(cls, config: DBPruneConfig, context: Any) -> list[str]:
+        return ["cache.per_sample=true is not supported by cache=dbprune (each block decides for the whole call); "
+                "use cache=dbcache cache.per_sample=true"]
+
+    @classmethod
+    def batch_invariant(cls, config: DBPruneConfig) -> bool:
+        return False
+
+    @classmethod
     def family_defaults(cls, adapter: Any) -> dict[str, Any]:
         """The family's threshold (:data:`DBPRUNE_THRESHOLDS`)."""
         return family_threshold(DBPRUNE_THRESHOLDS, LARGE_DIT_DBPRUNE_THRESHOLD, adapter)

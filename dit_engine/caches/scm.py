@@ -289,8 +289,17 @@ class SCMTransform(ForecastableBlockCache):
 
     @classmethod
     def batch_invariant(cls, config: SCMConfig) -> bool:
-        """The ``static`` policy caches by the mask alone, whatever the batch holds."""
-        return config.policy == "static"
+        """The ``static`` policy caches by the mask alone, whatever the batch holds; the others
+        with ``per_sample``."""
+        return config.policy == "static" or bool(config.per_sample)
+
+    @classmethod
+    def per_sample_problems(cls, config: SCMConfig, context: Any) -> list[str]:
+        problems = super().per_sample_problems(config, context)
+        if config.skip_level == "model":
+            problems.append("cache.per_sample=true decides per sample inside the block stack; cache.skip_level=model skips "
+                            "whole calls (and its static policy is the same for every sample already): drop cache.per_sample")
+        return problems
 
     @classmethod
     def family_defaults(cls, adapter: Any) -> dict[str, Any]:

@@ -194,6 +194,15 @@ class SeaCacheTransform(WholeStepBlockCache):
     config_class = SeaCacheConfig
 
     @classmethod
+    def per_sample_problems(cls, config: SeaCacheConfig, context: Any) -> list[str]:
+        return ["cache.per_sample=true is not supported by cache=seacache yet (its indicator is read from the whole "
+                "call's latent); use cache=dbcache, teacache or magcache with cache.per_sample=true"]
+
+    @classmethod
+    def batch_invariant(cls, config: SeaCacheConfig) -> bool:
+        return False
+
+    @classmethod
     def check(cls, config: SeaCacheConfig, context: PlanContext) -> list[str]:
         problems = cls.block_problems(config, context, needs_threshold=False)
         if config.threshold is None or not config.threshold >= 0:  # also catches NaN

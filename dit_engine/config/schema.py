@@ -80,6 +80,12 @@ class BlockCacheConfig:
             step) decides on its own; ``False``: later branches follow the first branch's
             decision, so cond and uncond are always computed or cached together. Batched CFG
             (one call per step) is one branch either way.
+        per_sample: each sample of a batched call (a prompt's image; with batched CFG, each
+            branch's half too) decides on its own, from its own signal, and keeps its own cached
+            residuals and forecaster history: the samples that compute run the middle blocks as
+            a sub-batch, the others reuse their own residual. A sample's decisions and image
+            then do not depend on its batch-mates, so the server batches requests under this
+            cache. ``False`` (default): one decision for the whole call.
     """
 
     front_blocks: int = 1
@@ -90,6 +96,7 @@ class BlockCacheConfig:
     max_cached_steps: int = -1
     max_continuous_cached_steps: int = -1
     separate_cfg: Optional[bool] = None
+    per_sample: bool = False
 
 
 @dataclass
