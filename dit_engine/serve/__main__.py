@@ -61,13 +61,12 @@ def _serve(args: list[str]) -> None:
     from dit_engine.serve.engine import ServingEngine
     from dit_engine.serve.ranks import serve_on_ranks, serve_rank
     from dit_engine.serve.server import serve_http
-    from dit_engine.serve.settings import serve_problems
-    from dit_engine.session import Session
+    from dit_engine.serve.settings import per_sample_session, serve_problems
 
     try:
         if any(a.startswith("-m") or a == "--multirun" for a in args):
             raise DitEngineError("a server runs one plan: drop -m and the sweep's comma lists")
-        session = Session.from_overrides(args)
+        session = per_sample_session(args)
         problems = serve_problems(session.cfg.serve)  # before the plan and the weights: fail fast
         if problems:
             raise PlanError(problems)

@@ -63,3 +63,25 @@ def _host_problems(host: str) -> list[str]:
     except (OSError, UnicodeError):
         return [f"serve.host={host} does not resolve to an address; give one to listen on, e.g. 127.0.0.1 or 0.0.0.0"]
     return []
+
+
+def per_sample_session(args: list[str]) -> Any:
+    """The server's session: ``args``, with ``cache.per_sample=true`` added when the cache keeps
+    per-sample state and the plan allows it (a data-driven block cache without parallel=...), so
+    its requests batch and every image equals the same request served alone. An explicit
+    ``cache.per_sample=...`` in ``args`` is kept as given."""
+    from dit_engine.errors import PlanError
+    from dit_engine.session import Session
+
+    session = Session.from_overrides(args)
+    cache = session.cfg.get("cache")
+    if cache is None or cache.get("name") in (None, "none") or "per_sample" not in cache or any(a.lstrip("+").startswith("cache.per_sample=") for a in args):
+        return session
+    overrides = [*args, "cache.per_sample=true"]
+    try:
+        Session.from_overrides(overrides).prepare()  # the plan's checks only: nothing is loaded
+    except PlanError as err:
+        if "cache.per_sample" in str(err):
+            return session  # this cache or plan cannot decide per sample: one request per call
+        raise
+    return Session.from_overrides(overrides)

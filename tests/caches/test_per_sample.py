@@ -124,3 +124,16 @@ def test_the_server_batches_a_per_sample_cache_and_every_image_equals_its_alone_
         assert all(int(np.abs(results[key][0] - alone[key]).max()) <= 1 for key in alone)
     finally:
         engine.close()
+
+
+def test_the_server_decides_per_sample_wherever_the_plan_allows():
+    from dit_engine.serve.settings import per_sample_session
+
+    assert per_sample_session(["cache=dbcache"]).cfg.cache.per_sample is True
+    assert per_sample_session(["cache=teacache"]).cfg.cache.per_sample is True
+    assert per_sample_session(["cache=dbcache", "cache.per_sample=false"]).cfg.cache.per_sample is False  # as given
+    assert per_sample_session(["cache=dbprune"]).cfg.cache.per_sample is False  # it cannot: one request per call
+    assert per_sample_session(["cache=scm_static"]).cfg.cache.per_sample is False  # batches without it
+    assert not per_sample_session([]).cfg.cache.get("per_sample")  # no cache: nothing to decide
+    with pytest.raises(PlanError, match="cache.threshold=-1.0 must be >= 0"):
+        per_sample_session(["cache=dbcache", "cache.threshold=-1"])  # other problems are the plan's as ever

@@ -53,11 +53,32 @@ def test_openai_client_images_equal_a_cli_run(server, tmp_path):
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY)
     result = client.images.generate(prompt="seven", n=2, extra_body={"seed": 3})
     served = [_pixels(base64.b64decode(item.b64_json)) for item in result.data]
-    expected = _cli_images(tmp_path, ["seven", "seven"], seed=3)
+    # the server decides per sample (cache.per_sample=true, so that DBCache batches): the same plan's CLI run
+    expected = _cli_images(tmp_path, ["seven", "seven"], seed=3, extra=("cache.per_sample=true",))
     assert len(served) == 2 and all(np.array_equal(a, b) for a, b in zip(served, expected))
     measured = result.data[0].model_extra["dit_engine"]
     assert measured["seed"] == 3 and 0 < measured["compute_fraction"] < 1 and measured["latency_s"] > 0
     assert result.data[1].model_extra["dit_engine"]["seed"] == 4
+
+
+def test_a_dbcache_server_batches_and_16_concurrent_requests_equal_their_alone_images(server):
+    assert httpx.get(f"{server}/health", headers={"Authorization": f"Bearer {KEY}"}).json()["batching"] is True
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=300)
+    prompts = ["zero", "one", "two", "three", "four", "five", "six", "seven"] * 2
+
+    def generate(index):
+        item = client.images.generate(prompt=prompts[index], extra_body={"seed": 100 + index}).data[0]
+        return _pixels(base64.b64decode(item.b64_json)).astype(np.int16), item.model_extra["dit_engine"]["batch_images"]
+
+    alone = [generate(index)[0] for index in range(16)]
+    results: dict[int, tuple] = {}
+    threads = [threading.Thread(target=lambda index=index: results.update({index: generate(index)})) for index in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert max(calls for _, calls in results.values()) > 1  # they did share calls
+    assert all(int(np.abs(results[index][0] - alone[index]).max()) <= 1 for index in range(16))
 
 
 def test_url_models_and_metrics(server):
