@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from diffusers.hooks import HookRegistry
@@ -103,7 +103,7 @@ def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return value
 
 
-def slice_rows(value: Any, rows: torch.Tensor, batch: int) -> Any:
+def slice_rows(value: Any, rows: torch.Tensor | slice, batch: int) -> Any:
     """``value`` with every tensor whose first dimension is the batch (``batch`` long) cut to
     ``rows``; tuples, lists and dicts are followed, anything else (a rotary embedding shared by
     the batch, a flag) is kept as it is."""
@@ -249,7 +249,7 @@ class BlockCache:
         sample hits."""
         hits = []
         for row, state in enumerate(states):
-            index = torch.tensor([row])
+            index = slice(row, row + 1)
             residual = front_residual[index] if front_residual is not None else None
             sample_entry = None if entry is None else (entry[0], slice_rows(entry[1], index, batch), slice_rows(entry[2], index, batch))
             hits.append(self._decide_state(state, residual, sample_entry))
@@ -561,6 +561,8 @@ class BlockCacheTransform(Transform):
 
     #: Fn = 0 is allowed only when the rule decides before the first block (no probe residual).
     min_front_blocks: int = 1
+    #: why ``cache.per_sample=true`` is refused for this cache (a one-line fix), or None: it can
+    per_sample_refused: ClassVar[str | None] = None
     #: the name its hooks are registered under (removed by it)
     hook_name: str = HOOK_NAME
 
@@ -609,7 +611,7 @@ class BlockCacheTransform(Transform):
     @classmethod
     def per_sample_problems(cls, config: BlockCacheConfig, context: Any) -> list[str]:
         """Why ``cache.per_sample=true`` cannot run with this plan (each a one-line fix)."""
-        problems = []
+        problems = [cls.per_sample_refused] if cls.per_sample_refused else []
         if context.dims.world > 1:
             problems.append("cache.per_sample=true runs in one process for now: drop parallel= or cache.per_sample")
         if config.separate_cfg is False:
@@ -620,7 +622,7 @@ class BlockCacheTransform(Transform):
     @classmethod
     def batch_invariant(cls, config: BlockCacheConfig) -> bool:
         """With ``per_sample`` every sample decides from its own signal alone."""
-        return bool(config.per_sample)
+        return bool(config.per_sample) and cls.per_sample_refused is None
 
     @classmethod
     def check(cls, config: Any, context: Any) -> list[str]:

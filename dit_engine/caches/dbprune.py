@@ -240,15 +240,8 @@ class DBPruneTransform(BlockCacheTransform):
     config_class = DBPruneConfig
     min_front_blocks = 0
     hook_name = HOOK_NAME
-
-    @classmethod
-    def per_sample_problems(cls, config: DBPruneConfig, context: Any) -> list[str]:
-        return ["cache.per_sample=true is not supported by cache=dbprune (each block decides for the whole call); "
-                "use cache=dbcache cache.per_sample=true"]
-
-    @classmethod
-    def batch_invariant(cls, config: DBPruneConfig) -> bool:
-        return False
+    per_sample_refused = ("cache.per_sample=true is not supported by cache=dbprune (each block decides for the whole call); "
+                          "use cache=dbcache cache.per_sample=true")
 
     @classmethod
     def family_defaults(cls, adapter: Any) -> dict[str, Any]:

@@ -192,15 +192,8 @@ class SeaCacheTransform(WholeStepBlockCache):
     name = "cache.seacache"
     stage = Stage.CACHE
     config_class = SeaCacheConfig
-
-    @classmethod
-    def per_sample_problems(cls, config: SeaCacheConfig, context: Any) -> list[str]:
-        return ["cache.per_sample=true is not supported by cache=seacache yet (its indicator is read from the whole "
-                "call's latent); use cache=dbcache, teacache or magcache with cache.per_sample=true"]
-
-    @classmethod
-    def batch_invariant(cls, config: SeaCacheConfig) -> bool:
-        return False
+    per_sample_refused = ("cache.per_sample=true is not supported by cache=seacache yet (its indicator is read from the whole "
+                          "call's latent); use cache=dbcache, teacache or magcache with cache.per_sample=true")
 
     @classmethod
     def check(cls, config: SeaCacheConfig, context: PlanContext) -> list[str]:
