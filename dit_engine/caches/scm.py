@@ -128,6 +128,12 @@ def preset_flags(preset: str, num_steps: int) -> list[bool]:
     return budget_flags(PRESET_FRACTIONS[preset], num_steps)
 
 
+def budget_fraction(config: SCMConfig) -> float:
+    """The share of steps ``config`` computes: its budget, else its preset's (0 for no known preset,
+    which the checks report)."""
+    return config.budget if config.budget is not None else PRESET_FRACTIONS.get(config.preset, 0.0)
+
+
 def budget_problem(budget: float | None) -> str | None:
     """Why ``cache.budget`` is unusable, or None."""
     if budget is not None and not 0 < budget <= 1:  # NaN fails too
@@ -321,8 +327,7 @@ class SCMTransform(ForecastableBlockCache):
         if config.policy == "adaptive" and config.mask is not None:
             problems.append("cache.policy=adaptive places its computes itself: give cache.budget=<fraction> instead of cache.mask")
         if config.schedule is not None and not problem:
-            fraction = config.budget if config.budget is not None else PRESET_FRACTIONS.get(config.preset, 0.0)
-            problems += schedule_problems(config.schedule, fraction, model=context.adapter.name,
+            problems += schedule_problems(config.schedule, budget_fraction(config), model=context.adapter.name,
                                           calibrator=calibrator_label(context.configs), mask=config.mask,
                                           adaptive=config.policy == "adaptive")
         if config.mask is not None:
@@ -363,18 +368,17 @@ class SCMTransform(ForecastableBlockCache):
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         self.schedule: Schedule | None = None
-        self.guard: ScheduleGuard | None = None
         self.guarded: list[torch.utils.hooks.RemovableHandle] = []
         if self.config.schedule is not None:
             self.schedule, problem = load_schedule(self.config.schedule)
             if problem:  # the file changed since the plan was checked
                 raise ScheduleMismatchError(problem)
-            self.guard = ScheduleGuard(self.schedule, context.step_state)
+            guard = ScheduleGuard(self.schedule, context.step_state)
             denoiser = next(iter(context.transformers.values()))
-            self.guard.check_pipeline(context.adapter.name, denoiser, getattr(pipe, "scheduler", None))
+            guard.check_pipeline(context.adapter.name, denoiser, getattr(pipe, "scheduler", None))
             # registered before the cache's own listener reads the step count
-            context.step_state.on_request(self.guard.check_request)
-            self.guarded.append(denoiser.register_forward_pre_hook(self.guard.check_sample, with_kwargs=True))
+            context.step_state.on_request(guard.check_request)
+            self.guarded.append(denoiser.register_forward_pre_hook(guard.check_sample, with_kwargs=True))
         super().apply(pipe, context)
 
     def remove(self, pipe: Any) -> None:
@@ -395,7 +399,7 @@ class SCMTransform(ForecastableBlockCache):
 
     def fraction(self) -> float:
         """The share of steps computed: the budget, else the preset's."""
-        return self.config.budget if self.config.budget is not None else PRESET_FRACTIONS[self.config.preset]
+        return budget_fraction(self.config)
 
     def make_rule(self, transformer: str, context: ApplyContext) -> StepMaskRule | AdaptiveStepRule:
         c = self.config

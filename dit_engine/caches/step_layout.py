@@ -19,7 +19,7 @@ def budget_flags(fraction: float, num_steps: int, sigmas: list[float] | None = N
     """
     if num_steps <= 0:
         return []
-    target = max(1, round(fraction * num_steps))
+    target = computes_for(fraction, num_steps)
     if target >= num_steps:
         return [True] * num_steps
     last = last_compute(target, num_steps)
@@ -48,6 +48,11 @@ def sigma_spaced(sigmas: list[float], last: int, count: int) -> list[int]:
         nearest = min(range(lowest, highest + 1), key=lambda i: abs(sigmas[i] - level))
         steps.append(nearest)
     return steps
+
+
+def computes_for(budget: float, num_steps: int) -> int:
+    """How many of ``num_steps`` steps a budget (a fraction) computes: at least one, at most all."""
+    return min(num_steps, max(1, round(budget * num_steps)))
 
 
 def evenly_spaced(first: int, last: int, count: int) -> list[int]:

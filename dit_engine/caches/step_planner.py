@@ -41,7 +41,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.step_layout import budget_flags
+from dit_engine.caches.step_layout import budget_flags, computes_for  # noqa: F401 - computes_for: also imported from here
 from dit_engine.config.groups import Stage
 from dit_engine.errors import DitEngineError
 from dit_engine.hooks import StatefulHook, remove_hook
@@ -485,11 +485,6 @@ class Planner:
                 "objective": "closed_loop" if self.replay else "open_loop", "evaluations": len(errors) + used}
 
 
-def computes_for(budget: float, num_steps: int) -> int:
-    """How many steps a budget computes (as :func:`~dit_engine.caches.scm.budget_flags` counts)."""
-    return min(num_steps, max(1, round(budget * num_steps)))
-
-
 # -- the artifact -------------------------------------------------------------------------------
 
 
@@ -582,21 +577,16 @@ class PlanStepsTransform(Transform):
 
     def apply(self, pipe: Any, context: ApplyContext) -> None:
         self.adapter = context.adapter
-        self.step_state = context.step_state
         self.forecaster: Any = None
         self.calibrator = "none"
         self.scheduler = scheduler_name(getattr(pipe, "scheduler", None))
-        self.recorders: dict[str, TrajectoryRecorder] = {}
-        self.transformers = dict(context.transformers)
-        self.transformer_hashes: dict[str, str] = {}
-        self.hooked = []
-        for name, transformer in context.transformers.items():
-            recorder = TrajectoryRecorder(context.step_state, self.config.sample_elements, self.config.seed,
-                                          self.config.replay_requests)
-            HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_RecordHook(recorder), HOOK_NAME)
-            self.recorders[name] = recorder
-            self.transformer_hashes[name] = config_hash(getattr(transformer, "config", None))
-            self.hooked.append(transformer)
+        # the first transformer is the denoiser a schedule is planned for (ScheduleGuard checks the same one)
+        self.denoiser = next(iter(context.transformers.values()))
+        self.transformer_hash = config_hash(getattr(self.denoiser, "config", None))
+        self.recorder = TrajectoryRecorder(context.step_state, self.config.sample_elements, self.config.seed,
+                                           self.config.replay_requests)
+        HookRegistry.check_if_exists_or_initialize(self.denoiser).register_hook(_RecordHook(self.recorder), HOOK_NAME)
+        self.hooked = [self.denoiser]
 
     # A calibrator binds here like to any step cache: the plan is made for its forecasts.
     def bind_forecaster(self, forecaster: Any) -> None:
@@ -626,29 +616,30 @@ class PlanStepsTransform(Transform):
             return clone
         return make
 
-    def _replay(self, name: str, recorder: TrajectoryRecorder, steps: int) -> tuple[Replay | None, str | None]:
+    def _replay(self, make_forecaster: ForecasterFactory | None) -> tuple[Replay | None, str | None]:
         """Closed-loop replays of the recorded requests, or why there are none."""
+        recorder = self.recorder
         if self.config.replay_requests == 0:
             return None, "cache.replay_requests=0"
-        requests = recorder.replays()
         if recorder.branches > 1:
             return None, "the pipeline makes one transformer call per CFG branch; guidance combines them outside the transformer"
-        replay = Replay(self.transformers[name].forward, requests, recorder.sigmas or [], self._forecaster_factory(recorder.sigmas, steps))
+        replay = Replay(self.denoiser.forward, recorder.replays(), recorder.sigmas or [], make_forecaster)
         problem = replay.problem() if recorder.sigmas else "the scheduler gives no sigmas"
         return (None, problem) if problem else (replay, None)
 
     def artifacts(self) -> dict[str, Any]:
-        name, recorder = next(iter(self.recorders.items()))  # the first transformer: the denoiser
+        recorder = self.recorder
         trajectory = recorder.trajectory()
         if trajectory is None:
             raise DitEngineError("cache=plan_steps recorded no complete request (no denoising step ran); run a workload with steps")
         steps = trajectory.shape[0]
         recorder.paused = True  # the replays call the transformer again
         try:
-            replay, why_open_loop = self._replay(name, recorder, steps)
+            make_forecaster = self._forecaster_factory(recorder.sigmas, steps)
+            replay, why_open_loop = self._replay(make_forecaster)
             if why_open_loop:
                 logger.warning("cache=plan_steps plans on the recorded trajectory only (open loop): %s", why_open_loop)
-            planner = Planner(trajectory, step_weights(recorder.sigmas, steps), self._forecaster_factory(recorder.sigmas, steps),
+            planner = Planner(trajectory, step_weights(recorder.sigmas, steps), make_forecaster,
                               replay, self.config.evaluations, recorder.sigmas)
             cost = planner.gap_costs()
             schedules = []
@@ -660,7 +651,7 @@ class PlanStepsTransform(Transform):
                 plan["mask"] = "".join("1" if i in plan["steps"] else "0" for i in range(steps))
                 schedules.append(plan)
                 logger.info("cache=plan_steps: %s, error %.3g (layout rules: %s)", plan["mask"], plan["error"],
-                            ", ".join(f"{name} {error:.3g}" for name, error in plan["layout_errors"].items()))
+                            ", ".join(f"{layout} {error:.3g}" for layout, error in plan["layout_errors"].items()))
         finally:
             recorder.paused = False
         return {
@@ -668,7 +659,7 @@ class PlanStepsTransform(Transform):
                 "format": FORMAT,
                 "signature": {
                     "model": self.adapter.name,
-                    "transformer": self.transformer_hashes[name],
+                    "transformer": self.transformer_hash,
                     "steps": steps,
                     "resolution": recorder.shape,
                     "scheduler": self.scheduler,
