@@ -8,11 +8,9 @@ each pipeline call, so switching adapters between calls leaves nothing stale.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import os
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dit_engine.errors import DitEngineError

@@ -26,8 +26,8 @@ LORA_REFUSED = ("no LoRA the server may load at that path: give a .safetensors f
 
 class LoraStore:
     """The loaded LoRAs, ``paths`` (name -> the path it was loaded from), and ``default``, the
-    ``(name, scale)`` of ``lora.path=``'s adapter (None without one), which requests that name no
-    LoRA use."""
+    adapters requests that name no LoRA use: ``((name, scale),)`` of ``lora.path=``'s adapter, or
+    ``()`` without one."""
 
     def __init__(self, lora_dirs: list[str], lora: Any, runner: PipelineRunner, pipe_lock: threading.Lock):
         """``lora_dirs``: ``serve.lora_dirs``; ``lora``: the run's ``lora`` config (its adapter is
@@ -36,8 +36,8 @@ class LoraStore:
         self.runner = runner
         self.pipe_lock = pipe_lock
         self.paths: dict[str, str] = {}
-        self.default = (lora.name, lora.scale) if lora.path is not None else None
-        if self.default:
+        self.default: tuple[tuple[str, float], ...] = ((lora.name, lora.scale),) if lora.path is not None else ()
+        if lora.path is not None:
             self.paths[lora.name] = lora.path
 
     def load(self, name: str, path: str) -> None:

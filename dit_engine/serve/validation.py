@@ -68,7 +68,7 @@ class RequestValidator:
         height, width = (size[1], size[0]) if size else (w.height, w.width)
         return Settings(steps if steps is not None else w.num_inference_steps,
                         guidance if guidance is not None else w.guidance_scale, height, width, negative_prompt, num_frames,
-                        lora if lora is not None else ((self.loras.default,) if self.loras.default else ()))
+                        lora if lora is not None else self.loras.default)
 
     def check_limits(self, prompt: str, settings: Settings, n: int = 1, seed: int = 0) -> None:
         """LimitError (HTTP 422) naming the limit and its setting when a field is out of bounds or
