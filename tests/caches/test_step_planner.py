@@ -18,6 +18,7 @@ from dit_engine.session import Session
 from dit_engine.testing import tiny_flux_call_kwargs
 from dit_engine.testing.cli import refusal, run_cli
 from test_dbcache import run_tiny
+from test_forecasters import run_with
 
 STEPS = 12
 
@@ -118,12 +119,8 @@ def test_a_schedule_drives_the_steps_and_is_reported(tiny_pipe, tiny_schedule):
     run = tiny_run(tiny_pipe)
     reference = run()
     planned = {s["computes"]: s for s in made["data"]["schedules"]}[5]
-    handle = dit_engine.apply(tiny_pipe, "cache=scm_static", "calibrator=spectrum", "cache.budget=0.18", f"cache.schedule={path}")
-    try:
-        output = run()
-        stats = handle.summary()["transforms"]["cache.scm"]
-    finally:
-        handle.remove()
+    output, summary = run_with(tiny_pipe, run, "cache=scm_static", "calibrator=spectrum", "cache.budget=0.18", f"cache.schedule={path}")
+    stats = summary["transforms"]["cache.scm"]
     assert stats["branches"]["transformer/cfg0"]["masks"] == [planned["mask"]]
     assert stats["schedule"]["steps"] == planned["steps"] and stats["schedule"]["signature"]["model"] == "tiny"
     assert psnr(reference, output) > 33  # 5 of 28 steps computed
@@ -134,11 +131,8 @@ def test_a_schedule_of_every_step_is_identical_to_no_cache(tiny_pipe, tiny_sched
     path, _ = tiny_schedule
     run = tiny_run(tiny_pipe)
     reference = run()
-    handle = dit_engine.apply(tiny_pipe, "cache=scm_static", "calibrator=spectrum", "cache.budget=1", f"cache.schedule={path}")
-    try:
-        assert torch.equal(run(), reference)
-    finally:
-        handle.remove()
+    output, _ = run_with(tiny_pipe, run, "cache=scm_static", "calibrator=spectrum", "cache.budget=1", f"cache.schedule={path}")
+    assert torch.equal(output, reference)
 
 
 def edited(path: str, tmp_path, **changes) -> str:
@@ -159,11 +153,7 @@ def test_a_request_that_differs_from_the_signature_is_refused_naming_the_field(t
     path = edited(tiny_schedule[0], tmp_path, **{field: value})
     overrides = ("cache=scm_static", "calibrator=spectrum", "cache.budget=0.18", f"cache.schedule={path}")
     with pytest.raises(ScheduleMismatchError) as info:
-        handle = dit_engine.apply(tiny_pipe, *overrides)
-        try:
-            tiny_run(tiny_pipe)()
-        finally:
-            handle.remove()
+        run_with(tiny_pipe, tiny_run(tiny_pipe), *overrides)
     message = str(info.value)
     assert f"was planned for {field}=" in message and "\n" not in message and "cache=plan_steps" in message
 
@@ -234,11 +224,8 @@ def test_planning_on_tiny_flux_beats_the_layout_rule(tiny_flux, tmp_path):
     reference = run()
     results = {}
     for label, extra in (("layout", []), ("planned", [f"cache.schedule={path}"])):
-        handle = dit_engine.apply(tiny_flux, "cache=scm_static", "calibrator=spectrum", "cache.budget=0.11", *extra)
-        try:
-            results[label] = psnr(reference, run())
-        finally:
-            handle.remove()
+        output, _ = run_with(tiny_flux, run, "cache=scm_static", "calibrator=spectrum", "cache.budget=0.11", *extra)
+        results[label] = psnr(reference, output)
     # measured: 47.3 dB with the layout rule's 0, 12, 24; 50.9 dB planned (other seeds than planned on)
     assert results["planned"] > results["layout"] + 1.5
 
@@ -275,12 +262,8 @@ def test_two_cfg_branches_plan_open_loop_and_say_why(tmp_path):
     assert data["objective"].startswith("open_loop") and "CFG branch" in data["recorded"]["open_loop_because"]
     assert data["recorded"]["samples"] == 2  # both branches' trajectories are planned on
     reference = run()
-    handle = dit_engine.apply(qwen, "cache=scm_static", "calibrator=spectrum", "cache.budget=0.5", f"cache.schedule={path}")
-    try:
-        output = run()
-        stats = handle.summary()["transforms"]["cache.scm"]
-    finally:
-        handle.remove()
+    output, summary = run_with(qwen, run, "cache=scm_static", "calibrator=spectrum", "cache.budget=0.5", f"cache.schedule={path}")
+    stats = summary["transforms"]["cache.scm"]
     planned = {s["computes"]: s for s in data["schedules"]}[4]
     assert stats["branches"]["transformer/cfg0"]["masks"] == [planned["mask"]] == stats["branches"]["transformer/cfg1"]["masks"]
     assert torch.isfinite(output).all() and output.shape == reference.shape
