@@ -253,6 +253,18 @@ def step_weights(sigmas: list[float] | None, num_steps: int) -> np.ndarray:
 
 ForecasterFactory = Callable[[], Any]
 
+
+class Reuse:
+    """The forecaster of a plan without a calibrator: a skipped step reuses the last computed value."""
+
+    degree = 0
+
+    def update(self, history: Any, value: torch.Tensor, step: int) -> torch.Tensor:
+        return value
+
+    def forecast(self, history: torch.Tensor, step: int) -> torch.Tensor:
+        return history
+
 #: A plan replaces the layout rule only where its replayed error is this share of the rule's or
 #: less (about 1 dB better): on the embedded model, whose layout rule was tuned on it, plans 10-25 %
 #: better on the planning seeds were 0.5-2 dB worse on others; on schedules the rule was not tuned
@@ -275,12 +287,11 @@ class Replay:
     TOLERANCE = 1e-3
 
     def __init__(self, forward: Callable[..., Any], requests: list[list[RecordedCall]], sigmas: list[float],
-                 make_forecaster: ForecasterFactory | None):
+                 make_forecaster: ForecasterFactory):
         self.forward = forward
         self.requests = requests
         self.levels = list(sigmas) + [0.0]
         self.make_forecaster = make_forecaster
-        self.evaluations = 0
         self.finals = [self._euler(calls[-1].sample, calls[-1].output, len(calls) - 1) for calls in requests]
         # the mean square of each uncached run's whole move: what an error is relative to
         self.scale = sum(float(((final.double() - calls[0].sample.double()) ** 2).mean()) for calls, final in zip(requests, self.finals))
@@ -315,19 +326,18 @@ class Replay:
         return output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
 
     def error(self, computed: list[int]) -> float:
-        self.evaluations += 1
         chosen, total = set(computed), 0.0
         with torch.no_grad():
             for calls, final in zip(self.requests, self.finals):
-                forecaster = self.make_forecaster() if self.make_forecaster else None
+                forecaster = self.make_forecaster()
                 sample, history = calls[0].sample.to(calls[0].device), None
                 final = final.to(calls[0].device)
                 for step, call in enumerate(calls):
                     if step in chosen:
                         output = self._call(call, sample, step)
-                        history = output if forecaster is None else forecaster.update(history, output, step)
+                        history = forecaster.update(history, output, step)
                     else:
-                        output = history if forecaster is None else forecaster.forecast(history, step)
+                        output = forecaster.forecast(history, step)
                     sample = self._euler(sample, output, step)
                 total += float(((sample.double() - final.double()) ** 2).mean())
         return total / max(self.scale, 1e-30)
@@ -336,7 +346,7 @@ class Replay:
 class Planner:
     """Chooses computed steps for a recorded trajectory and a forecaster (see the module doc)."""
 
-    def __init__(self, trajectory: torch.Tensor, weights: np.ndarray, make_forecaster: ForecasterFactory | None,
+    def __init__(self, trajectory: torch.Tensor, weights: np.ndarray, make_forecaster: ForecasterFactory,
                  replay: Replay | None = None, evaluations: int = 0, sigmas: list[float] | None = None):
         self.values = trajectory  # (steps, samples, elements), float64
         self.steps = trajectory.shape[0]
@@ -347,27 +357,20 @@ class Planner:
         self.sigmas = sigmas
         self.scale = float(((trajectory * torch.tensor(self.weights, dtype=trajectory.dtype).view(-1, 1, 1)).sum(0) ** 2).mean())
 
-    def _forecast(self, forecaster: Any, history: Any, step: int) -> torch.Tensor:
-        if forecaster is None:
-            return history
-        return forecaster.forecast(history, step)
-
     def _update(self, forecaster: Any, history: Any, step: int) -> Any:
-        if forecaster is None:
-            return self.values[step]
         return forecaster.update(history, self.values[step], step)
 
     def open_loop_error(self, computed: list[int]) -> float:
         """The recorded trajectory's objective: mean square of the summed forecast errors,
         relative to the mean square of the whole trajectory's move (1e-4: a 1 % error)."""
-        forecaster = self.make_forecaster() if self.make_forecaster else None
+        forecaster = self.make_forecaster()
         history, total = None, torch.zeros_like(self.values[0])
         chosen = set(computed)
         for step in range(self.steps):
             if step in chosen:
                 history = self._update(forecaster, history, step)
             else:
-                total += self.weights[step] * (self.values[step] - self._forecast(forecaster, history, step))
+                total += self.weights[step] * (self.values[step] - forecaster.forecast(history, step))
         return float((total**2).mean()) / max(self.scale, 1e-30)
 
     def gap_costs(self) -> np.ndarray:
@@ -380,7 +383,7 @@ class Planner:
             for a in [n] + list(range(b)):
                 if a == n and b != 0:
                     continue  # only step 0 is computed with nothing before it
-                forecaster = self.make_forecaster() if self.make_forecaster else None
+                forecaster = self.make_forecaster()
                 history = None
                 if a < n:
                     history = self._update(forecaster, history, a)
@@ -388,7 +391,7 @@ class Planner:
                 total = torch.zeros_like(self.values[0])
                 cost[a, b, b + 1] = 0.0
                 for step in range(b + 1, n):
-                    total += self.weights[step] * (self.values[step] - self._forecast(forecaster, history, step))
+                    total += self.weights[step] * (self.values[step] - forecaster.forecast(history, step))
                     cost[a, b, step + 1] = float((total**2).mean()) / max(self.scale, 1e-30)
         return cost
 
@@ -601,9 +604,9 @@ class PlanStepsTransform(Transform):
             remove_hook(module, HOOK_NAME)
         self.hooked = []
 
-    def _forecaster_factory(self, sigmas: list[float] | None, num_steps: int) -> ForecasterFactory | None:
+    def _forecaster_factory(self, sigmas: list[float] | None, num_steps: int) -> ForecasterFactory:
         if self.forecaster is None:
-            return None
+            return Reuse
         template = self.forecaster
         # a forecaster that reads the request's sigmas (Spectrum) sees the recorded ones
         planning_state = StepState(num_steps=num_steps, sigmas=sigmas)
@@ -616,7 +619,7 @@ class PlanStepsTransform(Transform):
             return clone
         return make
 
-    def _replay(self, make_forecaster: ForecasterFactory | None) -> tuple[Replay | None, str | None]:
+    def _replay(self, make_forecaster: ForecasterFactory) -> tuple[Replay | None, str | None]:
         """Closed-loop replays of the recorded requests, or why there are none."""
         recorder = self.recorder
         if self.config.replay_requests == 0:
