@@ -219,8 +219,9 @@ class ServeConfig:
             ``null`` (the default) turns authentication off. An empty key is refused.
         max_queue: requests waiting at most (1 or more); a full queue answers 429 with ``Retry-After``.
         max_batch: images run in one pipeline call at most (requests with the same settings
-            are batched when the plan's images do not depend on the batch: no cache, or a
-            static step mask; data-driven caches run one request per call). 1: no batching.
+            are batched when the plan's images do not depend on the batch: no cache, a static
+            step mask, or a data-driven cache deciding per sample, ``cache.per_sample=true``,
+            which the server sets where the cache allows it). 1: no batching.
         batch_wait_ms: how long the first request of a batch waits for others to join it.
         max_images: the largest ``n`` one request may ask for.
         max_body_mb: the largest request body accepted, however it is sent (413 beyond).
@@ -244,6 +245,11 @@ class ServeConfig:
             answers 503.
         lora_dirs: the directories ``POST /v1/loras`` may load from (paths resolved, symlinks
             followed: nothing outside them). The default is the server's working directory.
+        replicas: how many copies of the model serve (1: this process alone). 2 or more deploy
+            the app on Ray Serve (the ``serve-ray`` extra): a local Ray instance, or the cluster
+            at ``RAY_ADDRESS``; one GPU per replica on CUDA (:mod:`dit_engine.serve.replicas`).
+        replica_cpus: CPU cores (and torch threads) of each replica; null: this machine's cores
+            divided by ``replicas``, at least 1.
     """
 
     host: str = "127.0.0.1"
@@ -267,6 +273,8 @@ class ServeConfig:
     keep_alive_s: float = 5.0
     max_connections: int = 256
     lora_dirs: list[str] = field(default_factory=lambda: ["."])
+    replicas: int = 1
+    replica_cpus: Optional[float] = None
 
 
 @dataclass

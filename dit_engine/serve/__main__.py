@@ -4,16 +4,19 @@
 
     python -m dit_engine.serve                                   # the embedded tiny model, CPU, offline
     python -m dit_engine.serve model=flux model.pretrained=... cache=dbcache serve.port=8000
+    python -m dit_engine.serve cache=dbcache serve.replicas=2        # two replicas on Ray Serve
 
 Bad input (an unknown option, a ``serve.*`` setting out of range, a plan the model refuses, a port
 in use) is one line on stderr and exit code 2, before anything is served. SIGTERM stops the
 server within 10 s, even during a long request (queued and running requests answer 503; the
 running pipeline call stops at its next transformer call): one line, exit code 143. Ctrl-C does
-the same with exit code 130. Needs the ``serve`` extra (FastAPI, uvicorn).
+the same with exit code 130. Needs the ``serve`` extra (FastAPI, uvicorn); ``serve.replicas=N``
+also the ``serve-ray`` extra (:mod:`dit_engine.serve.replicas`).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -74,10 +77,14 @@ def _serve(args: list[str]) -> None:
         if session.cfg.dry_run:
             print(session.plan.explain(), end="")
             return
-        if rank_from_env() == 0:
-            _port_free(session.cfg.serve.host, session.cfg.serve.port)
+        if rank_from_env() == 0 and not (session.cfg.serve.replicas > 1 and os.environ.get("RAY_ADDRESS")):
+            _port_free(session.cfg.serve.host, session.cfg.serve.port)  # (on a cluster, the proxy may be elsewhere)
         world = session.plan.world_size
-        if world > 1 and launched_world() is None:
+        if session.cfg.serve.replicas > 1:
+            from dit_engine.serve.replicas import serve_replicas
+
+            serve_replicas(session)
+        elif world > 1 and launched_world() is None:
             # Rank 0 serves HTTP, every rank runs each request (dit_engine.serve.ranks).
             print(f"dit_engine.serve: starting {world} ranks (rank 0 serves HTTP)", file=sys.stderr, flush=True)
             serve_on_ranks(session, world)

@@ -33,6 +33,7 @@ from dit_engine.serve.loras import LoraStore
 from dit_engine.serve.metrics import Metrics
 from dit_engine.serve.runner import PipelineRunner
 from dit_engine.serve.settings import serve_problems
+from dit_engine.serve.shared import SharedView
 from dit_engine.serve.storage import ImageStore, VideoStore
 from dit_engine.serve.validation import RequestValidator, Settings
 from dit_engine.session import Session
@@ -54,10 +55,13 @@ class ServingEngine:
         metrics: the counters (:class:`Metrics`).
     """
 
-    def __init__(self, session: Session, pipe: Any = None, runner: PipelineRunner | None = None):
+    def __init__(self, session: Session, pipe: Any = None, runner: PipelineRunner | None = None,
+                 shared: SharedView | None = None):
         """``session`` prepared (``prepare()``: the pipeline is loaded here), or prepared for
         ``pipe``, a pipeline the caller built (``prepare(pipe)``); or ``runner``, the pipeline
         already loaded and planned (rank 0 of a parallel plan passes one that broadcasts).
+        ``shared``: under ``serve.replicas=N``, the state this replica shares with the others
+        (kept images and videos, LoRAs, counters); None keeps them in this process.
         PlanError when a ``serve.*`` setting is invalid (before anything is loaded)."""
         problems = serve_problems(session.cfg.serve)
         if problems:
@@ -70,13 +74,17 @@ class ServingEngine:
         self.ranks = session.plan.world_size  # every rank runs every pipeline call
         self.batching = self.serve.max_batch > 1 and batch_invariant(session.plan)
         self.metrics = Metrics()
+        self.shared = shared
         pipe_lock = threading.Lock()  # a pipeline call, or a LoRA being loaded / deleted
-        self.loras = LoraStore(self.serve.lora_dirs, session.cfg.lora, self.runner, pipe_lock)
+        self.loras = LoraStore(self.serve.lora_dirs, session.cfg.lora, self.runner, pipe_lock,
+                               registry=shared.loras if shared else None)
         self.requests = RequestValidator(session, self.serve, self.loras)
         self.requests.check_defaults()
-        self.images = ImageStore(self.serve.keep_images)
-        self.videos = VideoStore(self.serve.keep_images)
+        self.images = ImageStore(self.serve.keep_images, shared.kept("image") if shared else None)
+        self.videos = VideoStore(self.serve.keep_images, shared.kept("video") if shared else None)
         self.queue = RequestQueue(self.serve, self.batching)
+        if shared is not None:
+            shared.start_reporting(self.metrics, self.queue.depth)
         self.calls = PipelineCalls(self.runner, self.requests.workload, self.queue.unwanted, self.metrics, pipe_lock,
                                    stoppable=self.ranks == 1)
         self.queue.start(self.calls.run)
@@ -93,6 +101,22 @@ class ServingEngine:
     def makes_video(self) -> bool:
         """Whether the pipeline generates videos (its call takes ``num_frames``)."""
         return self.takes("num_frames")
+
+    def metrics_text(self) -> str:
+        """``GET /metrics``: the counters in Prometheus' text format (under ``serve.replicas=N``,
+        every replica's summed: :meth:`SharedView.metrics_text`)."""
+        if self.shared is not None:
+            return self.shared.metrics_text(self.metrics, self.queue.depth())
+        return self.metrics.prometheus(self.queue.depth())
+
+    def health(self) -> dict:
+        """``GET /health``: the model, the queue, whether requests batch, ranks (and, under
+        replicas, which replica answers and how many there are)."""
+        answer = {"status": "ok", "model": self.model_id(), "queue_depth": self.queue.depth(), "batching": self.batching,
+                  "ranks": self.ranks}
+        if self.shared is not None:
+            answer.update(self.shared.describe())
+        return answer
 
     def submit(self, prompt: str, n: int, seed: int, settings: Settings, on_start: Any = None,
                inputs: dict[str, Any] | None = None) -> ImageJob:
@@ -114,7 +138,7 @@ class ServingEngine:
     def submit_video(self, prompt: str, seed: int, settings: Settings, model: str) -> dict:
         """Queue a video; its record (OpenAI's video object) is updated as it runs."""
         record = VideoStore.record(prompt, seed, settings, model)
-        future = self.submit(prompt, 1, seed, settings, on_start=lambda: record.update(status="in_progress")).future
+        future = self.submit(prompt, 1, seed, settings, on_start=lambda: self.videos.update(record, status="in_progress")).future
         self.videos.add(record, future)
         return record
 
@@ -131,3 +155,5 @@ class ServingEngine:
         self.stop()
         self.queue.close(timeout=3)
         self.calls.close()
+        if self.shared is not None:
+            self.shared.close()

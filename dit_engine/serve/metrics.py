@@ -1,5 +1,6 @@
 """The server's counters, for ``GET /metrics`` (Prometheus text). Thread-safe: the worker and the
-HTTP handlers update them concurrently."""
+HTTP handlers update them concurrently. Under ``serve.replicas=N`` each replica counts its own and
+``/metrics`` answers their sum (:meth:`Metrics.snapshot`, :meth:`Metrics.merged`)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,26 @@ class Metrics:
             self.blocks_total += summary.get("blocks_total", 0)
             self.steps_cached += summary.get("steps_cached", 0)
             self.steps_total += summary.get("steps_total", 0)
+
+    _summed = ("images", "latency_sum", "blocks_computed", "blocks_total", "steps_cached", "steps_total")
+
+    def snapshot(self) -> dict:
+        """The counters as plain data (for :meth:`merged`)."""
+        with self._lock:
+            return {"requests": dict(self.requests), "latency_counts": list(self.latency_counts),
+                    **{name: getattr(self, name) for name in self._summed}}
+
+    @classmethod
+    def merged(cls, snapshots: list[dict]) -> "Metrics":
+        """The sum of several replicas' snapshots (:meth:`snapshot`)."""
+        total = cls()
+        for snap in snapshots:
+            for status, count in snap["requests"].items():
+                total.requests[status] = total.requests.get(status, 0) + count
+            total.latency_counts = [a + b for a, b in zip(total.latency_counts, snap["latency_counts"])]
+            for name in cls._summed:
+                setattr(total, name, getattr(total, name) + snap[name])
+        return total
 
     def prometheus(self, queue_depth: int) -> str:
         """The counters in Prometheus' text format, with ``queue_depth`` requests waiting."""

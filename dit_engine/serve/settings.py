@@ -19,7 +19,7 @@ from dit_engine.workload import MAX_GUIDANCE_SCALE
 
 #: keys that must be whole numbers of at least 1
 _AT_LEAST_ONE = ("max_queue", "max_batch", "max_images", "keep_images", "max_steps", "max_side", "max_frames",
-                 "max_prompt_chars", "max_connections", "max_loras")
+                 "max_prompt_chars", "max_connections", "max_loras", "replicas")
 #: keys that must be finite numbers above 0
 _POSITIVE = ("max_body_mb", "max_lora_scale", "request_timeout_s", "header_timeout_s", "keep_alive_s")
 

@@ -9,6 +9,7 @@ docstring is its description in ``/openapi.json``, so only endpoints that had on
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -23,3 +24,10 @@ def current_engine(request: Request) -> ServingEngine:
 
 #: an endpoint parameter annotated ``Engine`` receives the app's engine
 Engine = Annotated[ServingEngine, Depends(current_engine)]
+
+
+async def sync_loras(engine: ServingEngine) -> None:
+    """Under ``serve.replicas=N``: load and unload what the other replicas did, so this replica
+    holds the service's LoRAs (off the event loop: loading one waits for the running call)."""
+    if engine.loras.registry is not None:
+        await asyncio.to_thread(engine.loras.sync)

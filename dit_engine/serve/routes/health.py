@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
@@ -12,10 +14,9 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(engine: Engine):
-    return {"status": "ok", "model": engine.model_id(), "queue_depth": engine.queue.depth(), "batching": engine.batching,
-            "ranks": engine.ranks}
+    return engine.health()
 
 
 @router.get("/metrics")
 async def metrics(engine: Engine):
-    return PlainTextResponse(engine.metrics.prometheus(engine.queue.depth()), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(await asyncio.to_thread(engine.metrics_text), media_type="text/plain; version=0.0.4")

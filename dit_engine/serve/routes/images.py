@@ -23,7 +23,7 @@ from dit_engine.serve.batching import ImageJob
 from dit_engine.serve.engine import ServingEngine
 from dit_engine.serve.errors import RequestCancelledError
 from dit_engine.serve.responses import error, refused
-from dit_engine.serve.routes import Engine
+from dit_engine.serve.routes import Engine, sync_loras
 from dit_engine.serve.validation import parse_size
 
 router = APIRouter()
@@ -110,6 +110,7 @@ def _lora(choice: str | LoraChoice | list[str | LoraChoice] | None) -> tuple[tup
 async def _generate(engine: ServingEngine, body: ImageGenerationRequest, request: Request, inputs: dict | None = None):
     """Check, queue and await one request; its images as OpenAI's answer, or the error answer."""
     started = time.perf_counter()
+    await sync_loras(engine)
     try:
         settings = engine.requests.settings(steps=body.num_inference_steps, guidance=body.guidance_scale,
                                             size=parse_size(body.size, engine.serve.max_side),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dit_engine.serve.errors import BadRequestError, LimitError
 from dit_engine.serve.responses import error, refused
-from dit_engine.serve.routes import Engine
+from dit_engine.serve.routes import Engine, sync_loras
 
 router = APIRouter()
 
@@ -27,6 +27,7 @@ class LoraLoad(BaseModel):
 
 @router.get("/v1/loras")
 async def loras(engine: Engine):
+    await sync_loras(engine)
     return {"object": "list", "data": [{"name": n, "path": p} for n, p in engine.loras.paths.items()]}
 
 
