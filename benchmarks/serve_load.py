@@ -7,11 +7,13 @@ distinct request (prompt, seed) is first served alone (the reference image), the
 send ``--requests`` requests each, all at once. Images are compared with the alone-served ones:
 ``equal`` counts bit-identical images, ``max_diff`` is the largest 8-bit difference seen.
 
-    python benchmarks/serve_load.py                                   # the three plans, 1 / 4 / 16 clients
+    python benchmarks/serve_load.py                                   # the four plans, 1 / 4 / 16 clients
     python benchmarks/serve_load.py --plans "cache=dbcache" --clients 16 --requests 2
 
 Wall time (images/s, latency) is what a client sees, so run it on an otherwise idle machine; the
 server runs one torch thread (``OMP_NUM_THREADS=1``) so that its batches, not its threads, scale.
+``serve.replicas=2`` (needs the ``serve-ray`` extra) runs two Ray Serve replicas of one thread each:
+against the one-process rows it shows what a second core buys.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 
 import numpy as np
 
-PLANS = ["cache=none", "cache=dbcache", "cache=scm_static calibrator=taylorseer"]
+PLANS = ["cache=none", "cache=dbcache", "cache=scm_static calibrator=taylorseer", "cache=dbcache serve.replicas=2"]
 PROMPTS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 

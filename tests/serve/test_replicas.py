@@ -153,7 +153,7 @@ def servers(tmp_path_factory):
     args = ["cache=dbcache", "serve.max_batch=4"]
     single, single_url, _ = start_server(args, folder)
     replicated, replicated_url, _ = start_server([*args, "serve.replicas=2", "serve.replica_cpus=1"], folder)
-    yield single_url, replicated_url, replicated
+    yield single_url, replicated_url, folder
     for process in (single, replicated):
         process.send_signal(signal.SIGTERM)
     for process in (single, replicated):
@@ -213,6 +213,30 @@ def test_a_replica_killed_under_load_is_replaced_and_the_service_keeps_answering
     while time.monotonic() < deadline and len(_replica_pids() - before) == 0:
         time.sleep(1)
     assert len(_replica_pids() - before) == 1, "no replica replaced the killed one within 90 s"
+
+
+def test_a_lora_loaded_through_one_replica_serves_through_every_replica(servers):
+    import httpx
+
+    from dit_engine.session import Session
+    from test_serve import _tiny_lora
+
+    _, replicated_url, folder = servers
+    transformer = Session.from_overrides([]).prepare().load().transformer
+    path = _tiny_lora(transformer, folder / "fox.safetensors")
+    assert httpx.post(f"{replicated_url}/v1/loras", json={"name": "fox", "path": str(path)}).status_code == 200
+    base = _image_from(replicated_url, 5)
+    answers = [httpx.post(f"{replicated_url}/v1/images/generations", json={"prompt": "seven", "seed": 5, "lora": "fox"},
+                          timeout=120) for _ in range(8)]
+    assert [a.status_code for a in answers] == [200] * 8, answers[0].text
+    with_lora = {a.json()["data"][0]["b64_json"] for a in answers}
+    assert len(with_lora) == 1 and base64.b64decode(with_lora.pop()) != base  # the same LoRA image from both replicas
+    listed = {httpx.get(f"{replicated_url}/v1/loras").json()["data"][0]["name"] for _ in range(6)}
+    assert listed == {"fox"}
+    assert httpx.delete(f"{replicated_url}/v1/loras/fox").status_code == 200
+    assert all(_image_from(replicated_url, 5) == base for _ in range(6))  # unloaded everywhere: the base image
+    refused = httpx.post(f"{replicated_url}/v1/images/generations", json={"prompt": "seven", "lora": "fox"}, timeout=120)
+    assert refused.status_code == 400 and "'fox' is not loaded" in refused.text
 
 
 def _image_from(url: str, seed: int) -> bytes:
