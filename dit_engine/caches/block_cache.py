@@ -117,6 +117,27 @@ def slice_rows(value: Any, rows: torch.Tensor | slice, batch: int) -> Any:
     return value
 
 
+def forward_rows(forward: Callable, pattern: Any, args: tuple, kwargs: dict, computing: list[int],
+                 hidden: torch.Tensor, encoder: torch.Tensor | None) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+    """``per_sample``: a block's ``forward`` run for the rows ``computing`` of its call only (a
+    sub-batch cut from ``args`` / ``kwargs``; every row: the call as it is), scattered into
+    ``hidden`` / ``encoder``, which hold the other rows' outputs already (their input plus their
+    cached residual). The block's output, its hidden states and encoder states."""
+    batch = hidden.shape[0]
+    if len(computing) == batch:
+        output = forward(*args, **kwargs)
+        return (output, *pattern.read_outputs(output))
+    rows = torch.tensor(computing, device=hidden.device)
+    sub_hidden, sub_encoder = pattern.read_outputs(forward(*slice_rows(args, rows, batch), **slice_rows(kwargs, rows, batch)))
+    out_hidden = hidden.clone()
+    out_hidden[rows] = sub_hidden
+    out_encoder = encoder
+    if encoder is not None and sub_encoder is not None:
+        out_encoder = encoder.clone()
+        out_encoder[rows] = sub_encoder
+    return pattern.make_output(out_hidden, out_encoder), out_hidden, out_encoder
+
+
 def relative_l1(current: torch.Tensor, previous: torch.Tensor, group: Any = None) -> float:
     """mean|current - previous| / mean|previous| (inf when previous is zero and current is not).
 
@@ -155,6 +176,10 @@ class BlockCache:
         self.branches: dict[Any, BranchState] = {}
         #: with ``per_sample``: the current call's decision per sample, and its front blocks' input
         self.row_hits: list[bool] = []
+        #: ``per_sample``: the row being decided (for a rule that reads the call's inputs, such as
+        #: SeaCache's latent) and the rows of the call; None outside :meth:`decide_samples`
+        self.deciding_row: int | None = None
+        self.deciding_rows = 0
         self.row_front_entry: torch.Tensor | None = None
         self.span_entry_rows: dict[int, tuple] = {}
         self.reset_stats()
@@ -163,7 +188,7 @@ class BlockCache:
     def new_request(self) -> None:
         for key, state in self.branches.items():
             if state.mask:
-                self.masks.setdefault(_branch_of(key), []).append("".join(state.mask))
+                self.masks.setdefault(branch_of(key), []).append("".join(state.mask))
         self.branches.clear()
         self.rule.new_request(self)
 
@@ -248,11 +273,14 @@ class BlockCache:
         residual, or the first block's arguments); the call counts as cached only when every
         sample hits."""
         hits = []
+        self.deciding_rows = len(states)
         for row, state in enumerate(states):
             index = slice(row, row + 1)
             residual = front_residual[index] if front_residual is not None else None
             sample_entry = None if entry is None else (entry[0], slice_rows(entry[1], index, batch), slice_rows(entry[2], index, batch))
+            self.deciding_row = row
             hits.append(self._decide_state(state, residual, sample_entry))
+        self.deciding_row = None
         self.row_hits = hits
         self.row_front_entry = None
         self.samples_total += len(hits)
@@ -294,7 +322,7 @@ class BlockCache:
         masks = {b: list(m) for b, m in self.masks.items()}
         for key, state in self.branches.items():  # the request still in progress
             if state.mask:
-                masks.setdefault(_branch_of(key), []).append("".join(state.mask))
+                masks.setdefault(branch_of(key), []).append("".join(state.mask))
         computed, total = sum(self.blocks_computed.values()), sum(self.blocks_total.values())
         return {
             "blocks_computed": computed,
@@ -318,7 +346,7 @@ class BlockCache:
         }
 
 
-def _branch_of(key: Any) -> int:
+def branch_of(key: Any) -> int:
     """The CFG branch of a state's key (a branch, or ``(branch, sample)``)."""
     return key[0] if isinstance(key, tuple) else key
 
@@ -398,20 +426,8 @@ class SampleBlockCacheHook(BlockCacheHook):
             hidden, encoder = self._add_deltas(states, hits, hidden, encoder)
         if not computing:
             return pattern.make_output(hidden, encoder)
-        rows = torch.tensor(computing, device=hidden.device)
-        if len(computing) == batch:
-            output = self.fn_ref.original_forward(*args, **kwargs)
-            out_hidden, out_encoder = pattern.read_outputs(output)
-        else:
-            sub = self.fn_ref.original_forward(*slice_rows(args, rows, batch), **slice_rows(kwargs, rows, batch))
-            sub_hidden, sub_encoder = pattern.read_outputs(sub)
-            out_hidden = hidden.clone()
-            out_hidden[rows] = sub_hidden
-            out_encoder = encoder
-            if encoder is not None and sub_encoder is not None:
-                out_encoder = encoder.clone()
-                out_encoder[rows] = sub_encoder
-            output = pattern.make_output(out_hidden, out_encoder)
+        output, out_hidden, out_encoder = forward_rows(self.fn_ref.original_forward, pattern, args, kwargs, computing,
+                                                       hidden, encoder)
         if self.span_last:
             entry_hidden, entry_encoder = cache.span_entry_rows.pop(self.span)
             for row in computing:
@@ -612,8 +628,9 @@ class BlockCacheTransform(Transform):
     def per_sample_problems(cls, config: BlockCacheConfig, context: Any) -> list[str]:
         """Why ``cache.per_sample=true`` cannot run with this plan (each a one-line fix)."""
         problems = [cls.per_sample_refused] if cls.per_sample_refused else []
-        if context.dims.world > 1:
-            problems.append("cache.per_sample=true runs in one process for now: drop parallel= or cache.per_sample")
+        if context.dims.cfg > 1:  # the ranks hold different samples: rows would not name the same sample
+            problems.append("cache.per_sample=true does not combine with CFG parallel (parallel.cfg_degree>1) yet: "
+                            "use Ulysses / Ring / tensor parallel, or drop cache.per_sample")
         if config.separate_cfg is False:
             problems.append("cache.per_sample=true decides each sample on its own; it cannot follow CFG branch 0 "
                             "(cache.separate_cfg=false): drop one of them")

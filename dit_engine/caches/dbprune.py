@@ -4,7 +4,9 @@ Every middle block (not among the first ``front_blocks`` or the last ``back_bloc
 run) compares its input with its input at the last step it computed, in the same CFG branch of the
 same transformer: when the relative L1 change is below the threshold the block is skipped and its
 residual from that step is added instead. Finer-grained than DBCache (each block decides), at the
-cost of one comparison per block. Its config, hooks and transform live here.
+cost of one comparison per block. With ``cache.per_sample=true`` every sample of a batched call
+decides block by block on its own input and keeps its own residuals: the samples that compute a
+block run it as a sub-batch. Its config, hooks and transform live here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo
 from dit_engine.caches.constant_modules import memoize_constant_modules
-from dit_engine.caches.block_cache import BlockCacheConfig, BlockCacheTransform, block_sequence, family_threshold, relative_l1
+from dit_engine.caches.block_cache import (BlockCacheConfig, BlockCacheTransform, block_sequence, branch_of,
+                                           family_threshold, forward_rows, relative_l1)
 from dit_engine.hooks import StatefulHook
 from dit_engine.config.groups import Stage
 from dit_engine.steps import StepState
@@ -105,15 +108,15 @@ class DBPruneState:
         self.step_state = step_state
         self.middle_per_list = middle_per_list
         self.lists = lists
-        self.branches: dict[int, PruneBranchState] = {}
+        self.branches: dict[Any, PruneBranchState] = {}  # by CFG branch, or (branch, sample) per sample
         self.group = None  # the sequence group of a context-parallel plan (statistics reduced over it)
         self.reset_stats()
         step_state.on_request(self.new_request)
 
     def new_request(self) -> None:
-        for branch, state in self.branches.items():
+        for key, state in self.branches.items():
             if state.computed_per_step:
-                self.history.setdefault(branch, []).append(list(state.computed_per_step))
+                self.history.setdefault(branch_of(key), []).append(list(state.computed_per_step))
         self.branches.clear()
 
     def reset_stats(self) -> None:
@@ -129,6 +132,11 @@ class DBPruneState:
         if state is None:
             state = self.branches[branch] = PruneBranchState()
         return state
+
+    def sample_states(self, batch: int) -> list[PruneBranchState]:
+        """``per_sample``: the state of each sample of this call's CFG branch."""
+        branch = self.step_state.branch
+        return [self.branches.setdefault((branch, row), PruneBranchState()) for row in range(batch)]
 
     def start_call(self, state: PruneBranchState) -> None:
         state.calls += 1
@@ -156,9 +164,9 @@ class DBPruneState:
 
     def stats(self) -> dict:
         history = {b: [list(h) for h in hs] for b, hs in self.history.items()}
-        for branch, state in self.branches.items():
+        for key, state in self.branches.items():
             if state.computed_per_step:
-                history.setdefault(branch, []).append(list(state.computed_per_step))
+                history.setdefault(branch_of(key), []).append(list(state.computed_per_step))
         computed, total = sum(self.blocks_computed.values()), sum(self.blocks_total.values())
         steps = sum(len(h) for hs in history.values() for h in hs)
         return {
@@ -212,6 +220,47 @@ class DBPruneBlockHook(StatefulHook):
         return output
 
 
+class SampleDBPruneBlockHook(DBPruneBlockHook):
+    """:class:`DBPruneBlockHook` with a decision per sample (``per_sample``): each sample compares
+    its own input with its input at the last step it computed this block; the samples that
+    compute run the block as a sub-batch, the others add their own stored residual. Counters are
+    per sample (a block forward of one sample counts one)."""
+
+    def new_forward(self, module, *args, **kwargs):
+        cache = self.cache
+        hidden, encoder = self.pattern.read_inputs(args, kwargs)
+        states = cache.sample_states(hidden.shape[0])
+        if self.first:
+            for state in states:
+                cache.start_call(state)
+        blocks = [state.blocks.get(self.index) for state in states]
+        prune = [cache.may_prune(state, block, hidden[row:row + 1]) for row, (state, block) in enumerate(zip(states, blocks))]
+        computing = [row for row, pruned in enumerate(prune) if not pruned]
+        if any(prune):
+            hidden, encoder = hidden.clone(), encoder.clone() if encoder is not None else None
+            for row, block in enumerate(blocks):
+                if prune[row]:
+                    block.pruned += 1
+                    block.pruned_in_a_row += 1
+                    residual_hidden, residual_encoder = block.residuals()
+                    hidden[row:row + 1] += residual_hidden
+                    if encoder is not None and residual_encoder is not None:
+                        encoder[row:row + 1] += residual_encoder
+        if not computing:
+            return self.pattern.make_output(hidden, encoder)
+        entry_hidden, entry_encoder = self.pattern.read_inputs(args, kwargs)
+        output, out_hidden, out_encoder = forward_rows(self.fn_ref.original_forward, self.pattern, args, kwargs, computing,
+                                                       hidden, encoder)
+        for row in computing:
+            one = slice(row, row + 1)
+            pruned = blocks[row].pruned if blocks[row] is not None else 0
+            states[row].blocks[self.index] = PrunedBlock(
+                entry_hidden[one], out_hidden[one], entry_encoder[one] if entry_encoder is not None else None,
+                out_encoder[one] if out_encoder is not None else None, pruned, 0)
+            cache.count_computed(states[row], self.path)
+        return output
+
+
 def install_dbprune(name: str, block_lists: list[tuple[BlockSpec, torch.nn.ModuleList]], config: DBPruneConfig,
                     step_state: StepState) -> tuple[DBPruneState, list[torch.nn.Module]]:
     """Hook the middle blocks of one transformer; return its state and the hooked blocks."""
@@ -225,7 +274,8 @@ def install_dbprune(name: str, block_lists: list[tuple[BlockSpec, torch.nn.Modul
     hooked = []
     for i in middle:
         spec, block = sequence[i]
-        hook = DBPruneBlockHook(cache, spec.pattern, i, spec.path, first=i == middle.start)
+        hook_class = SampleDBPruneBlockHook if config.per_sample else DBPruneBlockHook
+        hook = hook_class(cache, spec.pattern, i, spec.path, first=i == middle.start)
         HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, HOOK_NAME)
         hooked.append(block)
     return cache, hooked
@@ -240,8 +290,6 @@ class DBPruneTransform(BlockCacheTransform):
     config_class = DBPruneConfig
     min_front_blocks = 0
     hook_name = HOOK_NAME
-    per_sample_refused = ("cache.per_sample=true is not supported by cache=dbprune (each block decides for the whole call); "
-                          "use cache=dbcache cache.per_sample=true")
 
     @classmethod
     def family_defaults(cls, adapter: Any) -> dict[str, Any]:

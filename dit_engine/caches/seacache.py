@@ -155,11 +155,21 @@ class SeaCacheRule:
     def new_request(self, cache: BlockCache) -> None:
         self.latent = None
 
+    def _latent_of(self, cache: BlockCache) -> Any:
+        """The latent this decision reads: the call's, or under ``cache.per_sample`` the row's
+        own (a batch of one); the call's latent is let go once its last decision has read it."""
+        latent, row = self.latent, cache.deciding_row
+        if row is None or row == cache.deciding_rows - 1:
+            self.latent = None
+        if row is None or latent is None:
+            return latent
+        return latent[row:row + 1]  # a tensor's row, or a per-sample list's entry, as a batch of one
+
     def should_hit(self, cache: BlockCache, state: BranchState, step: int, front_residual, entry) -> bool:
         steps = cache.step_state
         if steps.sigmas is None:
             raise DitEngineError(NO_SIGMAS)
-        latent, self.latent = self.latent, None
+        latent = self._latent_of(cache)
         if cache.follows_leader():
             return cache.may_cache(state, step) and cache.leader_hit(step)
         if self.threshold <= 0:
@@ -192,8 +202,6 @@ class SeaCacheTransform(WholeStepBlockCache):
     name = "cache.seacache"
     stage = Stage.CACHE
     config_class = SeaCacheConfig
-    per_sample_refused = ("cache.per_sample=true is not supported by cache=seacache yet (its indicator is read from the whole "
-                          "call's latent); use cache=dbcache, teacache or magcache with cache.per_sample=true")
 
     @classmethod
     def check(cls, config: SeaCacheConfig, context: PlanContext) -> list[str]:

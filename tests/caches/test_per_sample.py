@@ -40,6 +40,7 @@ CASES = {
     "teacache": ("cache=teacache",),
     "magcache": ("cache=magcache",),
     "scm_dynamic": ("cache=scm",),
+    "seacache": ("cache=seacache",),
 }
 
 
@@ -54,8 +55,31 @@ def test_a_sample_decides_and_computes_as_it_would_alone(tiny_pipe, case):
         alone_masks += mask
         assert levels(batched[index:index + 1], alone) <= 1, (case, prompt)
     assert masks == alone_masks  # the same decisions, sample by sample
-    if case in ("dbcache", "dbcache_taylorseer", "teacache"):
+    if case in ("dbcache", "dbcache_taylorseer", "teacache", "seacache"):
         assert len(set(masks)) > 1  # the samples did decide differently here (MagCache's curve is the same for all)
+
+
+def test_dbprune_prunes_each_samples_blocks_as_it_would_alone(tiny_pipe):
+    overrides = ("cache=dbprune", "cache.per_sample=true")
+
+    def pruning(prompts, seeds):
+        handle = dit_engine.apply(tiny_pipe, *overrides)
+        try:
+            images = run(tiny_pipe, prompts, seeds)
+            stats = handle.summary()["transforms"]["cache.dbprune"]
+        finally:
+            handle.remove()
+        return images, stats["branches"]["transformer/cfg0"]["middle_blocks_computed_per_step"], stats
+
+    batched, histories, stats = pruning(PROMPTS, range(4))
+    assert stats["blocks_computed"] < stats["blocks_total"]  # it did prune
+    alone_histories = []
+    for index, prompt in enumerate(PROMPTS):
+        alone, history, _ = pruning([prompt], [index])
+        alone_histories += history
+        assert levels(batched[index:index + 1], alone) <= 1, prompt
+    assert histories == alone_histories  # each sample computed the same blocks at each step as alone
+    assert len({tuple(h) for h in histories}) > 1  # and the samples did differ
 
 
 def test_decisions_do_not_depend_on_batch_mates(tiny_pipe):
@@ -76,8 +100,6 @@ def test_one_sample_and_threshold_zero_are_the_whole_call_path(tiny_pipe):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["cache=dbprune", "cache.per_sample=true"], "cache.per_sample=true is not supported by cache=dbprune"),
-    (["cache=seacache", "cache.per_sample=true"], "cache.per_sample=true is not supported by cache=seacache yet"),
     (["cache=scm_static", "cache.per_sample=true"], "cache.skip_level=model skips whole calls"),
     (["cache=dbcache", "cache.separate_cfg=false", "cache.per_sample=true"], "it cannot follow CFG branch 0"),
 ])
@@ -131,8 +153,11 @@ def test_the_server_decides_per_sample_wherever_the_plan_allows():
 
     assert per_sample_session(["cache=dbcache"]).cfg.cache.per_sample is True
     assert per_sample_session(["cache=teacache"]).cfg.cache.per_sample is True
+    assert per_sample_session(["cache=seacache"]).cfg.cache.per_sample is True
     assert per_sample_session(["cache=dbcache", "cache.per_sample=false"]).cfg.cache.per_sample is False  # as given
-    assert per_sample_session(["cache=dbprune"]).cfg.cache.per_sample is False  # it cannot: one request per call
+    assert per_sample_session(["cache=dbprune"]).cfg.cache.per_sample is True
+    assert per_sample_session(["cache=dbcache", "parallel=ulysses2"]).cfg.cache.per_sample is True
+    assert per_sample_session(["cache=dbcache", "parallel=cfg2"]).cfg.cache.per_sample is False  # it cannot: one request per call
     assert per_sample_session(["cache=scm_static"]).cfg.cache.per_sample is False  # batches without it
     assert not per_sample_session([]).cfg.cache.get("per_sample")  # no cache: nothing to decide
     with pytest.raises(PlanError, match="cache.threshold=-1.0 must be >= 0"):

@@ -38,6 +38,9 @@ CACHES = {
     "scm_taylorseer": ["cache=scm_static", "calibrator=taylorseer"],
     "dbprune": ["cache=dbprune", "cache.threshold=0.3"],
     "magcache": ["cache=magcache"],
+    # each of the tiny case's two prompts decides on its own, alike on every rank
+    "dbcache_per_sample": ["cache=dbcache", "cache.per_sample=true", "cache.threshold=0.5", "cache.warmup_steps=1"],
+    "dbprune_per_sample": ["cache=dbprune", "cache.per_sample=true", "cache.threshold=0.5", "cache.warmup_steps=1"],
     # the whole stack: int8 weights, blocks compiled beneath the cache's hooks, the cache
     "quant_compile_dbcache": ["quant=int8_weight_only", "compile=regional", "compile.backend=aot_eager",
                               "cache=dbcache", "cache.threshold=0.3"],
@@ -76,6 +79,7 @@ TWO_RANKS = [
     case("flux", ULYSSES2, "dbprune"),
     case("flux", ULYSSES2, "magcache"),
     case("tiny", ULYSSES2, "teacache"),
+    *(case("tiny", mode, cache) for mode in (ULYSSES2, RING2) for cache in ("dbcache_per_sample", "dbprune_per_sample")),
     case("wan", ["parallel=cfg2"], "dbcache"),
     case("qwen_image", ["parallel=tp2"], "dbcache"),
     case("flux", RING2, "dbprune"),
