@@ -95,13 +95,14 @@ def serve_replicas(session: Session) -> None:
              runtime_env={"worker_process_setup_hook": "dit_engine.console.quiet_known_noise"})
     for sig, handler in handlers.items():  # Ray's driver installs its own (a stack dump, no exit code of ours)
         signal.signal(sig, handler)
+    state = None
     try:
         if address and gpus:
             available = int(ray.cluster_resources().get("GPU", 0))
             if cfg.replicas > available:
                 raise DitEngineError(f"serve.replicas={cfg.replicas} needs one GPU each and the Ray cluster at "
                                      f"{address} has {available}: use serve.replicas={available} or fewer")
-        state = ray.remote(num_cpus=0)(SharedState).options(name=STATE_ACTOR, lifetime=None).remote(cfg.keep_images)
+        state = ray.remote(num_cpus=0)(SharedState).options(name=STATE_ACTOR, get_if_exists=True).remote(cfg.keep_images)
         ray_serve.start(http_options={"host": cfg.host, "port": cfg.port, "keep_alive_timeout_s": cfg.keep_alive_s},
                         logging_config=SERVE_LOGGING)
         deployment = ray_serve.deployment(
@@ -125,7 +126,7 @@ def serve_replicas(session: Session) -> None:
         while True:  # the signal handlers raise KeyboardInterrupt / Terminated here
             time.sleep(1)
     finally:
-        _take_down(ray, ray_serve, state if "state" in locals() else None, joined=bool(address))
+        _take_down(ray, ray_serve, state, joined=bool(address))
 
 
 def _take_down(ray: Any, ray_serve: Any, state: Any, joined: bool) -> None:
