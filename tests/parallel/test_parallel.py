@@ -91,10 +91,8 @@ THREE_RANKS = [  # any shape: 3 ranks over 2 heads and sequences 3 does not divi
     *(case(m, ["parallel=ring2", "parallel.ring_degree=3"], label="ring3") for m in ("flux", "wan", "qwen_image")),
     case("tiny", ["parallel=ulysses2", "parallel.ulysses_degree=3"], "dbcache", label="ulysses3"),
 ]
-FOUR_RANKS = [
-    case("flux", ["parallel=usp2x2"]),
+FOUR_RANKS = [  # parallel=usp2x2: test_two_nodes.py runs it on two launchers ("nodes") of two ranks
     case("flux", ["parallel=tp2", "parallel.ulysses_degree=2"], label="tp2xulysses2"),
-    case("qwen_image", ["parallel=usp2x2"], "dbcache"),
     case("wan", ["parallel=ulysses2", "parallel.cfg_degree=2"], label="ulysses2xcfg2"),
     case("tiny", ["parallel=ulysses2", "parallel.cfg_degree=2"], "scm_taylorseer", call=BATCHED_CFG,
          label="ulysses2xcfg2_batched", requests=2),
@@ -280,15 +278,19 @@ def test_a_parallel_plan_without_ranks_says_how_to_start_them(monkeypatch):
 
 
 @pytest.mark.parametrize("case_id,ulysses,ring", [("flux-ulysses2-nocache", 2, 1), ("flux-ring2-nocache", 1, 2),
-                                                  ("flux-ulysses3-nocache", 3, 1), ("flux-usp2x2-nocache", 2, 2)])
+                                                  ("flux-ulysses3-nocache", 3, 1)])
 def test_the_volume_model_predicts_the_bytes_sent(results, case_id, ulysses, ring):
+    assert_bytes_follow_the_volume_model(results[case_id], ulysses, ring)
+
+
+def assert_bytes_follow_the_volume_model(ranks: list[dict], ulysses: int, ring: int) -> None:
     """docs/parallel.md's communication model against what the collectives sent (tiny FLUX, fp32:
     64 image + 32 text tokens, 2 heads x 16, 6 attention layers, 8 steps of one call)."""
     from dit_engine.parallel.volume import Workload, context_parallel_bytes
 
     tiny_flux = Workload(tokens=96, hidden=32, attention_layers=6, output_tokens=64, output_channels=64, bytes_per_element=4)
     predicted = 8 * context_parallel_bytes(tiny_flux, ulysses, ring)
-    sent = [rank["parallel"]["bytes_sent"] for rank in results[case_id]]
+    sent = [rank["parallel"]["bytes_sent"] for rank in ranks]
     # Uneven splits (3 ranks) make ranks differ a little; the mean follows the model. The rest is
     # the per-call exchange of chunk lengths (8 bytes per peer).
     mean = sum(sent) / len(sent)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 
 import torch
@@ -106,6 +107,7 @@ def run_case(case: dict, ref: dict) -> dict:
         "reference_masks": ref["masks"],
         "parallel": summary["transforms"].get("shard.torch_distributed", {}),
         "compile": summary["transforms"].get("compile.torch_compile"),
+        "node": os.environ.get("GROUP_RANK"),  # the launcher ("node") this rank was started by
     }
     if case.get("requests", 1) == 2:  # a second request starts whole again, after the first one's split
         again = conformance.run(pipe, call(**extra))
