@@ -1,7 +1,8 @@
 """CFG parallel: the two CFG branches of every step on different ranks of the ``cfg`` group.
 
-Pipelines run CFG in one of two ways, and the hook learns which from the first step (computed
-whole on every rank):
+Pipelines run CFG in one of two ways. The adapter's ``cfg_mode`` says so for families that always
+make one call per step (``batched``, ``distilled``, ``none``): their batch is split from the first
+step. Otherwise the hook learns it from the first step (computed whole on every rank):
 
 * **one batched call** (cond and uncond stacked in the batch): each rank computes its half of the
   batch and the halves are gathered back. Which arguments carry the batch is adapter data
@@ -17,9 +18,11 @@ whole on every rank):
 While a rank computes a kept branch-0 call, the step state says branch 0, so every cache below
 keeps that branch's own state, as in the single-process run.
 
-A batched pipeline's first step was computed whole, so the caches below stored whole-batch
-residuals and histories; when the step ends and the batch is split from then on, every applied
-transform takes its part of what it stored and reduces its decision statistics over the whole
+The two-call pattern stays learned: the placeholder needs the output's shape, which the first
+call gives. A batched pipeline whose pattern was learned computed its first step whole, so the
+caches below stored whole-batch residuals and histories; when the batch is split (at the end of
+that step, or at the first call when the pattern is known), every applied transform takes its part
+of what it stored (nothing, at the first call) and reduces its decision statistics over the whole
 batch (:meth:`~dit_engine.transforms.base.dit_engine.transforms.protocols.SplitsBatch`), so the ranks decide and
 forecast as one process does.
 """
@@ -53,11 +56,15 @@ class CfgParallelHook(ModelHook):
     """One CFG branch (or half the batch) per rank of ``group``; see the module docstring."""
 
     def __init__(self, group: SequenceGroup, step_state: StepState, batch_inputs: tuple[str, ...],
-                 transforms: list | None = None, batch_group: SequenceGroup | None = None):
+                 transforms: list | None = None, batch_group: SequenceGroup | None = None,
+                 one_call_per_step: bool = False):
         """``transforms``: the plan's applied transforms, told when the batch is split
         (:meth:`dit_engine.transforms.protocols.SplitsBatch`); ``batch_group``: the ranks that together hold the whole
-        batch once it is split (the cfg group, times the sequence group when there is one)."""
+        batch once it is split (the cfg group, times the sequence group when there is one);
+        ``one_call_per_step``: the family always makes one transformer call per step (its
+        adapter's ``cfg_mode``), so the batch is split from the first step."""
         super().__init__()
+        self.one_call_per_step = one_call_per_step
         self.group = group
         self.step_state = step_state
         self.batch_inputs = batch_inputs
@@ -79,7 +86,7 @@ class CfgParallelHook(ModelHook):
                     transform.split_batch(None, None)
         self.pending = None
         self.shape = None
-        self.calls_per_step: int | None = None  # learned at the end of the first step
+        self.calls_per_step: int | None = 1 if self.one_call_per_step else None  # else learned at the end of the first step
         self.calls_this_step = 0
         self.first_batch: int | None = None  # the batch of the request's first call
         self.batch_size: int | None = None  # the whole batch, once it is split
@@ -164,6 +171,8 @@ class CfgParallelHook(ModelHook):
         if not isinstance(batch, torch.Tensor) or batch.shape[0] < self.group.size:
             return self.fn_ref.original_forward(*args, **kwargs)
         size = batch.shape[0]
+        if self.batch_size is None:  # the pattern was known: split from this first call
+            self._split_stored_state(size)
 
         def part(name, value):
             if name in self.batch_inputs and isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:

@@ -183,6 +183,14 @@ def test_cfg_parallel_splits_the_branches_between_ranks(results):
     assert len(rank0["masks"]["cache.dbcache:transformer/cfg0"][0]) == 8
 
 
+def test_batched_cfg_is_split_from_the_first_step(results):
+    """The tiny model's adapter says its CFG is batched (cond and uncond in one call): each rank
+    computes half the batch from the first step on, instead of the whole first step everywhere."""
+    for rank in results["tiny-cfg2_batched-dbcache"]:
+        whole = 2 * 2  # two prompts, each with its unconditional row
+        assert rank["block_batches"] and set(rank["block_batches"]) == {whole // 2}, rank["block_batches"]
+
+
 def test_a_failing_rank_ends_every_rank_with_its_message():
     started = time.monotonic()
     with pytest.raises(RankFailedError, match="rank 1 of 2 failed: RuntimeError: boom on rank 1"):

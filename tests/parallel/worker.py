@@ -98,7 +98,13 @@ def run_case(case: dict, ref: dict) -> dict:
     reference = ref["output"]
     pipe, call = build(case["model"])  # a fresh pipeline: quant and compile cannot be removed
     handle = dit_engine.apply(pipe, *case["parallel"], *cache)
+    first_block = next(iter(handle.plan.adapter.block_lists(pipe.transformer)))[1][0]
+    batches: list[int] = []  # the batch each call of the first block saw on this rank
+    watch = first_block.register_forward_pre_hook(
+        lambda _module, args, kwargs: batches.append(int((args[0] if args else kwargs["hidden_states"]).shape[0])),
+        with_kwargs=True)
     output = conformance.run(pipe, call(**extra))
+    watch.remove()
     summary = handle.summary()
     result = {
         "max_abs": float((output - reference).abs().max()),
@@ -108,6 +114,7 @@ def run_case(case: dict, ref: dict) -> dict:
         "parallel": summary["transforms"].get("shard.torch_distributed", {}),
         "compile": summary["transforms"].get("compile.torch_compile"),
         "node": os.environ.get("GROUP_RANK"),  # the launcher ("node") this rank was started by
+        "block_batches": batches,
     }
     if case.get("requests", 1) == 2:  # a second request starts whole again, after the first one's split
         again = conformance.run(pipe, call(**extra))
