@@ -6,7 +6,6 @@ Ring across the two."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
