@@ -91,7 +91,8 @@ THREE_RANKS = [  # any shape: 3 ranks over 2 heads and sequences 3 does not divi
     *(case(m, ["parallel=ring2", "parallel.ring_degree=3"], label="ring3") for m in ("flux", "wan", "qwen_image")),
     case("tiny", ["parallel=ulysses2", "parallel.ulysses_degree=3"], "dbcache", label="ulysses3"),
 ]
-FOUR_RANKS = [  # parallel=usp2x2: test_two_nodes.py runs it on two launchers ("nodes") of two ranks
+FOUR_RANKS = [  # test_two_nodes.py also runs usp2x2 on two launchers ("nodes") of two ranks
+    case("flux", ["parallel=usp2x2"]),
     case("flux", ["parallel=tp2", "parallel.ulysses_degree=2"], label="tp2xulysses2"),
     case("wan", ["parallel=ulysses2", "parallel.cfg_degree=2"], label="ulysses2xcfg2"),
     case("tiny", ["parallel=ulysses2", "parallel.cfg_degree=2"], "scm_taylorseer", call=BATCHED_CFG,
@@ -286,7 +287,7 @@ def test_a_parallel_plan_without_ranks_says_how_to_start_them(monkeypatch):
 
 
 @pytest.mark.parametrize("case_id,ulysses,ring", [("flux-ulysses2-nocache", 2, 1), ("flux-ring2-nocache", 1, 2),
-                                                  ("flux-ulysses3-nocache", 3, 1)])
+                                                  ("flux-ulysses3-nocache", 3, 1), ("flux-usp2x2-nocache", 2, 2)])
 def test_the_volume_model_predicts_the_bytes_sent(results, case_id, ulysses, ring):
     assert_bytes_follow_the_volume_model(results[case_id], ulysses, ring)
 

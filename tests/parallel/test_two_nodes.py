@@ -20,7 +20,8 @@ def free_port() -> int:
 
 
 def test_usp_over_two_nodes_equals_one_process(tmp_path):
-    cases = [case("flux", ["parallel=usp2x2"]), case("qwen_image", ["parallel=usp2x2"], "dbcache")]
+    cases = [case("flux", ["parallel=usp2x2"], label="usp2x2_two_nodes"),
+             case("qwen_image", ["parallel=usp2x2"], "dbcache", label="usp2x2_two_nodes")]
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     results = tmp_path / "results.json"
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=2", "--rdzv-backend=c10d",
