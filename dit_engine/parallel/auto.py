@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dit_engine.adapter import Adapter, ModelInfo
 from dit_engine.parallel_dims import DEGREE_KEYS
+
+if TYPE_CHECKING:  # the adapter module imports torch; this one stays free of it
+    from dit_engine.adapter import Adapter, ModelInfo
 
 
 def world_size(config: Any) -> int | None:
