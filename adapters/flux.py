@@ -48,6 +48,16 @@ class FluxAdapter(DiffusersAdapter):
         source="FLUX.1 defaults (no config.json at hand)",
     )
 
+    def communication_workload(self, model_info, height, width):
+        """FLUX.1: 2x2 patches of the 8x latent (one token per 16x16 pixels), 512 text tokens,
+        heads of 128 channels, bf16; dual-stream blocks all-reduce twice under TP, single once."""
+        from dit_engine.parallel.volume import Workload
+
+        image_tokens = ((height or 1024) // 16) * ((width or 1024) // 16)
+        dual, single = model_info.blocks.get("transformer_blocks", 0), model_info.blocks.get("single_transformer_blocks", 0)
+        return Workload(tokens=image_tokens + 512, hidden=model_info.num_heads * 128, attention_layers=dual + single,
+                        output_tokens=image_tokens, output_channels=64, allreduces=2 * dual + single)
+
     def cfg_hint(self) -> str:
         return "add +workload.call_kwargs.true_cfg_scale=4 and +workload.call_kwargs.negative_prompt='...'"
 

@@ -248,6 +248,12 @@ class Adapter:
         """Extra lines for plan.txt (the automatic adapter lists what it inferred)."""
         return []
 
+    def communication_workload(self, model_info: ModelInfo, height: int | None, width: int | None) -> Any:
+        """One transformer call's shape for the communication model
+        (:class:`dit_engine.parallel.volume.Workload`: tokens, hidden size, attention layers...),
+        for ``parallel=auto``'s predicted bytes; None where the family does not say."""
+        return None
+
     def cfg_hint(self) -> str:
         """How a user turns CFG on for this family (named in errors)."""
         return "set workload.guidance_scale above 1"

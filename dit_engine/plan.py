@@ -27,7 +27,8 @@ from dit_engine.parallel_dims import ParallelDims
 from dit_engine.registry import Provider, Registry
 from dit_engine.relations import PlanFacts, relation_problems
 from dit_engine.transforms.base import PlanContext
-from dit_engine.transforms.protocols import AdjustsConfig, Describes, HasFamilyDefaults, LoadTime, ReversibleByConfig
+from dit_engine.transforms.protocols import (AdjustsConfig, CompletesConfig, Describes, HasFamilyDefaults, LoadTime,
+                                             ReversibleByConfig)
 
 #: Transforms every plan contains, whatever the config (entry-point names).
 ALWAYS = ("adapt.step_state",)
@@ -216,6 +217,9 @@ def compile_plan(cfg: DictConfig, registry: Registry, adapter: Adapter, model_in
             problems.append(f"transform {name} declares stage {transform_class.stage.name} but group {group.name} runs at "
                             f"{expected_stage.name}")
         config = resolve_config(transform_class, node, adapter)
+        if config is not None and isinstance(transform_class, CompletesConfig):
+            config, incomplete = transform_class.complete_config(config, adapter, model_info, cfg)
+            problems.extend(incomplete)
         steps.append(PlanStep(transform_class.stage, name, transform_class, config, group.name if group else None, provider))
 
     configs = {step.group: step.config for step in steps if step.group}

@@ -46,6 +46,8 @@ def cells() -> dict[str, list[str]]:
                 overrides.append("cache=dbcache")
             if group == "parallel" and option.startswith("cfg"):
                 overrides.append("workload.guidance_scale=3")
+            if group == "parallel" and option == "auto":
+                overrides.append("parallel.world_size=2")
             found[f"{group}={option}"] = overrides
     return found
 

@@ -59,6 +59,11 @@ class ParallelConfig:
             (stopped, or its machine stalled) ends the launch, whatever ``timeout_s`` says (5 to 3600 s).
         allow_large_world: plan more than 64 ranks without torchrun (a local launch, or a dry run
             of a multi-node plan); under torchrun the world is torchrun's.
+        auto: choose the degrees (``parallel=auto``, :mod:`dit_engine.parallel.auto`): from
+            ``world_size`` (torchrun's when launched), the model's heads and the workload's CFG.
+        world_size: the ranks ``auto`` lays out when not under torchrun (the CLI starts them).
+        auto_reason: why ``auto`` chose its degrees (set by the plan; shown by ``dry_run`` and
+            recorded in ``metrics.json``).
     """
 
     name: str = "torch_distributed"
@@ -71,6 +76,9 @@ class ParallelConfig:
     timeout_s: float = 600.0
     heartbeat_timeout_s: float = 60.0
     allow_large_world: bool = False
+    auto: bool = False
+    world_size: Optional[int] = None
+    auto_reason: Optional[str] = None
 
 
 #: a collective's wait: from a second to a day (beyond, a hung peer is never reported)
@@ -92,6 +100,15 @@ class ParallelTransform(Transform):
     def is_reversible(cls, config: ParallelConfig) -> bool:
         # Context parallelism is hooks only; tensor parallelism replaces weights by shards.
         return config.tp_degree == 1
+
+    @classmethod
+    def complete_config(cls, config: ParallelConfig, adapter: Any, model_info: ModelInfo, run_config: Any) -> tuple[ParallelConfig, list[str]]:
+        """``parallel=auto``: the degrees chosen for this model and workload (else ``config`` as it is)."""
+        if not config.auto:
+            return config, []
+        from dit_engine.parallel.auto import choose_layout
+
+        return choose_layout(config, adapter, model_info, run_config)
 
     @classmethod
     def check(cls, config: ParallelConfig, context: PlanContext) -> list[str]:
@@ -165,7 +182,8 @@ class ParallelTransform(Transform):
     def describe(cls, config: ParallelConfig, model_info: ModelInfo) -> str:
         d = ParallelDims.from_config(config)
         shape = "any shape (uneven splits allowed)" if config.any_shape else "even splits only"
-        return f"torch.distributed over {d.world} rank(s): {d.describe()}; {shape}; backend {config.backend or 'auto'}"
+        chosen = f" (parallel=auto: {config.auto_reason})" if config.auto_reason else ""
+        return f"torch.distributed over {d.world} rank(s): {d.describe()}{chosen}; {shape}; backend {config.backend or 'auto'}"
 
     # -- apply ------------------------------------------------------------------------------
 

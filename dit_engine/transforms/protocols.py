@@ -59,6 +59,15 @@ class AdjustsConfig(Protocol):
 
 
 @runtime_checkable
+class CompletesConfig(Protocol):
+    """Settles settings from the model's facts and the whole run config (``parallel=auto``
+    choosing its degrees); returns the config and the problems that leave no choice."""
+
+    @classmethod
+    def complete_config(cls, config: Any, adapter: Any, model_info: Any, run_config: Any) -> tuple[Any, list[str]]: ...
+
+
+@runtime_checkable
 class ChecksWorkload(Protocol):
     """Problems that show only with the run's pipeline-call arguments (CLI runs), one-line fixes."""
 

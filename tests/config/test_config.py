@@ -21,6 +21,7 @@ def _cell(*choices: tuple[str, str]) -> list[str]:
 
     A calibrator needs a cache to bind to: when a calibrator is chosen and the cache group is not,
     the cell adds cache=dbcache. CFG parallel needs CFG on: the cell turns guidance on for it.
+    ``parallel=auto`` needs ranks to lay out: the cell gives it two.
     """
     overrides = [f"{group}={option}" for group, option in choices]
     groups = {group: option for group, option in choices}
@@ -28,6 +29,8 @@ def _cell(*choices: tuple[str, str]) -> list[str]:
         overrides.append("cache=dbcache")
     if groups.get("parallel", "none").startswith("cfg"):
         overrides.append("workload.guidance_scale=3")
+    if groups.get("parallel") == "auto":
+        overrides.append("parallel.world_size=2")
     return overrides + ["dry_run=true"]
 
 
