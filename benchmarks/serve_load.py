@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,36 +30,20 @@ import time
 
 import numpy as np
 
+from dit_engine.testing.servers import start_server
+
 PLANS = ["cache=none", "cache=dbcache", "cache=scm_static calibrator=taylorseer", "cache=dbcache serve.replicas=2"]
 PROMPTS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start(plan: list[str], folder: str) -> tuple[subprocess.Popen, str]:
-    """The server of ``plan``, once ``/health`` answers."""
-    import httpx
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", *plan, f"serve.port={port}", "serve.max_queue=256"],
-                               cwd=folder, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server of {plan} exited: {process.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit(f"the server of {plan} did not answer /health within 180 s")
+    """The server of ``plan`` (one torch thread), once ``/health`` answers."""
+    try:
+        process, url, _ = start_server([*plan, "serve.max_queue=256"], cwd=folder, env={"OMP_NUM_THREADS": "1"},
+                                       timeout_s=180)
+    except RuntimeError as err:
+        raise SystemExit(f"the server of {plan}: {err}") from None
+    return process, url
 
 
 def pixels(b64: str) -> np.ndarray:

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,17 +23,12 @@ import pytest
 from PIL import Image
 
 from dit_engine.digits import CLASS_NAMES
+from dit_engine.testing.servers import start_server
 from interleave import TABLES
 
 REQUESTS, CLIENTS = 100, 8
 JOBS = [(CLASS_NAMES[i % len(CLASS_NAMES)], 1000 + i) for i in range(REQUESTS)]
 RESULTS: dict[str, dict] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -63,20 +54,8 @@ def expected() -> dict[tuple[str, int], np.ndarray]:
 
 
 def _serve(max_batch: int):
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "dit_engine.serve", f"serve.port={port}", f"serve.max_batch={max_batch}",
-                                "serve.batch_wait_ms=20", "serve.max_queue=128"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(process.stderr.read()[-2000:])
+    process, url, _ = start_server([f"serve.max_batch={max_batch}", "serve.batch_wait_ms=20", "serve.max_queue=128"])
+    return process, url
 
 
 @pytest.mark.parametrize("label,max_batch", [("batching off", 1), ("batching on", 8)])

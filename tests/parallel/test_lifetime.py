@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from dit_engine.launch.local import RankFailedError, launch_ranks
 from dit_engine.launch.rank import LAUNCHER_PID_ENV
 from dit_engine.testing.cli import run_cli
+from dit_engine.testing.servers import free_port
 
 HERE = Path(__file__).parent
 MARKER = "DIT_ENGINE_TEST_RUN"
@@ -197,17 +197,11 @@ def test_a_stopped_rank_is_found_by_its_heartbeat(tmp_path):
     assert not _alive(pid)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_parallel_server_stops_every_rank_on_sigterm_in_one_line_exit_143(tmp_path):
     """(Ctrl-C takes the launcher's path of the CLI's sweep test above, then the server's line.)"""
     pytest.importorskip("uvicorn")
-    marker, port = uuid.uuid4().hex, _free_port()
+    marker, port = uuid.uuid4().hex, free_port()
     process = _start(["dit_engine.serve", "parallel=ulysses2", f"serve.port={port}"], tmp_path, marker)
 
     def healthy() -> bool:

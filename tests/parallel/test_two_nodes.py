@@ -6,17 +6,12 @@ Ring across the two."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 from test_parallel import HERE, TOLERANCE, assert_bytes_follow_the_volume_model, case, rank_env
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from dit_engine.testing.servers import free_port
 
 
 def test_usp_over_two_nodes_equals_one_process(tmp_path):
