@@ -5,6 +5,11 @@ Ulysses when the machine has two GPUs:
 
     python benchmarks/gpu_parallel_check.py                                    # 1 GPU, no parallel
     torchrun --nproc-per-node 2 benchmarks/gpu_parallel_check.py ulysses2      # 2 GPUs
+    torchrun --nproc-per-node 2 benchmarks/gpu_parallel_check.py ulysses2 parallel.ulysses_overlap=true
+    torchrun --nproc-per-node 2 benchmarks/gpu_parallel_check.py ulysses2 parallel.comm_dtype=fp8
+
+(any further arguments are overrides added to the plan: the overlapped and float8 all-to-all
+side by side with the plain one).
 
 Prints one JSON line: mode, ranks, median milliseconds per transformer call over 10 calls after 3
 warm-up calls, peak memory, and (parallel) the max abs difference of rank 0's output to the
@@ -27,7 +32,7 @@ FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=3
 BASELINE = "/tmp/flux_dev_baseline.pt"
 
 
-def main(mode: str) -> None:
+def main(mode: str, overrides: list[str]) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     import dit_engine
@@ -39,7 +44,7 @@ def main(mode: str) -> None:
         transformer = FluxTransformer2DModel(**FLUX_DEV).to(torch.bfloat16).eval()
     pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
                         text_encoder_2=None, tokenizer_2=None, transformer=transformer)
-    handle = dit_engine.apply(pipe, "model=flux", f"parallel={mode}") if mode != "none" else None
+    handle = dit_engine.apply(pipe, "model=flux", f"parallel={mode}", *overrides) if mode != "none" else None
     g = torch.Generator("cuda").manual_seed(1)
     inputs = dict(
         hidden_states=torch.randn(1, 4096, 64, generator=g, device="cuda", dtype=torch.bfloat16),
@@ -60,7 +65,7 @@ def main(mode: str) -> None:
             torch.cuda.synchronize()
             if i >= 3:
                 times.append(time.perf_counter() - began)
-    result = {"mode": mode, "ranks": int(os.environ.get("WORLD_SIZE", "1")), "ms_per_call": 1000 * statistics.median(times),
+    result = {"mode": mode, "overrides": overrides, "ranks": int(os.environ.get("WORLD_SIZE", "1")), "ms_per_call": 1000 * statistics.median(times),
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
     if mode == "none":
         torch.save(output.cpu(), BASELINE)
@@ -73,4 +78,4 @@ def main(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "none")
+    main(sys.argv[1] if len(sys.argv) > 1 else "none", sys.argv[2:])

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from dit_engine.adapter import Adapter
 from dit_engine.devices import resolve_device
 from dit_engine.finite import FiniteWatch
+from dit_engine.metrics.quality import compare_images, summarize
 from dit_engine.metrics.clock import Clock, Reading, clock_for
 from dit_engine.outputs import StagedRunFiles, contact_sheet, film_strip, slug
 from dit_engine.reference import get_or_create
 from dit_engine.threads import warn_if_oversubscribed
 from dit_engine.run_metrics import clip_metrics, objective, quality_metrics, run_metrics
-from dit_engine.transforms.protocols import ReportsRunMetrics, WritesArtifacts
+from dit_engine.transforms.protocols import HasExactVariant, ReportsRunMetrics, WritesArtifacts
 from dit_engine.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,9 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
         # gathered from every rank, a collective every rank reaches here)
         latency = {"total_s": sum(repeat_seconds) / len(repeat_seconds)}
         sections = {t.metrics_key: t.run_metrics(latency) for t in handle.transforms if isinstance(t, ReportsRunMetrics)}
+        for transform in (t for t in handle.transforms if isinstance(t, HasExactVariant) and t.is_lossy()):
+            sections.setdefault(transform.metrics_key, {})["psnr_vs_exact"] = psnr_against_exact(
+                transform, images, lambda: generate(pipe, adapter, workload, device, quiet))
         for transform in (t for t in handle.transforms if isinstance(t, WritesArtifacts)):
             for name, data in transform.artifacts().items():
                 files.write_json(name, data)
@@ -262,6 +266,17 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
         metrics["clip_score"] = clip_metrics(cfg.report.clip_model, images, workload.prompts)
     metrics["objective"] = objective(cfg.report, metrics)
     return metrics
+
+def psnr_against_exact(transform, images: list, generate_images) -> dict[str, Any]:
+    """The run's images against the workload run once more inside ``transform.exact()``: the PSNR
+    its lossy variant costs on its own (:class:`~dit_engine.transforms.protocols.HasExactVariant`)."""
+    with transform.exact():
+        exact_images = generate_images()
+    names = [f"{index:03d}" for index in range(len(images))]
+    aggregate = summarize(compare_images(names, exact_images, images))
+    return {"psnr": aggregate["psnr"], "psnr_min": aggregate["psnr_min"], "identical": aggregate["identical"],
+            "images": aggregate["images"]}
+
 
 def _interleaves(session) -> bool:
     """Whether the speedup is timed from interleaved plain / accelerated pairs: asked for

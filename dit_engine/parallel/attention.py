@@ -74,24 +74,55 @@ def attention_with_lse(q, k, v, key_mask, scale) -> tuple[torch.Tensor, torch.Te
     return out.to(q.dtype), lse
 
 
-def ulysses_to_heads(x: torch.Tensor, group: SequenceGroup, lengths: list[int]) -> torch.Tensor:
-    """``(B, H, S_local, D)`` -> ``(B, H_mine, S_group, D)``: my head group over the group's whole sequence."""
-    batch, heads, local, dim = x.shape
-    head_sizes = split_sizes(heads, group.size)
-    pieces = list(x.split(head_sizes, dim=1))
-    mine = head_sizes[group.rank]
-    received = group.all_to_all(pieces, [batch * mine * n * dim for n in lengths])
-    return torch.cat([r.view(batch, mine, n, dim) for r, n in zip(received, lengths)], dim=2)
+def ulysses_attention(q, k, v, key_mask, scale, group: SequenceGroup, attend, fp8: bool = False,
+                      head_groups: int = 1) -> torch.Tensor:
+    """Ulysses over ``group``: ``(B, H, S_local, D)`` q/k/v in, the attention output in the same layout.
 
+    Rank j receives head group j (``split_sizes(H, U)``) of every rank's chunk, so it attends over
+    the group's whole sequence with its heads (``attend(q, k, v, key_mask)``), and a second
+    all-to-all returns the output to the sequence layout. q, k and v travel in one all-to-all.
 
-def ulysses_to_sequence(x: torch.Tensor, group: SequenceGroup, lengths: list[int], heads: int) -> torch.Tensor:
-    """Inverse of :func:`ulysses_to_heads`: ``(B, H_mine, S_group, D)`` -> ``(B, H, S_local, D)``."""
-    batch, mine, _, dim = x.shape
+    ``head_groups > 1`` (``parallel.ulysses_overlap``) pipelines this: every rank's heads are cut
+    into that many sub-groups, and the all-to-all of sub-group s + 1 (and the return of sub-group
+    s) is in flight while sub-group s attends. Heads are independent, so the output is the same.
+    ``fp8``: the payloads travel as float8 with a per-tensor scale (``parallel.comm_dtype=fp8``).
+    """
+    batch, heads, local, dim = q.shape
+    lengths = group.lengths(local, q.device)
     head_sizes = split_sizes(heads, group.size)
-    local = lengths[group.rank]
-    pieces = list(x.split(lengths, dim=2))
-    received = group.all_to_all(pieces, [batch * h * local * dim for h in head_sizes])
-    return torch.cat([r.view(batch, h, local, dim) for r, h in zip(received, head_sizes)], dim=1)
+    first_head = [sum(head_sizes[:j]) for j in range(group.size)]
+    # per rank, per sub-group: how many of that rank's heads, and the first of them
+    sub_sizes = [split_sizes(h, head_groups) for h in head_sizes]
+    sub_first = [[first_head[j] + sum(sizes[:s]) for s in range(head_groups)] for j, sizes in enumerate(sub_sizes)]
+    me = group.rank
+
+    def send_heads(s: int):
+        pieces = [[t[:, sub_first[j][s]:sub_first[j][s] + sub_sizes[j][s]] for t in (q, k, v)] for j in range(group.size)]
+        mine = sub_sizes[me][s]
+        return group.exchange(pieces, [[batch * mine * n * dim] * 3 for n in lengths], fp8=fp8)
+
+    def attend_heads(s: int, received) -> torch.Tensor:
+        mine = sub_sizes[me][s]
+        q_, k_, v_ = (torch.cat([per[i].view(batch, mine, n, dim) for per, n in zip(received, lengths)], dim=2)
+                      for i in range(3))
+        if mine == 0:  # more Ulysses ranks (or sub-groups) than heads: nothing to attend here
+            return q_
+        return attend(q_, k_, v_, key_mask)
+
+    def return_heads(s: int, out: torch.Tensor):
+        pieces = [[p] for p in out.split(lengths, dim=2)]
+        return group.exchange(pieces, [[batch * sub_sizes[j][s] * local * dim] for j in range(group.size)], fp8=fp8)
+
+    returning = []
+    incoming = send_heads(0)
+    for s in range(head_groups):
+        received = incoming.wait()
+        if s + 1 < head_groups:
+            incoming = send_heads(s + 1)  # in flight while sub-group s attends
+        returning.append(return_heads(s, attend_heads(s, received).contiguous()))
+    outputs = [pending.wait() for pending in returning]  # [sub-group][source rank][0]
+    return torch.cat([outputs[s][j][0].view(batch, sub_sizes[j][s], local, dim)
+                      for j in range(group.size) for s in range(head_groups)], dim=1)
 
 
 def ulysses_gather_keys(mask: torch.Tensor, group: SequenceGroup, lengths: list[int]) -> torch.Tensor:
@@ -151,11 +182,17 @@ def ring_attention(q, k, v, key_mask, scale, ring: SequenceGroup) -> torch.Tenso
 
 
 class ContextParallelAttention:
-    """SDPA over a sequence sharded on ``ulysses`` x ``ring`` ranks (either may be size 1)."""
+    """SDPA over a sequence sharded on ``ulysses`` x ``ring`` ranks (either may be size 1).
 
-    def __init__(self, ulysses: SequenceGroup, ring: SequenceGroup):
+    ``fp8``: the Ulysses all-to-all payloads travel in float8 (``parallel.comm_dtype=fp8``);
+    ``head_groups``: Ulysses pipelined over that many head sub-groups (``parallel.ulysses_overlap``).
+    Both can change between calls (:meth:`ParallelTransform.exact_communication`)."""
+
+    def __init__(self, ulysses: SequenceGroup, ring: SequenceGroup, fp8: bool = False, head_groups: int = 1):
         self.ulysses = ulysses
         self.ring = ring
+        self.fp8 = fp8
+        self.head_groups = head_groups
 
     def __call__(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if dropout_p or is_causal or query.dim() != 4 or key.shape[1] != query.shape[1]:
@@ -164,26 +201,25 @@ class ContextParallelAttention:
                 f"(got dropout_p={dropout_p}, is_causal={is_causal}, query {tuple(query.shape)}, key {tuple(key.shape)}); "
                 "use parallel=none for this model"
             )
-        heads = query.shape[1]
         key_mask = key_padding_mask(attn_mask, key.shape[0], key.shape[2], query.dtype)
-        if self.ulysses.size > 1:
+        if self.ulysses.size == 1:
+            return self._attend(query, key, value, key_mask, scale)
+        if key.shape[2] != query.shape[2]:
+            raise DitEngineError("context parallel self-attention needs as many keys as queries on each rank; "
+                                 "mark cross-attention modules in the adapter's cross_attention_modules")
+        if key_mask is not None:
             lengths = self.ulysses.lengths(query.shape[2], query.device)
-            if key.shape[2] != query.shape[2]:
-                raise DitEngineError("context parallel self-attention needs as many keys as queries on each rank; "
-                                     "mark cross-attention modules in the adapter's cross_attention_modules")
-            query, key, value = (ulysses_to_heads(t.contiguous(), self.ulysses, lengths) for t in (query, key, value))
-            if key_mask is not None:
-                key_mask = ulysses_gather_keys(key_mask.contiguous(), self.ulysses, lengths)
-        if query.shape[1] == 0:  # more Ulysses ranks than heads: this rank has none (any shape)
-            out = query
-        elif self.ring.size > 1:
-            out = ring_attention(query, key, value, key_mask, scale, self.ring)
-        else:
-            mask = key_mask[:, None, None, :] if key_mask is not None else None
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
-        if self.ulysses.size > 1:
-            out = ulysses_to_sequence(out.contiguous(), self.ulysses, lengths, heads)
-        return out
+            key_mask = ulysses_gather_keys(key_mask.contiguous(), self.ulysses, lengths)
+        return ulysses_attention(query, key, value, key_mask, scale, self.ulysses,
+                                 lambda q, k, v, m: self._attend(q, k, v, m, scale), fp8=self.fp8,
+                                 head_groups=self.head_groups)
+
+    def _attend(self, q, k, v, key_mask, scale) -> torch.Tensor:
+        """Attention of the local heads over the Ring group's whole sequence."""
+        if self.ring.size > 1:
+            return ring_attention(q, k, v, key_mask, scale, self.ring)
+        mask = key_mask[:, None, None, :] if key_mask is not None else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 class SdpaInterceptor(TorchFunctionMode):

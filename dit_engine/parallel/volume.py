@@ -3,7 +3,9 @@
 The model counts what leaves a rank, for even splits, in the collectives this package issues:
 
 * Ulysses (degree U): per attention layer, q, k and v go out (all-to-all) and the output comes
-  back: ``4 * B * S * C * b * (U - 1) / U**2``;
+  back: ``4 * B * S * C * b * (U - 1) / U**2``; with ``parallel.comm_dtype=fp8`` ``b`` is 1 and
+  every tensor sent to a peer carries a 4-byte scale (``4 * (U - 1) * G * 4`` bytes per layer,
+  ``G`` head sub-groups: 2 with ``parallel.ulysses_overlap``, else 1);
 * Ring (degree R): per attention layer, each rank's key and value chunk travels ``R - 1`` hops:
   ``2 * B * (S / R) * C * b * (R - 1)``;
 * USP (U x R): Ulysses on each ring chunk (``S / R`` tokens), then Ring with ``C / U`` channels;
@@ -36,8 +38,11 @@ class Workload:
     allreduces: int = 0  # tensor parallel: activation all-reduces per call
 
 
-def ulysses_bytes(w: Workload, degree: int) -> float:
-    per_layer = 4 * w.batch * w.tokens * w.hidden * w.bytes_per_element * (degree - 1) / degree**2
+def ulysses_bytes(w: Workload, degree: int, fp8: bool = False, head_groups: int = 1) -> float:
+    element = 1 if fp8 else w.bytes_per_element
+    per_layer = 4 * w.batch * w.tokens * w.hidden * element * (degree - 1) / degree**2
+    if fp8:  # one float32 scale per tensor (q, k, v, output) and peer, per head sub-group
+        per_layer += 4 * (degree - 1) * head_groups * 4
     return w.attention_layers * per_layer
 
 
@@ -52,11 +57,12 @@ def output_gather_bytes(w: Workload, ranks: int) -> float:
     return w.batch * (w.output_tokens / ranks) * w.output_channels * w.bytes_per_element * (ranks - 1)
 
 
-def context_parallel_bytes(w: Workload, ulysses: int = 1, ring: int = 1) -> float:
-    """Bytes one rank sends per transformer call under Ulysses x Ring (either may be 1)."""
+def context_parallel_bytes(w: Workload, ulysses: int = 1, ring: int = 1, fp8: bool = False, head_groups: int = 1) -> float:
+    """Bytes one rank sends per transformer call under Ulysses x Ring (either may be 1); ``fp8``
+    and ``head_groups``: the Ulysses exchange's ``parallel.comm_dtype`` and overlap."""
     total = 0.0
     if ulysses > 1:
-        total += ulysses_bytes(Workload(**{**w.__dict__, "tokens": w.tokens // ring}), ulysses)
+        total += ulysses_bytes(Workload(**{**w.__dict__, "tokens": w.tokens // ring}), ulysses, fp8, head_groups)
     if ring > 1:
         total += ring_bytes(w, ring, hidden=w.hidden // ulysses)
     if ulysses * ring > 1:

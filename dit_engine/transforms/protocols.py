@@ -133,6 +133,20 @@ class ReportsRunMetrics(Protocol):
 
 
 @runtime_checkable
+class HasExactVariant(Protocol):
+    """A transform that can trade exactness for speed (``parallel.comm_dtype=fp8``): when
+    :meth:`is_lossy`, the run loop runs the workload once more inside :meth:`exact` and reports
+    the run's PSNR against that under ``metrics.json``'s :attr:`metrics_key` section
+    (``psnr_vs_exact``): the loss this transform alone causes, apart from any cache's."""
+
+    metrics_key: str
+
+    def is_lossy(self) -> bool: ...
+
+    def exact(self) -> Any: ...  # a context manager
+
+
+@runtime_checkable
 class ForecastTarget(Protocol):
     """A cache a calibrator can bind to: cached steps then use the forecaster's prediction of the
     residual (or output) instead of the stale value."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 
@@ -20,6 +21,7 @@ import torch.distributed as dist
 
 import dit_engine
 from dit_engine.testing import conformance
+from dit_engine.transforms.protocols import HasExactVariant
 from dit_engine.testing import (build_tiny_flux_pipeline, build_tiny_qwen_image_pipeline, build_tiny_wan_pipeline,
                                           tiny_flux_call_kwargs, tiny_qwen_image_call_kwargs, tiny_wan_call_kwargs)
 
@@ -44,6 +46,12 @@ def build(model: str):
     pipe = build_pipe()
     pipe.set_progress_bar_config(disable=True)
     return pipe, call_kwargs
+
+
+def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1] (inf when identical)."""
+    mse = float(((output.clamp(0, 1) - reference.clamp(0, 1)) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def masks(summary: dict) -> dict:
@@ -106,6 +114,7 @@ def run_case(case: dict, ref: dict) -> dict:
     output = conformance.run(pipe, call(**extra))
     watch.remove()
     summary = handle.summary()
+    lossy = [t for t in handle.transforms if isinstance(t, HasExactVariant) and t.is_lossy()]
     result = {
         "max_abs": float((output - reference).abs().max()),
         "hash": hashlib.sha256(output.numpy().tobytes()).hexdigest(),
@@ -116,6 +125,10 @@ def run_case(case: dict, ref: dict) -> dict:
         "node": os.environ.get("GROUP_RANK"),  # the launcher ("node") this rank was started by
         "block_batches": batches,
     }
+    if lossy:  # float8 communication: how far from one process, and the exact exchange within 1e-4
+        result["psnr"] = psnr(output, reference)
+        with lossy[0].exact():
+            result["exact_max_abs"] = float((conformance.run(pipe, call(**extra)) - reference).abs().max())
     if case.get("requests", 1) == 2:  # a second request starts whole again, after the first one's split
         again = conformance.run(pipe, call(**extra))
         result["second_max_abs"] = float((again - reference).abs().max())
