@@ -137,11 +137,14 @@ class ModelInfo:
         blocks: block-list path -> number of blocks, in execution order.
         num_heads: attention heads (parallelism checks).
         source: where the facts came from (``config.json`` path, embedded weights, adapter default).
+        vae_class: the pipeline's VAE class name, where known before loading (``model_index.json``)
+            or read off a loaded pipeline; None when unknown.
     """
 
     blocks: dict[str, int]
     num_heads: int
     source: str
+    vae_class: str | None = None
 
     @property
     def total_blocks(self) -> int:
@@ -276,7 +279,9 @@ class Adapter:
         transformer = next(iter(self.transformers(pipe).values()))
         blocks = {spec.path: len(blocks) for spec, blocks in self.block_lists(transformer)}
         heads = int(getattr(transformer.config, "num_attention_heads", 0))
-        return ModelInfo(blocks=blocks, num_heads=heads, source=f"loaded {type(transformer).__name__}")
+        vae = getattr(pipe, "vae", None)
+        return ModelInfo(blocks=blocks, num_heads=heads, source=f"loaded {type(transformer).__name__}",
+                         vae_class=type(vae).__name__ if vae is not None else None)
 
     # The methods below are what the CLI engine needs on top of `apply`.
 

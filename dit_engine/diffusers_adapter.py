@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,6 +63,17 @@ def hub_cache_problem(hub_id: str, revision: str | None = None) -> str | None:
             f"download it once online (huggingface-cli download {hub_id}) or give a local directory")
 
 
+def read_vae_class(pretrained: str | None) -> str | None:
+    """The VAE class a local pipeline directory's ``model_index.json`` names (None: unknown)."""
+    if pretrained is None:
+        return None
+    try:
+        spec = json.loads((Path(os.path.expanduser(pretrained)) / "model_index.json").read_text()).get("vae")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return spec[1] if isinstance(spec, list) and len(spec) == 2 and isinstance(spec[1], str) else None
+
+
 def read_transformer_config(pretrained: str | None, revision: str | None = None) -> tuple[dict, str] | None:
     """``transformer/config.json`` from a local directory or the local hub cache (no download)."""
     if pretrained is None:
@@ -113,9 +125,10 @@ class DiffusersAdapter(Adapter):
         return copy.deepcopy(self.default_workload)
 
     def model_info(self, model_cfg: Any) -> ModelInfo:
+        vae_class = read_vae_class(model_cfg.pretrained)
         found = read_transformer_config(model_cfg.pretrained, model_cfg.get("revision"))
         if found is None:
-            return self.default_info
+            return replace(self.default_info, vae_class=vae_class)
         config, path = found
         keys = [*self.block_count_keys.values(), self.heads_key]
         bad = [key for key in keys if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1]
@@ -126,6 +139,7 @@ class DiffusersAdapter(Adapter):
             blocks={block_path: config[key] for block_path, key in self.block_count_keys.items()},
             num_heads=config[self.heads_key],
             source=path,
+            vae_class=vae_class,
         )
 
     def check(self, model_cfg: Any, workload: Any, dry_run: bool) -> list[str]:

@@ -33,11 +33,15 @@ from dit_engine.config.groups import Stage
 from dit_engine.errors import DitEngineError
 from dit_engine.hooks import remove_hook
 from dit_engine.parallel.attention import ContextParallelAttention, SdpaInterceptor
+from dit_engine.parallel.auto import nodes_problem
+from dit_engine.parallel.collectives import SequenceGroup
 from dit_engine.parallel.cfg import CfgParallelHook
 from dit_engine.parallel.mesh import ParallelMesh, ensure_process_group, launched_world
 from dit_engine.parallel.report import per_rank_metrics
 from dit_engine.parallel.sharding import SequenceSharding
 from dit_engine.parallel.tensor import shard_linear_layers
+from dit_engine.parallel.text_encoder import TextEncoderParallel, text_encoders
+from dit_engine.parallel.vae import VaeParallel, vae_parallel_problem
 from dit_engine.parallel_dims import ParallelDims
 from dit_engine.transforms.base import ApplyContext, PlanContext, Transform
 
@@ -71,6 +75,10 @@ class ParallelConfig:
             ``metrics.json``'s parallel section reports the PSNR against the unquantized exchange.
         ulysses_overlap: pipeline the Ulysses all-to-all over head sub-groups, the exchange of
             one sub-group in flight while the previous one attends (same output).
+        nodes: the machines the ranks span (null: torchrun's ``--nnodes``, else 1); must divide
+            the world size; ``parallel=auto`` keeps Ulysses inside a node.
+        vae: split the VAE decode (and encode) over every rank by rows (:mod:`.vae`).
+        text_encoder: split the prompts of every text-encoder call over the ranks (:mod:`.text_encoder`).
     """
 
     name: str = "torch_distributed"
@@ -88,6 +96,9 @@ class ParallelConfig:
     auto_reason: Optional[str] = None
     comm_dtype: Optional[str] = None
     ulysses_overlap: bool = False
+    nodes: Optional[int] = None
+    vae: bool = False
+    text_encoder: bool = False
 
 
 #: ``parallel.comm_dtype`` values (null: the model's dtype)
@@ -168,6 +179,10 @@ class ParallelTransform(Transform):
                 problems.append(f"parallel.tp_degree={config.tp_degree} does not divide the model's {info.num_heads} attention heads; "
                                 "use a divisor, or context parallelism (parallel=ulysses2)")
         problems += cls._communication_problems(config, d, device)
+        problems += cls._around_the_transformer_problems(config, d, info)
+        nodes = nodes_problem(config, d.world)
+        if nodes:
+            problems.append(nodes)
         if config.backend not in (None, "gloo", "nccl"):
             problems.append(f"parallel.backend={config.backend}: use gloo, nccl or null (automatic)")
         elif config.backend == "nccl" and device is not None and (device.type != "cuda" or not dist.is_nccl_available()):
@@ -204,6 +219,19 @@ class ParallelTransform(Transform):
                             "set parallel.ulysses_degree >= 2 or drop parallel.ulysses_overlap")
         return problems
 
+    @staticmethod
+    def _around_the_transformer_problems(config: ParallelConfig, d: ParallelDims, info: ModelInfo) -> list[str]:
+        problems = []
+        for key in ("vae", "text_encoder"):
+            if getattr(config, key) and d.world < 2:
+                problems.append(f"parallel.{key}=true splits the {key.replace('_', ' ')} over the plan's ranks, and this plan "
+                                f"has one; set the degrees (e.g. parallel=ulysses2) or drop parallel.{key}")
+        if config.vae and info.vae_class is not None:
+            problem = vae_parallel_problem(info.vae_class)
+            if problem:
+                problems.append(problem)
+        return problems
+
     @classmethod
     def workload_problems(cls, config: ParallelConfig, adapter: Any, call_kwargs: dict[str, Any]) -> list[str]:
         if config.cfg_degree != 2:
@@ -223,8 +251,10 @@ class ParallelTransform(Transform):
             "; Ulysses all-to-all in float8 with per-tensor scales" if config.comm_dtype == "fp8" else "",
             f"; Ulysses overlapped over {OVERLAP_HEAD_GROUPS} head sub-groups" if config.ulysses_overlap else "",
         ])
+        around = [f"{part} split over the {d.world} ranks" for part, on in
+                  (("VAE rows", config.vae), ("text-encoder prompts", config.text_encoder)) if on]
         return (f"torch.distributed over {d.world} rank(s): {d.describe()}{chosen}; {shape}{exchange}; "
-                f"backend {config.backend or 'auto'}")
+                f"backend {config.backend or 'auto'}" + "".join(f"; {a}" for a in around))
 
     # -- apply ------------------------------------------------------------------------------
 
@@ -236,6 +266,7 @@ class ParallelTransform(Transform):
         self.mesh = mesh = ParallelMesh(degrees, device)
         self.context = context
         self.shardings: list = []
+        self.around: list = []  # VAE and text-encoder splits
         self.attention_handles: list = []
         self.cfg_hooks: list = []
         self.sharded_parameters = 0
@@ -255,6 +286,24 @@ class ParallelTransform(Transform):
                 self.shardings.append(SequenceSharding(transformer, plan, mesh.sequence))
                 self._intercept_attention(transformer, attention, context.adapter.cross_attention_modules)
             context.sequence_group = mesh.sequence
+        self._split_around_the_transformer(pipe)
+
+    def _split_around_the_transformer(self, pipe: Any) -> None:
+        """``parallel.vae`` / ``parallel.text_encoder``: over every rank of the world (each rank
+        holds the same latents and prompts there, whatever the degrees)."""
+        if self.mesh.world < 2:
+            return
+        if self.config.text_encoder:
+            for encoder in text_encoders(pipe).values():
+                self.around.append(TextEncoderParallel(encoder, SequenceGroup(dist.group.WORLD, self.mesh.stats)))
+        if self.config.vae:
+            vae = getattr(pipe, "vae", None)
+            if vae is None:
+                raise DitEngineError(f"parallel.vae=true but this {type(pipe).__name__} has no VAE; drop parallel.vae")
+            problem = vae_parallel_problem(type(vae).__name__)
+            if problem:
+                raise DitEngineError(problem)
+            self.around.append(VaeParallel(vae, SequenceGroup(dist.group.WORLD, self.mesh.stats)))
 
     def _intercept_attention(self, transformer: torch.nn.Module, attention, cross: tuple[str, ...]) -> None:
         found = 0
@@ -298,13 +347,13 @@ class ParallelTransform(Transform):
         self.sharded_parameters += sum(isinstance(p, DTensor) for p in transformer.parameters())
 
     def remove(self, pipe: Any) -> None:
-        for sharding in self.shardings:
+        for sharding in self.shardings + self.around:
             sharding.remove()
         for handle in self.attention_handles + self.call_hooks:
             handle.remove()
         for transformer in self.cfg_hooks:
             remove_hook(transformer, CFG_HOOK)
-        self.shardings, self.attention_handles, self.cfg_hooks, self.call_hooks = [], [], [], []
+        self.shardings, self.attention_handles, self.cfg_hooks, self.call_hooks, self.around = [], [], [], [], []
 
     def reset_stats(self) -> None:
         self.mesh.stats.reset()
@@ -334,6 +383,8 @@ class ParallelTransform(Transform):
             "bytes_sent": self.mesh.stats.bytes_sent,
             # tensor parallel: parameters held as shards (its collectives run inside DTensor, uncounted)
             "sharded_parameters": self.sharded_parameters,
+            "text_encoder_calls_split": sum(p.calls_split for p in self.around if isinstance(p, TextEncoderParallel)),
+            "vae_calls_split": sum(p.calls_split for p in self.around if isinstance(p, VaeParallel)),
         }
 
     #: metrics.json's section for :meth:`run_metrics` (the ReportsRunMetrics protocol)

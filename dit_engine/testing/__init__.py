@@ -34,6 +34,7 @@ Conventions of the full pipelines:
 
 from dit_engine.testing.zoo._build import TINY_PROMPT, reload_tiny_pipeline
 from dit_engine.testing.zoo.flux_pipeline import build_tiny_flux_pipeline, save_tiny_flux_pipeline, tiny_flux_call_kwargs
+from dit_engine.testing.zoo.ltx_pipeline import build_tiny_ltx_video_pipeline, tiny_ltx_video_call_kwargs
 from dit_engine.testing.zoo.qwen_image_pipeline import (
     build_tiny_qwen_image_pipeline,
     save_tiny_qwen_image_pipeline,
@@ -45,6 +46,7 @@ from dit_engine.testing.zoo.wan_pipeline import build_tiny_wan_pipeline, save_ti
 __all__ = [
     "TINY_PROMPT",
     "build_tiny_flux_pipeline",
+    "build_tiny_ltx_video_pipeline",
     "build_tiny_qwen_image_pipeline",
     "build_tiny_wan_pipeline",
     "reload_tiny_pipeline",
@@ -53,6 +55,7 @@ __all__ = [
     "save_tiny_wan_pipeline",
     "tiny_clip_tokenizer",
     "tiny_flux_call_kwargs",
+    "tiny_ltx_video_call_kwargs",
     "tiny_qwen2_tokenizer",
     "tiny_qwen_image_call_kwargs",
     "tiny_t5_tokenizer",

@@ -58,6 +58,10 @@ def case(model, parallel, cache=None, call=None, label=None, requests=1):
 #: Ulysses pipelined over head sub-groups; the all-to-all in float8
 OVERLAP, FP8 = ["parallel.ulysses_overlap=true"], ["parallel.comm_dtype=fp8"]
 ULYSSES3 = ["parallel=ulysses2", "parallel.ulysses_degree=3"]
+#: the VAE split by rows and the text encoders' prompts split over the ranks (two prompts, and
+#: Wan's negative prompts: each text-encoder call has rows to split)
+AROUND = ["parallel.vae=true", "parallel.text_encoder=true"]
+TWO_PROMPTS = {"prompt": ["a red square", "a blue circle"]}
 #: float8 all-to-all on the tiny models: PSNR against one process at least this (dB)
 FP8_MIN_PSNR = 30.0
 
@@ -100,6 +104,11 @@ TWO_RANKS = [
     case("flux", ULYSSES2 + FP8, label="ulysses2_fp8"),
     case("tiny", ULYSSES2 + FP8 + OVERLAP, label="ulysses2_fp8_overlap"),
     case("tiny", ULYSSES2 + FP8, "dbcache", label="ulysses2_fp8"),
+    case("flux", ULYSSES2 + AROUND, call=TWO_PROMPTS, label="ulysses2_vae_text"),
+    case("wan", ["parallel=cfg2"] + AROUND, call={**TWO_PROMPTS, "negative_prompt": ["blurry", "dark"]},
+         label="cfg2_vae_text"),
+    case("ltx_video_full", ULYSSES2 + AROUND, call={**TWO_PROMPTS, "negative_prompt": ["blurry", "dark"]},
+         label="ulysses2_vae_text"),
 ]
 THREE_RANKS = [  # any shape: 3 ranks over 2 heads and sequences 3 does not divide
     *(case(m, ["parallel=ulysses2", "parallel.ulysses_degree=3"], label="ulysses3") for m in ("flux", "wan", "qwen_image")),
@@ -107,6 +116,11 @@ THREE_RANKS = [  # any shape: 3 ranks over 2 heads and sequences 3 does not divi
     case("tiny", ["parallel=ulysses2", "parallel.ulysses_degree=3"], "dbcache", label="ulysses3"),
     case("tiny", ULYSSES3 + OVERLAP, label="ulysses3_overlap"),  # sub-groups of 1 and 0 heads
     case("flux", ULYSSES3 + FP8 + OVERLAP, label="ulysses3_fp8_overlap"),
+    case("flux", ULYSSES3 + AROUND, call=TWO_PROMPTS, label="ulysses3_vae_text"),  # a rank with no prompt
+    case("wan", ["parallel=ring2", "parallel.ring_degree=3"] + AROUND,
+         call={**TWO_PROMPTS, "negative_prompt": ["blurry", "dark"], "height": 48, "width": 48}, label="ring3_vae_text"),
+    case("ltx_video_full", ULYSSES3 + AROUND, call={"prompt": ["a", "b", "c"], "negative_prompt": ["d", "e", "f"]},
+         label="ulysses3_vae_text"),
 ]
 FOUR_RANKS = [  # test_two_nodes.py also runs usp2x2 on two launchers ("nodes") of two ranks
     case("flux", ["parallel=usp2x2"]),
@@ -160,6 +174,18 @@ def test_every_rank_returns_the_single_process_output(results, spec):
         assert parallel["sharded_parameters"] > 0  # the weights really were split
     else:
         assert parallel["collective_calls"] > 0  # the work really was spread
+
+
+AROUND_CASES = [c for c in ALL if "parallel.vae=true" in c["parallel"]]
+
+
+@pytest.mark.parametrize("spec", AROUND_CASES, ids=[c["id"] for c in AROUND_CASES])
+def test_the_vae_and_the_text_encoders_really_were_split(results, spec):
+    """The cases above equal one process; these counters show the VAE decode and the text-encoder
+    calls did not run whole (a split that silently fell back would pass the equality alone)."""
+    for rank in results[spec["id"]]:
+        assert rank["parallel"]["vae_calls_split"] > 0
+        assert rank["parallel"]["text_encoder_calls_split"] > 0
 
 
 def splits_cfg_calls(spec: dict) -> bool:
@@ -284,6 +310,37 @@ def test_float8_communication_reports_its_psnr_against_the_exact_exchange(tmp_pa
 ])
 def test_float8_and_overlap_need_a_ulysses_exchange(overrides, expected):
     assert expected in _plan_problems(*overrides)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["parallel=ulysses2", "parallel.ulysses_degree=1", "parallel.vae=true"], "parallel.vae=true splits the vae over the plan's ranks, and this plan has one"),
+    (["parallel=ulysses2", "parallel.ulysses_degree=1", "parallel.text_encoder=true"], "parallel.text_encoder=true splits the text encoder over the plan's ranks"),
+    (["parallel=ulysses2", "parallel.ring_degree=2", "parallel.nodes=3"], "3 nodes do not divide the 4 ranks"),
+    (["parallel=auto", "parallel.world_size=4", "parallel.nodes=3"], "3 nodes do not divide the 4 ranks"),
+])
+def test_vae_text_encoder_and_node_settings_are_checked_before_loading(overrides, expected):
+    assert expected in _plan_problems(*overrides)
+
+
+def test_a_vae_class_vae_parallel_does_not_know_is_refused_before_loading(tmp_path):
+    from dit_engine.testing import save_tiny_flux_pipeline
+
+    folder = save_tiny_flux_pipeline(tmp_path / "flux")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["vae"] = ["diffusers", "AutoencoderTiny"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    problems = _plan_problems("model=flux", f"model.pretrained={folder}", "parallel=ulysses2", "parallel.vae=true")
+    assert "parallel.vae=true does not know VAE class AutoencoderTiny" in problems
+
+
+def test_auto_keeps_ulysses_inside_a_node(monkeypatch):
+    from dit_engine.session import Session
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    plan = Session.from_overrides(["model=flux", "parallel=auto", "parallel.world_size=8", "parallel.nodes=4",
+                                   "dry_run=true"]).prepare().plan
+    dims = plan.dims
+    assert (dims.ulysses, dims.ring) == (2, 4)  # 24 heads allow 8, but a node holds 2 ranks
 
 
 def test_float8_communication_needs_float8_casts(monkeypatch):

@@ -22,8 +22,9 @@ import torch.distributed as dist
 import dit_engine
 from dit_engine.testing import conformance
 from dit_engine.transforms.protocols import HasExactVariant
-from dit_engine.testing import (build_tiny_flux_pipeline, build_tiny_qwen_image_pipeline, build_tiny_wan_pipeline,
-                                          tiny_flux_call_kwargs, tiny_qwen_image_call_kwargs, tiny_wan_call_kwargs)
+from dit_engine.testing import (build_tiny_flux_pipeline, build_tiny_ltx_video_pipeline, build_tiny_qwen_image_pipeline,
+                                build_tiny_wan_pipeline, tiny_flux_call_kwargs, tiny_ltx_video_call_kwargs,
+                                tiny_qwen_image_call_kwargs, tiny_wan_call_kwargs)
 
 
 def build(model: str):
@@ -35,6 +36,7 @@ def build(model: str):
         "flux": (build_tiny_flux_pipeline, tiny_flux_call_kwargs),
         "wan": (build_tiny_wan_pipeline, tiny_wan_call_kwargs),
         "qwen_image": (build_tiny_qwen_image_pipeline, tiny_qwen_image_call_kwargs),
+        "ltx_video_full": (build_tiny_ltx_video_pipeline, tiny_ltx_video_call_kwargs),  # T5, VAE: the whole pipeline
     }
     if model not in builders:  # any other family: its tiny zoo case
         from dit_engine.testing.zoo import load_zoo
