@@ -58,6 +58,11 @@ class FluxAdapter(DiffusersAdapter):
         return Workload(tokens=image_tokens + 512, hidden=model_info.num_heads * 128, attention_layers=dual + single,
                         output_tokens=image_tokens, output_channels=64, allreduces=2 * dual + single)
 
+    def cfg_output_shape(self, transformer, hidden_states):
+        # packed latents in, packed latents out (out_channels defaults to in_channels)
+        out = getattr(transformer.config, "out_channels", None)
+        return tuple(hidden_states.shape) if out in (None, transformer.config.in_channels) else None
+
     def cfg_hint(self) -> str:
         return "add +workload.call_kwargs.true_cfg_scale=4 and +workload.call_kwargs.negative_prompt='...'"
 

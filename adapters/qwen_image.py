@@ -45,6 +45,13 @@ class QwenImageAdapter(DiffusersAdapter):
         negative = call_kwargs.get("negative_prompt") is not None or call_kwargs.get("negative_prompt_embeds") is not None
         return 2 if call_kwargs.get("true_cfg_scale", 4.0) > 1 and negative else 1
 
+    def cfg_output_shape(self, transformer, hidden_states):
+        # packed 2x2 patches in and out: patch_size**2 * out_channels == in_channels (the edit
+        # pipelines' image latents ride along in the sequence and come back out, then are cut off)
+        config = transformer.config
+        same = config.patch_size**2 * config.out_channels == config.in_channels
+        return tuple(hidden_states.shape) if same else None
+
     def cfg_hint(self) -> str:
         return "set workload.guidance_scale (Qwen-Image's true_cfg_scale) above 1"
 

@@ -39,3 +39,9 @@ class WanAdapter(DiffusersAdapter):
         guidance_scale=5.0,
         extra_call_kwargs={"num_frames": 81},
     )
+
+    def cfg_output_shape(self, transformer, hidden_states):
+        # text-to-video: the latent video in and out; image-to-video stacks the condition on the
+        # channels (in 36, out 16): unknown here, learned from the first step
+        config = transformer.config
+        return tuple(hidden_states.shape) if config.out_channels in (None, config.in_channels) else None

@@ -247,6 +247,13 @@ class Adapter:
             return 2 if call_kwargs.get("true_cfg_scale", 1.0) > 1 and negative else 1
         return None
 
+    def cfg_output_shape(self, transformer: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[int, ...] | None:
+        """The shape of ``transformer``'s output for a call on ``hidden_states``, where the family
+        knows it without running the call; None where it does not (the default). CFG parallel uses
+        it to split two-call CFG (``cfg_mode`` ``separate`` / ``true_cfg``) from the first step: the
+        first call returns a placeholder of this shape while the other rank computes the second."""
+        return None
+
     def describe(self) -> list[str]:
         """Extra lines for plan.txt (the automatic adapter lists what it inferred)."""
         return []

@@ -2,7 +2,10 @@
 
 Pipelines run CFG in one of two ways. The adapter's ``cfg_mode`` says so for families that always
 make one call per step (``batched``, ``distilled``, ``none``): their batch is split from the first
-step. Otherwise the hook learns it from the first step (computed whole on every rank):
+step. Families with two calls per step whose adapter knows the output's shape without running a
+call (:meth:`~dit_engine.adapter.Adapter.cfg_output_shape`: FLUX, Qwen-Image, Wan text-to-video)
+are split from the first step too. Otherwise the hook learns the pattern from the first step
+(computed whole on every rank):
 
 * **one batched call** (cond and uncond stacked in the batch): each rank computes its half of the
   batch and the halves are gathered back. Which arguments carry the batch is adapter data
@@ -19,7 +22,9 @@ While a rank computes a kept branch-0 call, the step state says branch 0, so eve
 keeps that branch's own state, as in the single-process run.
 
 The two-call pattern stays learned: the placeholder needs the output's shape, which the first
-call gives. A batched pipeline whose pattern was learned computed its first step whole, so the
+call gives (or the adapter, from the first step). A first call no second one follows is computed
+at the end of the step (the kept-call rule above), so a wrong guess about the pattern costs that
+step's split, never a wrong result; a wrong output shape is an error, never a silent one. A batched pipeline whose pattern was learned computed its first step whole, so the
 caches below stored whole-batch residuals and histories; when the batch is split (at the end of
 that step, or at the first call when the pattern is known), every applied transform takes its part
 of what it stored (nothing, at the first call) and reduces its decision statistics over the whole
@@ -35,6 +40,7 @@ from typing import Any
 import torch
 from diffusers.hooks import ModelHook
 
+from dit_engine.errors import DitEngineError
 from dit_engine.parallel.collectives import SequenceGroup
 from dit_engine.steps import StepState
 from dit_engine.transforms.protocols import SplitsBatch
@@ -42,6 +48,17 @@ from dit_engine.transforms.protocols import SplitsBatch
 
 def _sample(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output.sample
+
+
+def _checked(sample: torch.Tensor, placeholder: torch.Tensor) -> torch.Tensor:
+    """``sample``, which must fill ``placeholder`` exactly (the shape the adapter said)."""
+    if sample.shape != placeholder.shape or sample.dtype != placeholder.dtype:
+        raise DitEngineError(
+            f"CFG parallel returned a placeholder ({tuple(placeholder.shape)}, {placeholder.dtype}) for the first CFG call, "
+            f"but the transformer's output is ({tuple(sample.shape)}, {sample.dtype}): the adapter's cfg_output_shape is wrong for this "
+            "pipeline; fix it (or make it return None) in the adapter, or drop parallel.cfg_degree"
+        )
+    return sample
 
 
 def _as_output(sample: torch.Tensor, kwargs: dict) -> Any:
@@ -57,14 +74,17 @@ class CfgParallelHook(ModelHook):
 
     def __init__(self, group: SequenceGroup, step_state: StepState, batch_inputs: tuple[str, ...],
                  transforms: list | None = None, batch_group: SequenceGroup | None = None,
-                 one_call_per_step: bool = False):
+                 one_call_per_step: bool = False, output_shape=None):
         """``transforms``: the plan's applied transforms, told when the batch is split
         (:meth:`dit_engine.transforms.protocols.SplitsBatch`); ``batch_group``: the ranks that together hold the whole
         batch once it is split (the cfg group, times the sequence group when there is one);
         ``one_call_per_step``: the family always makes one transformer call per step (its
-        adapter's ``cfg_mode``), so the batch is split from the first step."""
+        adapter's ``cfg_mode``), so the batch is split from the first step; ``output_shape``:
+        ``(transformer, hidden_states) -> shape | None``, the adapter's
+        :meth:`~dit_engine.adapter.Adapter.cfg_output_shape` (two-call CFG split from the first step)."""
         super().__init__()
         self.one_call_per_step = one_call_per_step
+        self.output_shape = output_shape
         self.group = group
         self.step_state = step_state
         self.batch_inputs = batch_inputs
@@ -77,6 +97,7 @@ class CfgParallelHook(ModelHook):
 
     def initialize_hook(self, module):
         self.argument_names = list(inspect.signature(type(module).forward).parameters)[1:]
+        self.module = module
         return module
 
     def new_request(self) -> None:
@@ -117,7 +138,7 @@ class CfgParallelHook(ModelHook):
             return
         args, kwargs, placeholder = self.pending
         self.pending = None
-        placeholder.copy_(_sample(self._run_as_branch(0, args, kwargs)))
+        placeholder.copy_(_checked(_sample(self._run_as_branch(0, args, kwargs)), placeholder))
 
     def _run_as_branch(self, branch: int, args, kwargs) -> Any:
         actual = self.step_state.branch
@@ -132,10 +153,14 @@ class CfgParallelHook(ModelHook):
         if self.calls_per_step is None and self.calls_this_step == 1:
             batch = self._batch(args, kwargs)
             self.first_batch = batch.shape[0] if isinstance(batch, torch.Tensor) and batch.dim() else None
+            if self.shape is None and self.output_shape is not None and isinstance(batch, torch.Tensor):
+                known = self.output_shape(module, batch)  # two calls split from the first step
+                self.shape = (tuple(known), batch.dtype, batch.device) if known is not None else None
         branch = self.step_state.branch
         if self.calls_per_step == 1:
             return self._split_batch(args, kwargs)
-        if self.calls_per_step != 2 or branch > 1:
+        two_calls = self.calls_per_step == 2 or (self.calls_per_step is None and self.shape is not None)
+        if not two_calls or branch > 1:
             output = self.fn_ref.original_forward(*args, **kwargs)
             if branch == 0:
                 sample = _sample(output)
@@ -152,9 +177,9 @@ class CfgParallelHook(ModelHook):
         args0, kwargs0, placeholder = self.pending
         self.pending = None
         if self.group.rank == 0:
-            mine = _sample(self._run_as_branch(0, args0, kwargs0))
+            mine = _checked(_sample(self._run_as_branch(0, args0, kwargs0)), placeholder)
         else:
-            mine = _sample(self.fn_ref.original_forward(*args, **kwargs))
+            mine = _checked(_sample(self.fn_ref.original_forward(*args, **kwargs)), placeholder)
         both = self.group.gather(mine.unsqueeze(0).contiguous(), 0)
         placeholder.copy_(both[0])
         return _as_output(both[1].clone(), kwargs)

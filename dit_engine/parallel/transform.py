@@ -337,7 +337,8 @@ class ParallelTransform(Transform):
         for transformer in context.transformers.values():
             hook = CfgParallelHook(self.mesh.cfg, context.step_state, context.adapter.batch_inputs,
                                    transforms=context.applied, batch_group=self.mesh.cfg_sequence,
-                                   one_call_per_step=context.adapter.cfg_mode in ("batched", "distilled", "none"))
+                                   one_call_per_step=context.adapter.cfg_mode in ("batched", "distilled", "none"),
+                                   output_shape=context.adapter.cfg_output_shape)
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, CFG_HOOK)
             self.cfg_hooks.append(transformer)
 
