@@ -185,6 +185,8 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
     cfg, adapter, workload, quiet = session.cfg, session.adapter, session.workload, session.quiet
     device = resolve_device(cfg.model.device)
     clock = clock_for(device, cfg.report.clock)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     if device.type == "cpu" and session.plan.dims.world == 1:  # a local launch said it for all its ranks
         warn_if_oversubscribed(torch.get_num_threads())
     started = datetime.datetime.now().isoformat(timespec="seconds")

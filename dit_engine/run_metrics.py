@@ -75,6 +75,7 @@ def run_metrics(session, *, run_dir: Path, started: str, device: torch.device, s
             "overrides": list(session.overrides),
             "host": platform.node(),
             "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),  # the threads= setting, or torch's default
         },
         "model": {
             "adapter": adapter.name,

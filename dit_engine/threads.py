@@ -85,11 +85,13 @@ def warn_if_oversubscribed(own_threads: int) -> str | None:
         return None
     others = max(0, running - 1)  # not counting the thread that asked
     cores = usable_cores()
-    if others + own_threads <= cores:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if others + own_threads <= cores and load <= cores:
         return None
+    others = max(others, round(load))  # the last minute's load, where it says more than this instant
     _warned = True
-    message = (f"{others} other thread(s) are running on {cores} core(s) and this run starts {own_threads}: "
-               f"{others + own_threads} busy threads on {cores} cores, so its wall-clock timings will scatter "
-               "(the run's speedup is timed on its own CPU time; fewer torch threads, OMP_NUM_THREADS, or a quieter machine help)")
+    message = (f"the machine is busier than its cores: {others} other thread(s) running on {cores} core(s) and this run "
+               f"starts {own_threads}, so it may run several times slower and its wall-clock timings will scatter; "
+               "threads=1 (one torch thread per process) or a quieter machine help (the speedup is timed on CPU time)")
     log.warning(message)
     return message

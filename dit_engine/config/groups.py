@@ -176,6 +176,9 @@ def engine_config_class() -> type:
     Attributes of the generated class:
         dry_run: compose and compile the plan, print it, write ``plan.txt``; load no weights.
         quiet: no progress bars and only warnings in the log.
+        threads: torch intra-op threads for the run (null: torch's default, one per core; ranks a
+            local launch starts get cores / ranks each). On a machine shared with other work,
+            ``threads=1`` keeps a run from waiting on its own threads (see docs/measurement.md).
         blocked: adapter or transform entry-point names that must not be used even if installed
             (e.g. ``[cache.dbcache]``).
         serve: the HTTP server's settings (``python -m dit_engine.serve``).
@@ -190,6 +193,7 @@ def engine_config_class() -> type:
     fields += [
         ("dry_run", bool, field(default=False)),
         ("quiet", bool, field(default=False)),
+        ("threads", Optional[int], field(default=None)),
         ("blocked", list[str], field(default_factory=list)),
         ("serve", ServeConfig, field(default_factory=ServeConfig)),
         ("lora", LoraConfig, field(default_factory=LoraConfig)),

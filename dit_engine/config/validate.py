@@ -74,6 +74,14 @@ def non_finite_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def run_switch_problems(cfg: DictConfig) -> list[str]:
+    """The root switches' ranges (the schema checks their types)."""
+    threads = cfg.get("threads")
+    if threads is not None and threads < 1:
+        return [f"threads={threads}: use 1 or more torch threads, or null (torch's default: one per core)"]
+    return []
+
+
 def config_problems(cfg: DictConfig, registry: Registry) -> list[str]:
-    """Unknown keys and non-finite numbers, each a one-line fix."""
-    return unknown_key_problems(cfg, registry) + non_finite_problems(cfg)
+    """Unknown keys, non-finite numbers and the root switches' ranges, each a one-line fix."""
+    return unknown_key_problems(cfg, registry) + non_finite_problems(cfg) + run_switch_problems(cfg)

@@ -241,7 +241,8 @@ def _signal_name(exit_code: int) -> str | None:
     return None
 
 
-def launch_ranks(world: int, module: str, args: list[str], heartbeat_timeout_s: float = 60.0) -> None:
+def launch_ranks(world: int, module: str, args: list[str], heartbeat_timeout_s: float = 60.0,
+                 threads: int | None = None) -> None:
     """Run ``python -m module *args`` (or ``python module *args`` for a ``.py`` path) on ``world``
     local ranks and wait for them (see the module docstring).
 
@@ -270,6 +271,8 @@ def launch_ranks(world: int, module: str, args: list[str], heartbeat_timeout_s: 
     loopback = _loopback_interface()
     if loopback is not None:  # the collectives' own sockets: a local launch needs no other interface
         env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = loopback
+    if threads is not None:  # the run's threads= setting: each rank's own
+        env["OMP_NUM_THREADS"] = str(threads)
     env = rank_environment(env, world)  # cores / ranks intra-op threads each, never more than the cores
     warn_if_oversubscribed(world * int(env["OMP_NUM_THREADS"]))
     command = [sys.executable, "-m", "dit_engine.launch.rank", module, *args]
@@ -292,6 +295,7 @@ def launch_session(session: Session, world: int, module: str, args: list[str]) -
     work = Path(tempfile.mkdtemp(prefix="dit_engine_ranks_"))
     try:
         write_session(session, work)
-        launch_ranks(world, module, [str(work), *args], heartbeat_timeout_s=session.plan.config_of("parallel").heartbeat_timeout_s)
+        launch_ranks(world, module, [str(work), *args], heartbeat_timeout_s=session.plan.config_of("parallel").heartbeat_timeout_s,
+                     threads=session.cfg.get("threads"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
