@@ -47,6 +47,9 @@ class Cell:
     #: why this cell's speedup is not comparable: its own reference run took far longer (or
     #: shorter) than the other cells' reference runs of the same workload (a load spike); None if not
     timing_outlier: str | None = None
+    #: why this cell's speedup cannot be true: above ``1 / compute_fraction``, the most that
+    #: skipping work can give (its reference was timed under slower conditions); None if not
+    untrusted_speedup: str | None = None
     #: key of the reference the cell was compared with (cells with one key ran one workload)
     reference_key: str | None = None
     #: how the report names the cell: its job number and the overrides that differ between cells

@@ -97,6 +97,10 @@ def _notes(cells: Sequence[Cell], plotted: Sequence[Cell]) -> list[str]:
     missing = [c.label or c.name for c in cells if c.ok and c not in plotted]
     if plotted and missing:
         notes.append(_shorten(f"not plotted, no speedup or PSNR ({len(missing)}): " + ", ".join(missing)))
+    impossible = [c.label or c.name for c in plotted if c.untrusted_speedup]
+    if impossible:
+        notes.append(_shorten(f"speedup above 1/compute (what skipping work allows), untrusted, kept off the front "
+                              f"({len(impossible)}): " + ", ".join(impossible)))
     outliers = [c.label or c.name for c in plotted if c.timing_outlier]
     if outliers:
         notes.append(_shorten(f"speedup not comparable, reference run timed during a load spike, kept off the front "

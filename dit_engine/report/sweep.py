@@ -31,10 +31,15 @@ FALLBACK_GROUPS = frozenset({"cache", "calibrator", "parallel", "quant", "compil
 #: A cell's reference run that took this many times longer (or shorter) than the median of the
 #: other cells' reference runs of the same workload was timed under other conditions (a load spike).
 TIMING_OUTLIER_FACTOR = 1.5
+#: A cell that only skips work (caches, calibrators) cannot be faster than ``1 / compute_fraction``;
+#: a speedup above that bound by more than this factor (timing noise) is marked untrusted.
+SPEEDUP_BOUND_TOLERANCE = 1.15
+#: Groups that make the computed work itself faster: with any of them on, the bound does not apply.
+FASTER_WORK_GROUPS = frozenset({"parallel", "quant", "compile", "attention", "offload"})
 #: Columns of ``summary.csv``, in order (``pareto`` is 1 for cells on the Pareto front).
 CSV_COLUMNS = (
     "name", "label", "dir", "overrides", "status", "latency_s", "speedup", "compute_fraction",
-    "psnr", "ssim", "mae", "peak_memory_mb", "pareto",
+    "psnr", "ssim", "mae", "peak_memory_mb", "pareto", "speedup_untrusted",
 )
 REPORT_FILES = {"csv": "summary.csv", "md": "summary.md", "png": "pareto.png"}
 
@@ -65,6 +70,7 @@ def collect_cells(sweep_dir: str | os.PathLike) -> list[Cell]:
         cell.label = names[cell.name]
     _mark_timing_outliers(cells)
     _fill_speedups(cells)
+    _mark_speedups_above_the_bound(cells)
     for cell in pareto_front(cells):
         cell.pareto = True
     return cells
@@ -92,6 +98,31 @@ def _mark_timing_outliers(cells: list[Cell]) -> None:
                                        f"{typical:.3g} s in the other {len(others)} cells ({ratio:.2g}x)")
 
 
+def _mark_speedups_above_the_bound(cells: list[Cell]) -> None:
+    """Mark the speedups that skipping work cannot give: a cell that only caches (no parallel,
+    quant, compile, attention or offload) computing a fraction ``c`` of the block forwards is at
+    most ``1 / c`` times faster; one measured well above that had a reference timed slower."""
+    for cell in cells:
+        if not (cell.ok and cell.speedup and cell.compute_fraction) or not _only_skips_work(cell):
+            continue
+        bound = 1 / cell.compute_fraction
+        if cell.speedup > bound * SPEEDUP_BOUND_TOLERANCE:
+            cell.untrusted_speedup = (f"{cell.speedup:.2f}x at {100 * cell.compute_fraction:.1f} % of the compute is above the "
+                                      f"{bound:.2f}x that skipping work can give: its reference was timed under slower conditions")
+
+
+def _only_skips_work(cell: Cell) -> bool:
+    """Whether nothing but caches and calibrators accelerates the cell (no group that makes the
+    computed work faster), by Hydra's recorded choices, else by its overrides."""
+    if cell.choices:
+        return all(cell.choices.get(group) in (None, "none") for group in FASTER_WORK_GROUPS)
+    for override in cell.overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~").split(".")[0] in FASTER_WORK_GROUPS and value.strip() != "none":
+            return False
+    return True
+
+
 def reference_cell(cells: list[Cell]) -> Cell | None:
     """The first successful cell that runs without acceleration, if any: ``none`` in every
     acceleration group (however chosen: ``cache=none``, ``+method=none``, an experiment's
@@ -104,10 +135,11 @@ def pareto_front(cells: list[Cell]) -> list[Cell]:
     """Cells not dominated in (speedup, PSNR), both higher is better; identical counts as +inf dB.
 
     Only successful cells with both numbers take part, and not a cell whose speedup was timed
-    during a load spike (``timing_outlier``). Equal points do not dominate each other, so
-    duplicates are all on the front.
+    during a load spike (``timing_outlier``) or is above what its compute allows
+    (``untrusted_speedup``). Equal points do not dominate each other, so duplicates are all on the front.
     """
-    points = [c for c in cells if c.ok and c.speedup is not None and c.psnr is not None and not c.timing_outlier]
+    points = [c for c in cells if c.ok and c.speedup is not None and c.psnr is not None and not c.timing_outlier
+              and not c.untrusted_speedup]
 
     def dominates(a: Cell, b: Cell) -> bool:
         return a.speedup >= b.speedup and a.psnr >= b.psnr and (a.speedup > b.speedup or a.psnr > b.psnr)
@@ -160,7 +192,7 @@ def summary_csv(cells: list[Cell]) -> str:
             "name": cell.name, "label": cell.label, "dir": str(cell.dir), "overrides": " ".join(cell.overrides), "status": cell.status,
             "latency_s": cell.latency_s, "speedup": cell.speedup, "compute_fraction": cell.compute_fraction,
             "psnr": cell.psnr, "ssim": cell.ssim, "mae": cell.mae, "peak_memory_mb": cell.peak_memory_mb,
-            "pareto": cell.pareto,
+            "pareto": cell.pareto, "speedup_untrusted": cell.untrusted_speedup,
         }
         writer.writerow([value(row[column]) for column in CSV_COLUMNS])
     return buffer.getvalue()
@@ -177,7 +209,8 @@ def markdown_table(cells: list[Cell]) -> str:
             "ok" if cell.ok else "**FAILED**",
             _fmt(cell.latency_s, "{:.3g}"),
             _fmt(cell.speedup, "{:.2f}×") + (" (shared cores)" if cell.untrusted_timing and cell.speedup is not None else "")
-            + (" (timing outlier)" if cell.timing_outlier and cell.speedup is not None else ""),
+            + (" (timing outlier)" if cell.timing_outlier and cell.speedup is not None else "")
+            + (" ⚠ above 1/compute, untrusted" if cell.untrusted_speedup else ""),
             _fmt(None if cell.compute_fraction is None else 100 * cell.compute_fraction, "{:.1f} %"),
             "∞" if cell.psnr == math.inf else _fmt(cell.psnr, "{:.2f}"),
             _fmt(cell.ssim, "{:.4f}"),
@@ -209,6 +242,11 @@ def summary_markdown(cells: list[Cell], name: str) -> str:
         lines += ["**Timing outliers:** " + "; ".join(f"`{_md_escape(_name(c))}`: {c.timing_outlier}" for c in outliers)
                   + ". The machine was busy while these cells timed their reference, so their speedups are not comparable "
                   "and they are kept off the Pareto front; rerun them to measure their speed (PSNR and compute are unaffected).", ""]
+    impossible = [c for c in cells if c.untrusted_speedup]
+    if impossible:
+        lines += ["**Untrusted speedups (⚠):** " + "; ".join(f"`{_md_escape(_name(c))}`: {c.untrusted_speedup}" for c in impossible)
+                  + ". A cell that only skips work cannot beat 1 / its compute fraction, so these speedups are kept off the "
+                  "Pareto front; rerun with `threads=1` on a quieter machine, or compare by compute (PSNR is unaffected).", ""]
     lines += [pareto_line(cells), "", markdown_table(cells)]
     failed = [c for c in cells if not c.ok]
     if failed:

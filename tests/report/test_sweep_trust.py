@@ -123,3 +123,31 @@ def test_a_sweep_without_experiment_is_titled_by_what_it_swept(tmp_path: Path) -
     assert sweep_name(tmp_path / "tmp" / "sweepdoc3", cells) == "over cache"
     assert sweep_name(tmp_path / "outputs" / "sweeps" / "2026-12-02" / "10-00-00", []) == "2026-12-02/10-00-00"
     assert sweep_name(tmp_path / "tmp" / "sweepdoc3", []) == "sweepdoc3"
+
+
+def test_a_speedup_above_one_over_compute_is_marked_untrusted(tmp_path: Path):
+    """What the newcomer saw: fbcache 6.85x at 44.3 % of the compute and scm_static 7.98x at 32.1 %;
+    skipping work cannot give more than 1 / compute. A compiled cell may (its work got faster)."""
+    sweep = tmp_path / "sweep"
+    rows = [  # (cache, compile, latency, compute, psnr, reference latency)
+        ("none", "none", 1.0, 1.0, None, 1.0),
+        ("fbcache", "none", 0.146, 0.443, 38.0, 1.0),  # 6.85x, bound 2.26x
+        ("scm_static", "none", 0.125, 0.321, 36.0, 1.0),  # 7.98x, bound 3.12x
+        ("dbcache", "none", 0.5, 0.49, 39.4, 1.0),  # 2.0x, bound 2.04x: fine
+        ("none", "regional", 0.5, 1.0, 60.0, 1.0),  # 2.0x from compiling: no bound applies
+    ]
+    for num, (cache, compile_, latency, compute, psnr, reference) in enumerate(rows):
+        overrides = [f"cache={cache}", f"compile={compile_}"]
+        choices = {**ACCELERATION_NONE, "cache": cache, "compile": compile_, "report": "quality"}
+        make_cell(sweep, num, overrides, metrics(overrides, latency, compute, psnr, reference), choices)
+    cells = {c.name.split("_", 1)[1]: c for c in collect_cells(sweep)}
+    flagged = {name for name, c in cells.items() if c.untrusted_speedup}
+    assert flagged == {"cache=fbcache,compile=none", "cache=scm_static,compile=none"}
+    assert "6.85x at 44.3 % of the compute is above the 2.26x" in cells["cache=fbcache,compile=none"].untrusted_speedup
+    assert not any(c.pareto for c in cells.values() if c.untrusted_speedup)
+    paths = write_sweep_report(sweep)
+    table = paths["md"].read_text()
+    assert table.count("⚠ above 1/compute, untrusted") == 2 and "**Untrusted speedups (⚠):**" in table
+    csv_text = paths["csv"].read_text()
+    assert csv_text.splitlines()[0].endswith(",speedup_untrusted")
+    assert sum("above the" in line for line in csv_text.splitlines()[1:]) == 2
