@@ -89,6 +89,9 @@ def test_multirun_sweep_writes_one_directory_per_cell(tmp_path):
     for cell in cells:
         metrics = json.loads((cell / "metrics.json").read_text())
         assert f"cache={metrics['config']['cache']['name']}" in cell.name
+    output = result.stdout + result.stderr  # progress after every cell, an estimate until the last
+    assert [f"sweep: cell {i}/4 done" in output for i in range(1, 5)] == [True] * 4
+    assert output.count("left") >= 3
 
 
 def test_flux_from_a_local_directory(tmp_path):
