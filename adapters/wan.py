@@ -30,7 +30,7 @@ class WanAdapter(DiffusersAdapter):
     #: attn2 attends the text (and image) embeddings, which every rank holds whole.
     cross_attention_modules = ("blocks.*.attn2",)
     block_count_keys = {"blocks": "num_layers"}
-    default_info = ModelInfo(blocks={"blocks": 40}, num_heads=40, source="Wan 2.1 14B defaults (no config.json at hand)")
+    default_info = ModelInfo(blocks={"blocks": 30}, num_heads=12, source="Wan 2.1 T2V 1.3B defaults (no config.json at hand)")
     #: VAE 8x spatial x patch 2
     size_multiple = 16
     default_workload = WorkloadDefaults(
