@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 
 @dataclass
@@ -43,6 +42,10 @@ def score_pair(name: str, reference: torch.Tensor, image: torch.Tensor) -> Image
     """Scores of one (3, H, W) image in [0, 1] against its reference."""
     if reference.shape != image.shape:
         raise ValueError(f"{name}: image size {tuple(image.shape)} differs from the reference's {tuple(reference.shape)}")
+    # imported here: torchmetrics takes seconds to import (its text metrics), and a run that stops
+    # at a config error, or measures no quality, never needs it
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
     mse = torch.mean((reference - image) ** 2).item()
     psnr = math.inf if mse == 0 else float(peak_signal_noise_ratio(image[None], reference[None], data_range=1.0))
     kernel = _ssim_kernel(*reference.shape[-2:])
