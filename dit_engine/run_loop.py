@@ -25,6 +25,7 @@ from dit_engine.metrics.quality import compare_images, summarize
 from dit_engine.metrics.clock import Clock, Reading, clock_for
 from dit_engine.outputs import StagedRunFiles, contact_sheet, film_strip, slug
 from dit_engine.reference import get_or_create
+from dit_engine.report.strips import compute_strip
 from dit_engine.threads import warn_if_oversubscribed
 from dit_engine.run_metrics import clip_metrics, objective, quality_metrics, run_metrics
 from dit_engine.transforms.protocols import HasExactVariant, ReportsRunMetrics, WritesArtifacts
@@ -267,6 +268,9 @@ def run_experiment(session, run_dir: Path, files: StagedRunFiles) -> dict[str, A
     if cfg.report.clip_model:
         metrics["clip_score"] = clip_metrics(cfg.report.clip_model, images, workload.prompts)
     metrics["objective"] = objective(cfg.report, metrics)
+    strip = compute_strip(metrics)  # which steps each cache computed, cached or forecast
+    if strip is not None:
+        files.save_image("compute_strip.png", strip)
     return metrics
 
 def psnr_against_exact(transform, images: list, generate_images) -> dict[str, Any]:

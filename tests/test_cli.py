@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dit_engine.testing.cli import run_cli
+from dit_engine.testing.pages import assert_page_images_load
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +70,10 @@ def test_dbcache_run_reports_hits_and_saved_work(default_run):
     assert fast["providers"]["transforms"]["cache.dbcache"]["distribution"] == "dit_engine"
     branches = fast["compute"]["transforms"]["cache.dbcache"]["branches"]
     assert all(len(mask) == 28 for mask in branches["transformer/cfg0"]["masks"])
+    # the compute strip: one row per request of the branch, a legend below
+    strip = Image.open(root / "cached" / "compute_strip.png")
+    assert strip.width > 28 * 12 and strip.height >= 16 * (len(branches["transformer/cfg0"]["masks"]) + 2)
+    assert not (root / "plain" / "compute_strip.png").exists()  # nothing cached, nothing to draw
 
 
 def test_dry_run_prints_the_plan_and_loads_nothing(tmp_path):
@@ -89,6 +95,7 @@ def test_multirun_sweep_writes_one_directory_per_cell(tmp_path):
     for cell in cells:
         metrics = json.loads((cell / "metrics.json").read_text())
         assert f"cache={metrics['config']['cache']['name']}" in cell.name
+    assert_page_images_load(tmp_path / "sweep" / "summary.html", expected=1 + 4 + 2)  # plot, 4 sheets, 2 strips
     output = result.stdout + result.stderr  # progress after every cell, an estimate until the last
     assert [f"sweep: cell {i}/4 done" in output for i in range(1, 5)] == [True] * 4
     assert output.count("left") >= 3

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = OneLineArgumentParser(
         usage_line="python -m dit_engine.report <sweep dir>",
         prog="python -m dit_engine.report",
-        description="Write summary.csv, summary.md and pareto.png (speedup vs PSNR) into a sweep directory.",
+        description="Write summary.csv, summary.md, pareto.png (speedup vs PSNR) and summary.html (with each cell's "
+                    "contact sheet and compute strip) into a sweep directory.",
     )
     parser.add_argument("sweep_dir", help="a directory written by `python -m dit_engine -m ...`, e.g. outputs/sweeps/<date>/<time>")
     args = parser.parse_args(argv)

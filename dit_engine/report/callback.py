@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class SweepReportCallback(Callback):
-    """Writes ``summary.csv``, ``summary.md`` and ``pareto.png`` into the sweep dir after ``-m``.
+    """Writes ``summary.csv``, ``summary.md``, ``pareto.png`` and ``summary.html`` into the sweep dir after ``-m``.
 
     A report that cannot be written is logged as an error and otherwise ignored: the cells'
     own results are already on disk and must not be turned into a failed sweep by the summary.
@@ -37,7 +37,8 @@ class SweepReportCallback(Callback):
 
             sweep_dir = Path(str(config.hydra.sweep.dir))
             paths = write_sweep_report(sweep_dir)
-            log.info("sweep report: %s (table %s, plot %s)", paths["md"], paths["csv"].name, paths["png"].name)
+            log.info("sweep report: %s (table %s, plot %s, page %s)", paths["md"], paths["csv"].name, paths["png"].name,
+                     paths["html"].name)
         except Exception as err:  # noqa: BLE001 - a summary must never fail the sweep it summarizes
             where = sweep_dir if sweep_dir is not None else "the sweep directory"
             log.error("sweep report for %s not written: %s: %s; rerun `python -m dit_engine.report %s`",

@@ -41,7 +41,7 @@ CSV_COLUMNS = (
     "name", "label", "dir", "overrides", "status", "latency_s", "speedup", "compute_fraction",
     "psnr", "ssim", "mae", "peak_memory_mb", "pareto", "speedup_untrusted",
 )
-REPORT_FILES = {"csv": "summary.csv", "md": "summary.md", "png": "pareto.png"}
+REPORT_FILES = {"csv": "summary.csv", "md": "summary.md", "png": "pareto.png", "html": "summary.html"}
 
 
 class SweepReportError(DitEngineError):
@@ -148,16 +148,18 @@ def pareto_front(cells: list[Cell]) -> list[Cell]:
 
 
 def write_sweep_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``summary.csv``, ``summary.md`` and ``pareto.png`` into ``sweep_dir``.
+    """Write ``summary.csv``, ``summary.md``, ``pareto.png`` and ``summary.html`` (the plot, each
+    cell's contact sheet and compute strip) into ``sweep_dir``.
 
-    Returns their absolute paths under the keys ``"csv"``, ``"md"`` and ``"png"``. Each file is written to
+    Returns their absolute paths under the keys ``"csv"``, ``"md"``, ``"png"`` and ``"html"``. Each file is written to
     a temporary name and then moved into place, so a crash never leaves half a report.
     """
     return write_report_files(sweep_dir, collect_cells(sweep_dir))
 
 
 def write_report_files(sweep_dir: str | os.PathLike, cells: list[Cell]) -> dict[str, Path]:
-    """Write the three report files for already collected ``cells`` (see :func:`write_sweep_report`)."""
+    """Write the report files for already collected ``cells`` (see :func:`write_sweep_report`)."""
+    from dit_engine.report.html import summary_html, write_strips
     from dit_engine.report.plot import pareto_plot  # matplotlib is slow to import; only load it here
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -166,6 +168,8 @@ def write_report_files(sweep_dir: str | os.PathLike, cells: list[Cell]) -> dict[
     atomic_write_text(paths["md"], summary_markdown(cells, sweep_name(sweep_dir, cells)))
     with atomic_path(paths["png"]) as temporary:
         pareto_plot(cells, temporary, title=f"Sweep {sweep_name(sweep_dir, cells)}: speedup vs quality")
+    strips = write_strips(sweep_dir, cells)
+    atomic_write_text(paths["html"], summary_html(sweep_dir, cells, sweep_name(sweep_dir, cells), REPORT_FILES["png"], strips))
     return paths
 
 

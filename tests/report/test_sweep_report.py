@@ -96,7 +96,7 @@ def assert_valid_png(path: Path) -> None:
 
 def test_csv_rows_equal_each_cells_metrics(quality_sweep: Path) -> None:
     paths = write_sweep_report(quality_sweep)
-    assert set(paths) == {"csv", "md", "png"} and all(p.parent == quality_sweep for p in paths.values())
+    assert set(paths) == {"csv", "md", "png", "html"} and all(p.parent == quality_sweep for p in paths.values())
     rows = read_csv(paths["csv"])
     assert [row["name"].split("_")[0] for row in rows] == [str(num) for num, _, _ in QUALITY_SWEEP]
     for row, (num, overrides, values) in zip(rows, QUALITY_SWEEP):

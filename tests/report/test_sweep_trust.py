@@ -151,3 +151,25 @@ def test_a_speedup_above_one_over_compute_is_marked_untrusted(tmp_path: Path):
     csv_text = paths["csv"].read_text()
     assert csv_text.splitlines()[0].endswith(",speedup_untrusted")
     assert sum("above the" in line for line in csv_text.splitlines()[1:]) == 2
+
+
+def test_the_page_draws_strips_for_cells_run_before_strips_existed(tmp_path: Path):
+    """summary.html: the plot, and a compute strip drawn from metrics.json for cells without one
+    (each cell's run writes compute_strip.png now); flags shown in the page too."""
+    from PIL import Image
+
+    from dit_engine.testing.pages import assert_page_images_load
+
+    sweep = tmp_path / "sweep"
+    for num, (cache, latency, compute, mask) in enumerate([("none", 1.0, 1.0, None), ("fbcache", 0.146, 0.443, "1101000100"),
+                                                            ("dbcache", 0.5, 0.49, "1100100101")]):
+        data = metrics([f"cache={cache}"], latency, compute, 38.0 if mask else None, 1.0)
+        if mask:
+            data["compute"]["transforms"] = {f"cache.{cache}": {"branches": {"transformer/cfg0": {"masks": [mask, mask]}}}}
+        make_cell(sweep, num, [f"cache={cache}"], data, {**ACCELERATION_NONE, "cache": cache})
+    Image.new("RGB", (8, 8)).save(sweep / "2_cache=dbcache" / "contact_sheet.png")
+    page = write_sweep_report(sweep)["html"]
+    assert_page_images_load(page, expected=1 + 1 + 2)  # the plot, one contact sheet, two strips
+    assert sorted(p.name for p in (sweep / ".strips").iterdir()) == ["1_cache=fbcache.png", "2_cache=dbcache.png"]
+    text = page.read_text()
+    assert "untrusted: 6.85x at 44.3 % of the compute" in text and text.count("⚠") == 1
