@@ -21,6 +21,9 @@ AUTO_ADAPTER = "auto"
 #: The distribution whose adapters are first-party (a plugin serving the same class wins).
 FIRST_PARTY = "dit_engine"
 TRANSFORM_GROUP = "dit_engine.transforms"
+#: A transform's config dataclass in a torch-free module, under the transform's name (optional):
+#: what composing a config reads, so it need not import the transform.
+SCHEMA_GROUP = "dit_engine.schemas"
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,14 @@ class Registry:
     def transform_class(self, name: str) -> tuple[type, Provider]:
         """The transform class registered as ``name`` (``<stage>.<impl>``) and its provider."""
         return self.load(TRANSFORM_GROUP, name)
+
+    def config_class(self, name: str) -> type | None:
+        """The config dataclass of the transform ``name``: its ``dit_engine.schemas`` entry point
+        (imports no torch) when it has one, else the transform's ``config_class`` (imports it)."""
+        if name in self.names(SCHEMA_GROUP) and name not in self.blocked:
+            schema, _ = self.load(SCHEMA_GROUP, name)
+            return schema
+        return self.transform_class(name)[0].config_class
 
     def adapters(self):
         """Every installed, non-blocked adapter (imported on demand, in name order)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dit_engine.adapter import Adapter
+if TYPE_CHECKING:  # the adapter module imports torch; the workload checks run before torch loads
+    from dit_engine.adapter import Adapter
 
 #: The largest |guidance_scale| accepted: trained guidance scales are single digits (FLUX's
 #: distilled guidance ~3.5, CFG 1-15); far beyond, the guided prediction overflows to Inf / NaN and

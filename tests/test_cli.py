@@ -31,6 +31,27 @@ def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["+cache.foo=1"], "unknown key cache.foo"),
+    (["cache=dbcache", "cache.threshold=-1"], "cache.threshold=-1.0 must be >= 0"),
+    (["workload.prompts=[cat]"], "unknown prompt 'cat' for the tiny model"),
+    (["workload.height=32"], "the tiny model generates 16x16 images only"),
+    (["threads=0"], "threads=0: use 1 or more"),
+    (["-m", "cache=dbcache", "cache.threshold=0.1,-1"], "sweep cell [cache=dbcache cache.threshold=-1]"),
+])
+def test_config_mistakes_answer_before_torch_is_imported(tmp_path, args, expected):
+    """The errors a config alone decides come before torch (and diffusers) load: torch is replaced
+    by a module that fails on import, and the CLI still answers with its one line (in well under a
+    second instead of the 5-9 s those imports take; timed in docs/performance.md, not here)."""
+    poison = tmp_path / "poison" / "torch"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('torch was imported before the config was checked')\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(poison.parent), ENV.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "dit_engine", *args], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert_one_line_error(result, expected)
+
+
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     """One default run (embedded model, no cache) and one DBCache run, shared by the tests below."""

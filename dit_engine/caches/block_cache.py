@@ -601,25 +601,14 @@ class BlockCacheTransform(Transform):
                 f"cache.front_blocks={config.front_blocks}: this cache decides from the front blocks' residual and needs "
                 "at least 1; use cache.front_blocks=1 (or cache=scm_static for steps decided without probing)"
             )
-        if config.front_blocks < 0 or config.back_blocks < 0:
-            problems.append("cache.front_blocks and cache.back_blocks must be 0 or more")
+        problems += config.value_problems()
         if config.front_blocks + config.back_blocks >= total:
             problems.append(
                 f"cache.front_blocks + cache.back_blocks = {config.front_blocks + config.back_blocks} leaves no middle block to "
                 f"cache in this model's {total} blocks; keep their sum below {total}"
             )
-        if needs_threshold:
-            if config.threshold is None:
-                problems.append(f"cache.threshold has no default for model '{context.adapter.name}'; set cache.threshold=<value>, e.g. 0.08")
-            elif not config.threshold >= 0:  # also catches NaN
-                problems.append(f"cache.threshold={config.threshold} must be >= 0 (0 disables caching); try cache.threshold=0.08")
-        if not config.threshold_scale > 0:
-            problems.append(f"cache.threshold_scale={config.threshold_scale} must be > 0")
-        if config.warmup_steps < 0:
-            problems.append(f"cache.warmup_steps={config.warmup_steps} is negative; use 0 or more")
-        for key in ("max_cached_steps", "max_continuous_cached_steps"):
-            if getattr(config, key) < -1:
-                problems.append(f"cache.{key}={getattr(config, key)}: use -1 (no limit) or a count >= 0")
+        if needs_threshold and config.threshold is None:
+            problems.append(f"cache.threshold has no default for model '{context.adapter.name}'; set cache.threshold=<value>, e.g. 0.08")
         if config.per_sample:
             problems += cls.per_sample_problems(config, context)
         return problems

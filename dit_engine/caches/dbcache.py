@@ -9,16 +9,16 @@ blocks are reused (so slow drift accumulates until it forces a compute). See
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import (BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, family_threshold,
+from dit_engine.caches.block_cache import (BlockCache, BranchState, ForecastableBlockCache, family_threshold,
                                            relative_l1)
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext
+from dit_engine.caches.configs import DBCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
 #: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_DBCACHE_THRESHOLD` (a plain
@@ -31,15 +31,6 @@ DBCACHE_THRESHOLDS: dict[str, float] = {
 LARGE_DIT_DBCACHE_THRESHOLD = 0.08
 
 
-@dataclass
-class DBCacheConfig(BlockCacheConfig):
-    """DBCache: dual-block residual cache (``cache=dbcache``; ``cache=fbcache`` is F1B0).
-
-    Attributes:
-        name: transform implementation (``dbcache``); see :class:`BlockCacheConfig` for the rest.
-    """
-
-    name: str = "dbcache"
 
 
 def threshold_hit(cache: BlockCache, state: BranchState, front_residual: torch.Tensor | None, threshold: float) -> bool:

@@ -19,12 +19,13 @@ from diffusers.hooks import HookRegistry
 
 from dit_engine.adapter import BlockPattern, BlockSpec, ModelInfo
 from dit_engine.caches.constant_modules import memoize_constant_modules
-from dit_engine.caches.block_cache import (BlockCacheConfig, BlockCacheTransform, block_sequence, branch_of,
+from dit_engine.caches.block_cache import (BlockCacheTransform, block_sequence, branch_of,
                                            family_threshold, forward_rows, relative_l1)
 from dit_engine.hooks import StatefulHook
 from dit_engine.config.groups import Stage
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext
+from dit_engine.caches.configs import DBPruneConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 HOOK_NAME = "dit_engine.dbprune"
 
@@ -37,21 +38,6 @@ DBPRUNE_THRESHOLDS: dict[str, float] = {
 LARGE_DIT_DBPRUNE_THRESHOLD = 0.05
 
 
-@dataclass
-class DBPruneConfig(BlockCacheConfig):
-    """DBPrune, dynamic block prune (``cache=dbprune``).
-
-    Every block between the first ``front_blocks`` and the last ``back_blocks`` decides on its
-    own: when its input changed less than ``threshold`` (relative L1) since the last step it
-    computed, it is skipped and its residual from then is added. ``max_cached_steps`` and
-    ``max_continuous_cached_steps`` apply per block. ``separate_cfg`` is not used: every branch
-    decides per block.
-
-    Attributes:
-        name: transform implementation (``dbprune``).
-    """
-
-    name: str = "dbprune"
 
 
 @dataclass

@@ -15,16 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState
+from dit_engine.caches.block_cache import BlockCache, BranchState
 from dit_engine.caches.teacache import WholeStepCacheTransform
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, PlanContext
+from dit_engine.caches.configs import MagCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
 #: MagCache's published magnitude-ratio curves, by adapter name (keyed by family: the curve is a
@@ -41,28 +41,6 @@ MAGCACHE_THRESHOLDS: dict[str, float] = {
 LARGE_DIT_MAGCACHE_THRESHOLD = 0.06
 
 
-@dataclass
-class MagCacheConfig(BlockCacheConfig):
-    """MagCache (``cache=magcache``): skip whole steps while the accumulated deviation from 1 of the
-    product of the model's residual magnitude ratios stays below ``threshold``; at most
-    ``max_continuous_cached_steps`` in a row. The ratio curve is interpolated to the requested
-    step count, so one calibration serves any number of steps. ``front_blocks`` /
-    ``back_blocks`` do not apply (whole steps are skipped).
-
-    Attributes:
-        name: transform implementation (``magcache``).
-        mag_ratios: per-step magnitude ratios; ``None``: from ``signals_file``, else the
-            family's (FLUX: MagCache's published curve; the tiny model: its shipped calibration).
-        signals_file: a ``calibration.json`` written by ``python -m dit_engine cache=fit_signals``
-            (``cache.calibration_file`` is its old name).
-        retention_ratio: the first fraction of the steps always computes.
-    """
-
-    name: str = "magcache"
-    front_blocks: int = 0
-    mag_ratios: Optional[list[float]] = None
-    signals_file: Optional[str] = None
-    retention_ratio: float = 0.2
 
 
 def resample_ratios(ratios: Sequence[float], num_steps: int) -> list[float]:

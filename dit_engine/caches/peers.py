@@ -8,8 +8,7 @@ measured the same way as for dit_engine's caches.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -19,117 +18,17 @@ from dit_engine.caches.seacache import SeaCacheTransform
 from dit_engine.errors import PlanError
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
+from dit_engine.caches.configs import DiffusersFBCConfig, DiffusersTaylorSeerConfig, DiffusersMagCacheConfig, DiffusersSeaCacheConfig, CacheDiTDBCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-@dataclass
-class DiffusersFBCConfig:
-    """Peer: diffusers' own FirstBlockCache (``cache=diffusers_fbc``), for side-by-side comparisons.
-
-    Attributes:
-        name: transform implementation (``diffusers_fbc``).
-        threshold: diffusers' ``FirstBlockCacheConfig.threshold`` (absmean residual difference).
-    """
-
-    name: str = "diffusers_fbc"
-    threshold: float = 0.05
 
 
-@dataclass
-class DiffusersTaylorSeerConfig:
-    """Peer: diffusers' own TaylorSeerCache (``cache=diffusers_taylorseer``), for comparisons.
-
-    Attributes:
-        name: transform implementation (``diffusers_taylorseer``).
-        cache_interval: full computes every this many steps; forecasts in between.
-        disable_cache_before_step: the first steps always compute.
-        max_order: Taylor order.
-        use_lite_mode: diffusers' lite mode (skip whole blocks, forecast the projections).
-    """
-
-    name: str = "diffusers_taylorseer"
-    cache_interval: int = 4
-    disable_cache_before_step: int = 3
-    max_order: int = 1
-    use_lite_mode: bool = True
 
 
-@dataclass
-class DiffusersMagCacheConfig:
-    """Peer: diffusers' own MagCache (``cache=diffusers_magcache``), for comparisons.
-
-    It uses the same magnitude-ratio curve as ``cache=magcache`` (the adapter's), which diffusers
-    interpolates to ``num_inference_steps`` by nearest neighbour.
-
-    Attributes:
-        name: transform implementation (``diffusers_magcache``).
-        threshold: diffusers' ``MagCacheConfig.threshold``.
-        max_skip_steps: most skipped steps in a row.
-        retention_ratio: the first fraction of the steps always computes.
-        num_inference_steps: the step count of the runs (diffusers needs it up front); ``None``
-            takes the workload's on the command line; with ``dit_engine.apply`` set it to the
-            ``num_inference_steps`` you call the pipeline with.
-        mag_ratios: the curve; ``None`` takes the family's (as ``cache=magcache`` does).
-    """
-
-    name: str = "diffusers_magcache"
-    threshold: float = 0.12
-    max_skip_steps: int = 3
-    retention_ratio: float = 0.2
-    num_inference_steps: Optional[int] = None
-    mag_ratios: Optional[list[float]] = None
 
 
-@dataclass
-class DiffusersSeaCacheConfig:
-    """Peer: diffusers' own SeaCache (``cache=diffusers_seacache``), beside ``cache=seacache``.
-
-    diffusers reads the step index, sigma and step count from the ``cache_context`` the pipeline
-    opens; pipelines that do not pass them (FluxPipeline, the tiny model) run it fail-open: every
-    block computes (diffusers warns once per apply). ``cache=seacache`` is the same algorithm on
-    the engine's step state.
-
-    Attributes:
-        name: transform implementation (``diffusers_seacache``).
-        threshold: diffusers' ``SeaCacheConfig.threshold`` (accumulated relative L1 budget).
-        residual_order: 0 reuses the last residual, 1 extrapolates from the last two.
-        retention_steps: the first scheduler steps always compute.
-        cache_end_steps: the last scheduler steps always compute.
-        max_consecutive_cached: most cached steps in a row; 0 for no limit.
-        power_exp: exponent of the SEA filter's clean-signal power prior.
-    """
-
-    name: str = "diffusers_seacache"
-    threshold: float = 0.25
-    residual_order: int = 1
-    retention_steps: int = 1
-    cache_end_steps: int = 1
-    max_consecutive_cached: int = 2
-    power_exp: float = 3.0
 
 
-@dataclass
-class CacheDiTDBCacheConfig:
-    """Peer: cache-dit's own DBCache (``cache=cachedit_dbcache``; needs ``pip install --no-deps cache-dit``).
-
-    Attributes:
-        name: transform implementation (``cachedit_dbcache``).
-        front_blocks: cache-dit ``Fn_compute_blocks``.
-        back_blocks: cache-dit ``Bn_compute_blocks``.
-        threshold: cache-dit ``residual_diff_threshold``.
-        warmup_steps: cache-dit ``max_warmup_steps``.
-        max_cached_steps: cache-dit ``max_cached_steps`` (-1: no limit).
-        max_continuous_cached_steps: cache-dit ``max_continuous_cached_steps`` (-1: no limit).
-        separate_cfg: cache-dit ``has_separate_cfg`` (it cannot see step boundaries by itself).
-    """
-
-    name: str = "cachedit_dbcache"
-    front_blocks: int = 1
-    back_blocks: int = 0
-    threshold: float = 0.2
-    warmup_steps: int = 2
-    max_cached_steps: int = -1
-    max_continuous_cached_steps: int = -1
-    separate_cfg: bool = False
 
 
 class BlockCounter:

@@ -11,57 +11,34 @@ forecast error measured at computed steps says the trajectory bends (:class:`Ada
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache, family_threshold
+from dit_engine.caches.block_cache import BlockCache, BranchState, ForecastableBlockCache, family_threshold
 from dit_engine.caches.dbcache import threshold_hit
 from dit_engine.caches.step_layout import budget_flags, evenly_spaced  # the layout rule (budget_flags also imported from here)
 from dit_engine.caches.step_planner import (Schedule, ScheduleGuard, ScheduleMismatchError, calibrator_label, computes_for,
                                             load_schedule, mismatch_message, schedule_problems)
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, PlanContext
+from dit_engine.caches.configs import SCMConfig, Preset, Policy, Layout, SkipLevel  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-class Preset(enum.StrEnum):
-    """``cache.preset``: a share of steps computed (:data:`PRESET_FRACTIONS`)."""
-
-    slow = "slow"
-    medium = "medium"
-    fast = "fast"
-    ultra = "ultra"
 
 
 #: Preset -> share of steps computed.
 PRESET_FRACTIONS = {Preset.slow: 0.60, Preset.medium: 0.40, Preset.fast: 0.33, Preset.ultra: 0.25}
 
 
-class Policy(enum.StrEnum):
-    """``cache.policy``: what a step the mask lets cache does (see :class:`SCMConfig`)."""
-
-    dynamic = "dynamic"
-    static = "static"
-    adaptive = "adaptive"
 
 
-class Layout(enum.StrEnum):
-    """``cache.layout``: how a budget's computes are spaced (see :class:`SCMConfig`)."""
-
-    steps = "steps"
-    sigmas = "sigmas"
 
 
-class SkipLevel(enum.StrEnum):
-    """``cache.skip_level``: what a cached step skips (see :class:`SCMConfig`)."""
-
-    blocks = "blocks"
-    model = "model"
 
 #: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_SCM_THRESHOLD` (a plain dict:
 #: a plugin adds its family's entry when its adapter module is imported).
@@ -72,55 +49,6 @@ SCM_THRESHOLDS: dict[str, float] = {
 LARGE_DIT_SCM_THRESHOLD = 0.08
 
 
-@dataclass
-class SCMConfig(BlockCacheConfig):
-    """SCM, steps computation mask (``cache=scm``, ``cache=scm_static``): which steps may cache.
-
-    The mask fixes, per denoising step, whether the step must compute; on the other steps the
-    ``dynamic`` policy still applies the DBCache threshold, ``static`` reuses unconditionally
-    (then ``front_blocks`` may be 0, and ``skip_level=model`` skips the whole transformer call;
-    with ``calibrator=taylorseer`` its output is forecast: step-level forecasting).
-
-    Attributes:
-        name: transform implementation (``scm``).
-        preset: ``slow``, ``medium``, ``fast`` or ``ultra``: compute about 60 / 40 / 33 / 25 % of
-            the steps: the first tenth, then one every fixed stride. Defined relative to the
-            number of steps, so one preset serves 8, 28 or 50 steps.
-        mask: explicit bit string, ``1`` = compute, ``0`` = may cache (e.g. ``1111010101...``);
-            overrides ``preset``. A mask of another length than the step count is resampled
-            proportionally (step i of N reads bit floor(i * len / N)).
-        budget: the fraction of steps to compute, in (0, 1] (``cache.budget=0.2``: one step in
-            five): ask for a speed instead of a preset. Overrides ``preset``; 1.0 computes every
-            step (identical to no cache). Laid out like a preset (the first tenth, then evenly
-            strided), or placed by the ``adaptive`` policy.
-        policy: ``dynamic``, ``static`` (see above) or ``adaptive``: a budget of computed steps
-            (``budget``, else the preset's fraction) placed one step at a time: after each
-            computed step the forecast error of that step (what the calibrator, or plain reuse,
-            would have answered vs what was computed) sets how far the next compute may be, so
-            computes gather where the trajectory bends and thin out where it is smooth.
-        layout: how a budget or preset spaces its computes when no schedule or mask says (the
-            ``adaptive`` policy's starting layout too):
-            ``steps`` (evenly in the step index) or ``sigmas`` (evenly in the noise level, the
-            scheduler's sigmas of each request; the step index where it has none). On a shifted
-            schedule (FLUX, SD3, Qwen-Image) ``sigmas`` computes where the sample changes.
-        schedule: a ``schedule.json`` planned by ``cache=plan_steps`` for this model and workload:
-            the budget's computed steps are the plan's (chosen by measured forecast error)
-            instead of the layout rule's. The budget is ``budget`` (else the preset's fraction)
-            and must be one the file planned; a request that differs from the file's signature
-            (model, transformer, steps, resolution, scheduler, sigmas, calibrator) is refused.
-        skip_level: ``blocks`` (cached steps skip the middle blocks) or ``model`` (static policy
-            only: a cached step skips the whole transformer call and reuses, or with a
-            calibrator forecasts, the model output; front/back blocks are not used).
-    """
-
-    name: str = "scm"
-    preset: Optional[Preset] = Preset.medium
-    mask: Optional[str] = None
-    budget: Optional[float] = None
-    schedule: Optional[str] = None
-    layout: Layout = Layout.steps
-    policy: Policy = Policy.dynamic
-    skip_level: SkipLevel = SkipLevel.blocks
 
 
 def preset_flags(preset: str, num_steps: int) -> list[bool]:

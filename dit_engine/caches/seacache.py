@@ -25,11 +25,12 @@ from typing import Any, Optional
 import torch
 
 from dit_engine.adapter import ModelInfo
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, WholeStepBlockCache, relative_l1
+from dit_engine.caches.block_cache import BlockCache, BranchState, WholeStepBlockCache, relative_l1
 from dit_engine.calibrators.abcache import PolynomialExtrapolationForecaster
 from dit_engine.errors import DitEngineError
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, PlanContext
+from dit_engine.caches.configs import SeaCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 NO_SIGMAS = (
     "cache=seacache needs each step's noise level, which the engine reads from the scheduler at set_timesteps, and this "
@@ -38,45 +39,6 @@ NO_SIGMAS = (
 )
 
 
-@dataclass
-class SeaCacheConfig(BlockCacheConfig):
-    """SeaCache (``cache=seacache``): skip whole steps while the accumulated mean relative L1
-    change of the SEA indicator (the latent, spectrally filtered for the step's noise level)
-    stays below ``threshold``. Needs no calibration; works on every adapted pipeline whose
-    scheduler has sigmas or timesteps. ``front_blocks`` / ``back_blocks`` do not apply (whole
-    steps are skipped); the inherited ``warmup_steps`` / ``max_continuous_cached_steps`` /
-    ``max_cached_steps`` limits still hold on top of SeaCache's own.
-
-    The indicator is filtered over the latent's spatial (and temporal) axes: ``(B, C, H, W)``
-    over H, W; ``(B, C, T, H, W)`` over T, H, W; a packed token sequence ``(B, L, D)`` (FLUX, the
-    tiny model) over a square ``sqrt(L) x sqrt(L)`` grid when L is a perfect square, else along
-    the sequence axis (the grid of a non-square image is not in the tensor; row-major tokens
-    still make the sequence axis a frequency axis); a list of per-sample latents, each alone.
-
-    Attributes:
-        name: transform implementation (``seacache``).
-        threshold: budget of the accumulated relative L1 change of the indicator since the last
-            computed step; a step is cached while the sum stays below it. 0 never caches
-            (output identical to no cache); larger caches more steps.
-        residual_order: 0 reuses the residual of the last computed step; 1 extrapolates it
-            linearly from the last two computed steps (as diffusers' SeaCache). A bound
-            calibrator (``calibrator=taylorseer``, ``abcache``) replaces either.
-        retention_steps: the first scheduler steps always compute.
-        cache_end_steps: the last scheduler steps always compute.
-        max_consecutive_cached: most cached steps in a row before a full compute; 0 for no limit.
-        power_exp: exponent of the clean-signal power prior ``1 / |f| ** power_exp`` that shapes
-            the filter (SeaCache uses 3.0); larger damps high frequencies harder.
-    """
-
-    name: str = "seacache"
-    front_blocks: int = 0
-    threshold: Optional[float] = 0.25
-    warmup_steps: int = 0
-    residual_order: int = 1
-    retention_steps: int = 1
-    cache_end_steps: int = 1
-    max_consecutive_cached: int = 2
-    power_exp: float = 3.0
 
 
 def sea_filter(latent: torch.Tensor, sigma: float, power_exp: float) -> torch.Tensor:

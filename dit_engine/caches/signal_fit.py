@@ -28,6 +28,7 @@ from dit_engine.hooks import StatefulHook, remove_hook
 from dit_engine.config.groups import Stage
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext, Lifecycle, Transform
+from dit_engine.caches.configs import SignalFitConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 HOOK_NAME = "dit_engine.fit_signals"
 TEACACHE_DEGREE = 4
@@ -39,16 +40,6 @@ FIT_SIGNALS_HINT = (
 ARTIFACT = "calibration.json"
 
 
-@dataclass
-class SignalFitConfig:
-    """``cache=fit_signals``: run uncached and write ``calibration.json`` (TeaCache polynomial,
-    MagCache ratio curve) into the run directory.
-
-    Attributes:
-        name: transform implementation (``fit_signals``).
-    """
-
-    name: str = "fit_signals"
 
 
 def read_signals(path: str, section: str, transformer: str | None = None) -> dict | None:

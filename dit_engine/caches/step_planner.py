@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +47,7 @@ from dit_engine.errors import DitEngineError
 from dit_engine.hooks import StatefulHook, remove_hook
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
+from dit_engine.caches.configs import PlanStepsConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 HOOK_NAME = "dit_engine.plan_steps"
 logger = logging.getLogger(__name__)
@@ -64,37 +65,6 @@ class ScheduleMismatchError(DitEngineError):
     """A request differs from what ``cache.schedule`` was planned for (one field named)."""
 
 
-@dataclass
-class PlanStepsConfig:
-    """``cache=plan_steps``: run uncached, record every step's model output, and write
-    ``schedule.json``: for each budget, the computed steps that forecast best.
-
-    Bind the forecaster you will run with (``calibrator=spectrum``, ``taylorseer``, ``foca``...):
-    the plan minimises its error; without a calibrator it plans for plain reuse.
-
-    Attributes:
-        name: transform implementation (``plan_steps``).
-        budgets: the fractions of steps computed to plan for, each in (0, 1]; a budget of
-            ``b`` plans ``round(b * steps)`` computes (as ``cache.budget`` counts them).
-        sample_elements: model-output elements recorded per request and step (a fixed random
-            sample; the whole output when smaller). The plan's error is a mean over elements,
-            so a sample estimates it; 65536 keeps a 28-step record of 10 requests under 100 MB.
-        seed: the seed of that sample.
-        replay_requests: recorded requests (pipeline calls) kept whole for closed-loop replays:
-            each candidate schedule is run again on them (the transformer called on its computed
-            steps, the forecaster answering the others) and judged by the final sample's error.
-            0 plans on the recorded trajectory alone (open loop), which cannot see a forecast's
-            error change what the model computes next and misjudges late computes.
-        evaluations: replays allowed per budget (each runs the transformer on that budget's
-            computed steps of every replayed request): the search's cost, a few plain runs.
-    """
-
-    name: str = "plan_steps"
-    budgets: list[float] = field(default_factory=lambda: [0.11, 0.18, 0.25, 0.33])
-    sample_elements: int = 65536
-    seed: int = 0
-    replay_requests: int = 1
-    evaluations: int = 60
 
 
 # -- signatures ---------------------------------------------------------------------------------

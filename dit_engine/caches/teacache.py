@@ -17,16 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from dit_engine.adapter import Adapter, ModelInfo, Probe
-from dit_engine.caches.block_cache import (BlockCache, BlockCacheConfig, BranchState, WholeStepBlockCache, family_threshold,
+from dit_engine.caches.block_cache import (BlockCache, BranchState, WholeStepBlockCache, family_threshold,
                                            relative_l1)
 from dit_engine.caches.signal_fit import FIT_SIGNALS_HINT, read_signals, signals_problem, values_problem
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, PlanContext
+from dit_engine.caches.configs import TeaCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
 #: TeaCache's published rescaling polynomials, highest power first, by adapter name. Keyed by
@@ -61,26 +62,6 @@ SHIPPED_CALIBRATIONS: dict[str, Callable[[], Path]] = {
 }
 
 
-@dataclass
-class TeaCacheConfig(BlockCacheConfig):
-    """TeaCache (``cache=teacache``): skip whole steps while the polynomial-rescaled relative L1
-    change of the timestep-modulated input, accumulated since the last computed step, stays below
-    ``threshold``. The first and last steps always compute. ``front_blocks`` / ``back_blocks``
-    do not apply (whole steps are skipped).
-
-    Attributes:
-        name: transform implementation (``teacache``).
-        coefficients: the rescaling polynomial, highest power first. ``None``: from
-            ``signals_file``, else the family's published ones (FLUX; the tiny model's shipped
-            calibration).
-        signals_file: a ``calibration.json`` written by ``python -m dit_engine cache=fit_signals``
-            (``cache.calibration_file`` is its old name).
-    """
-
-    name: str = "teacache"
-    front_blocks: int = 0
-    coefficients: Optional[list[float]] = None
-    signals_file: Optional[str] = None
 
 
 @dataclass

@@ -8,24 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from dit_engine.calibrators.base import CalibratorTransform
+from dit_engine.calibrators.configs import ABCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-@dataclass
-class ABCacheConfig:
-    """AB-Cache calibrator (``calibrator=abcache``): Adams-Bashforth style extrapolation.
-
-    On a cached step the residual is extrapolated with the polynomial through the last
-    ``order`` + 1 computed values (over the step index). Binds to the installed block cache.
-
-    Attributes:
-        name: transform implementation (``abcache``).
-        order: polynomial degree, 1-3 (1: linear extrapolation from the last two computes).
-        warmup: computed values needed before extrapolating (plain reuse until then); at least 2.
-    """
-
-    name: str = "abcache"
-    order: int = 1
-    warmup: int = 2
 
 
 @dataclass

@@ -11,40 +11,12 @@ import torch
 
 from dit_engine.calibrators.base import CalibratorTransform
 from dit_engine.transforms.base import PlanContext
+from dit_engine.calibrators.configs import FoCaConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 #: FoCa is one scheme, second order: a BDF2 predictor and a Heun corrector.
 SUPPORTED_ORDERS = (2,)
 
 
-@dataclass
-class FoCaConfig:
-    """FoCa calibrator (``calibrator=foca``): forecast, then calibrate.
-
-    The stored residual (with ``cache=scm_static``, the whole model output) is treated as the
-    solution of an ODE over the step index. A skipped step first predicts it with the BDF2
-    multistep formula from the last computed values, then calibrates the prediction with a
-    Heun (trapezoidal) corrector that averages the second-order slope at the last computed step
-    with the slope of the predicted step. Binds to the installed block cache.
-
-    Attributes:
-        name: transform implementation (``foca``).
-        order: the scheme's order; FoCa is second order (BDF2 predictor, Heun corrector), so
-            only 2 is accepted.
-        warmup: computed values needed before forecasting (plain reuse until then), at least 2:
-            the predictor needs two; the corrector joins once three exist.
-        correction: how far the forecast moves from the prediction toward the Heun corrector:
-            0 keeps the prediction (linear extrapolation), 1 applies the full trapezoidal
-            corrector. The corrector bends the forecast by the slope change between the last
-            computed intervals, which on long skips is noisy; 0.5 was best on the embedded model
-            (28 steps, 5 or 7 computed: +0.1 to +0.9 dB over linear extrapolation; with only 3
-            computed, up to 0.5 dB below it). 1 gains 0.3 dB more on evenly spread computes
-            but loses up to 1 dB after short intervals (the ultra preset's computed head).
-    """
-
-    name: str = "foca"
-    order: int = 2
-    warmup: int = 2
-    correction: float = 0.5
 
 
 @dataclass

@@ -4,7 +4,6 @@ basis of its higher-order terms replaced by scaled Hermite polynomials."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,38 +11,12 @@ import torch
 from dit_engine.calibrators.base import CalibratorTransform
 from dit_engine.calibrators.taylorseer import TaylorHistory, TaylorSeerForecaster
 from dit_engine.transforms.base import PlanContext
+from dit_engine.calibrators.configs import HiCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 #: Order 1 has no Hermite term (it is ``calibrator=taylorseer``); 2 and 3 do.
 SUPPORTED_ORDERS = (2, 3)
 
 
-@dataclass
-class HiCacheConfig:
-    """HiCache calibrator (``calibrator=hicache``): Hermite-basis forecasting.
-
-    Keeps TaylorSeer's finite-difference derivatives of the cached residual (over the step
-    index) but evaluates the terms of order two and up on scaled probabilists' Hermite
-    polynomials ``scale**n * He_n(scale * k)`` instead of the monomials ``k**n``, ``k`` steps
-    after the last computed one. The contraction keeps those terms small over long skips, where
-    the monomials amplify the noise of the derivatives. Binds to the installed block cache.
-
-    Attributes:
-        name: transform implementation (``hicache``).
-        order: highest derivative used, 2 or 3 (order 1 has no Hermite term: use
-            ``calibrator=taylorseer``).
-        warmup: computed steps of history needed before the forecast is used (plain reuse until
-            then); from 2 on the first-order term applies, the Hermite terms join as their
-            derivatives get data (``order`` + 1 computed steps).
-        scale: the contraction ``sigma`` in (0, 1]: smaller shrinks the higher-order terms
-            (toward TaylorSeer order 1), 1 is the unscaled ``He_n(k)``. 0.5 was best on the
-            embedded model (28 steps, 3 to 7 computed); from 0.7 up the second-order term
-            overshoots on long skips, as TaylorSeer's does.
-    """
-
-    name: str = "hicache"
-    order: int = 2
-    warmup: int = 2
-    scale: float = 0.5
 
 
 def hermite(n: int, x: float) -> float:

@@ -4,7 +4,6 @@ computed values, blended with a first-order Taylor term."""
 
 from __future__ import annotations
 
-import enum
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -15,57 +14,11 @@ import torch
 from dit_engine.calibrators.base import CalibratorTransform
 from dit_engine.steps import StepState
 from dit_engine.transforms.base import ApplyContext, PlanContext
+from dit_engine.calibrators.configs import SpectrumConfig, TimeAxis  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-class TimeAxis(enum.StrEnum):
-    """``calibrator.time``: what the forecast is a function of (see :class:`SpectrumConfig`)."""
-
-    sigma = "sigma"
-    step = "step"
 
 
-@dataclass
-class SpectrumConfig:
-    """Spectrum calibrator (``calibrator=spectrum``): Chebyshev forecasting, blended with Taylor.
-
-    Each computed value is a sample of a smooth function of the denoising time. A skipped step is
-    answered with the ridge-regression fit of that function in a Chebyshev basis (degree
-    ``degree``) through the last ``window`` computed values, evaluated at the skipped time, and
-    blended with the first-order Taylor forecast from the last two computed values. Binds to the
-    installed block cache wherever ``calibrator=taylorseer`` does (``cache=scm_static``: the
-    whole model output; ``cache=dbcache`` and friends: the middle blocks' residual).
-
-    Attributes:
-        name: transform implementation (``spectrum``).
-        degree: highest Chebyshev polynomial of the fit, 1-6. The fit needs ``degree`` + 1
-            computed values before it is used (Taylor until then, reuse before that).
-        ridge: weight of the ridge penalty on the non-constant coefficients, >= 0. It pulls the
-            fit toward a constant where the computed values cannot pin the curve (few, or close
-            together); 0 is plain least squares (exact through degree + 1 points).
-        blend: the share of the Chebyshev forecast in the answer, in [0, 1]; the rest is the
-            Taylor forecast (1: Chebyshev only, 0: Taylor only, i.e. ``calibrator=taylorseer``
-            over the same time axis).
-        window: computed values the fit uses (the latest), at least ``degree`` + 1.
-        warmup: computed values needed before forecasting at all (plain reuse until then), >= 2.
-        time: the axis the function is fitted over: ``sigma`` (the scheduler's noise level, so
-            a shifted schedule's uneven steps are spaced as the model sees them; the step index
-            where the scheduler has no sigmas) or ``step`` (the step index).
-
-    The defaults were the best of a grid (blend 0.25-1, ridge 0.01-1, degree 2-3, window 4-6) on
-    the embedded model with its own and with a shift-3 schedule, and on tiny FLUX, at 3, 5 and 7
-    of 28 steps computed (``cache.layout=sigmas``): mean PSNR 37.3 / 38.7 / 51.7 dB against
-    TaylorSeer's 36.7 / 36.2 / 50.5 and FoCa's 37.1 / 36.4 / 50.6. A ridge of 0.1 or more pulls
-    the curvature away where it is real (shift 3: -0.6 dB); degree 3 needs more computes than a
-    small budget has.
-    """
-
-    name: str = "spectrum"
-    degree: int = 2
-    ridge: float = 0.01
-    blend: float = 0.5
-    window: int = 4
-    warmup: int = 2
-    time: TimeAxis = TimeAxis.sigma
 
 
 #: Chebyshev degrees the fit accepts: above 6 the few computed values of a cached request cannot

@@ -9,27 +9,9 @@ from dataclasses import dataclass
 import torch
 
 from dit_engine.calibrators.base import CalibratorTransform
+from dit_engine.calibrators.configs import TaylorSeerConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-@dataclass
-class TaylorSeerConfig:
-    """TaylorSeer calibrator (``calibrator=taylorseer``): forecast instead of reuse.
-
-    On every computed step the cached residual's finite-difference derivatives (over the step
-    index) are updated; a cached step then adds the Taylor forecast of the residual instead of the
-    stale one. Binds to the installed block cache (``cache=dbcache``, ``fbcache``, ``scm``...).
-
-    Attributes:
-        name: transform implementation (``taylorseer``).
-        order: highest derivative used, 1-3. Higher follows curved trajectories better but
-            amplifies noise between far-apart computed steps.
-        warmup: computed steps of history needed before the forecast is used (plain reuse until
-            then); at least ``order`` + 1 gives every derivative its data.
-    """
-
-    name: str = "taylorseer"
-    order: int = 1
-    warmup: int = 2
 
 
 @dataclass

@@ -31,7 +31,7 @@ from dit_engine.config import compose_config
 from dit_engine.config.compose import explain_compose_error
 from dit_engine.config.schema_source import schema_choice_problem
 from dit_engine.console import fail
-from dit_engine.errors import ConfigError, DitEngineError
+from dit_engine.errors import ConfigError, DitEngineError, PlanError
 
 
 class PlanCheckCallback(Callback):
@@ -52,9 +52,6 @@ class PlanCheckCallback(Callback):
         return {**self.__dict__, "_planned": {}}
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Imported here: the session imports torch, which --help and shell completion do without.
-        from dit_engine.session import Session
-
         overrides = user_overrides(config.hydra.overrides.task)
         try:
             problem = _choices_problem(config) or _sweep_without_multirun_problem(config, overrides)
@@ -65,15 +62,18 @@ class PlanCheckCallback(Callback):
             if problem:
                 raise ConfigError(problem)
             new_run_dir = NewRunDir.before_run(Path(run_dir))
-            session = Session(_task_config(config), overrides).prepare()
+            task = _task_config(config)
+            _raise_early_problems(task)  # before torch is imported: a config mistake answers at once
+            # Imported here: the session imports torch, which --help, shell completion and the
+            # early checks do without.
+            from dit_engine.session import Session
+
+            session = Session(task, overrides).prepare()
         except DitEngineError as err:
             fail(err)
         self._planned[_cell_key(overrides)] = Planned(session, new_run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Imported here: the session imports torch, which --help and shell completion do without.
-        from dit_engine.session import Session
-
         try:
             problem = _choices_problem(config)
             if problem:
@@ -84,9 +84,21 @@ class PlanCheckCallback(Callback):
             cells = sweep_cells(config)
         except DitEngineError as err:
             fail(err)
-        for cell in cells:
+        composed = []
+        for cell in cells:  # every cell's config mistakes before torch is imported
             try:
-                session = Session(_compose_cell(config, cell), cell).prepare()
+                task = _compose_cell(config, cell)
+                _raise_early_problems(task)
+            except DitEngineError as err:
+                fail(f"sweep cell [{' '.join(cell)}]: {err}" if len(cells) > 1 else err)
+            composed.append((cell, task))
+        # Imported here: the session imports torch, which --help, shell completion and the early
+        # checks do without.
+        from dit_engine.session import Session
+
+        for cell, task in composed:
+            try:
+                session = Session(task, cell).prepare()
             except DitEngineError as err:
                 fail(f"sweep cell [{' '.join(cell)}]: {err}" if len(cells) > 1 else err)
             self._planned[_cell_key(cell)] = Planned(session)
@@ -97,6 +109,15 @@ class PlanCheckCallback(Callback):
         planned = self._planned.pop(_cell_key(user_overrides(config.hydra.overrides.task)), None)
         if isinstance(task_function, Job):
             task_function.planned = planned
+
+
+def _raise_early_problems(task: DictConfig) -> None:
+    """Raise what the composed config alone decides (:mod:`dit_engine.early_checks`)."""
+    from dit_engine.early_checks import early_problems  # imported on use: --help does without it
+
+    problems = early_problems(task)
+    if problems:
+        raise PlanError(problems)
 
 
 def _cell_key(overrides: list[str]) -> tuple[str, ...]:

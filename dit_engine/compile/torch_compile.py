@@ -18,9 +18,7 @@ after it first changes, e.g. a batch doubled by CFG); the counters are in the ru
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -28,44 +26,17 @@ from dit_engine.adapter import ModelInfo
 from dit_engine.compat import dynamo_backends, dynamo_graph_counters
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
+from dit_engine.compile.config import CompileConfig, Scope, Mode  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-class Scope(enum.StrEnum):
-    """``compile.scope``: what is compiled (see the module docstring)."""
-
-    regional = "regional"
-    full = "full"
 
 
-#: ``compile.mode``: torch.compile's modes (torch 2.13's ``torch._inductor.list_mode_options()``);
-#: built from a mapping because the names hold dashes (member names are what a config spells).
-Mode = enum.StrEnum("Mode", {name: name for name in
-                             ("default", "lite", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")})
 
 
 def known_backends() -> list[str]:
     return sorted(set(dynamo_backends()) | {"eager", "aot_eager", "inductor"})
 
 
-@dataclass
-class CompileConfig:
-    """``compile=``: what torch.compile compiles, and how.
-
-    Attributes:
-        name: transform implementation (``torch_compile``).
-        scope: ``regional`` (each transformer block, beneath the caches' hooks) or ``full``.
-        mode: torch.compile mode (null / default, reduce-overhead, max-autotune, ...).
-        dynamic: torch.compile's ``dynamic`` (null: dynamic after a shape first changes).
-        fullgraph: fail on any graph break inside a compiled region (regional: a block).
-        backend: torch.compile backend (inductor; eager or aot_eager to debug).
-    """
-
-    name: str = "torch_compile"
-    scope: Scope = Scope.regional
-    mode: Optional[Mode] = None
-    dynamic: Optional[bool] = None
-    fullgraph: bool = False
-    backend: str = "inductor"
 
 
 #: torch.compile backends that torch lists but that need another package installed.

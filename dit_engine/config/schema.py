@@ -17,6 +17,12 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+#: the embedded model's prompts, its class names (``dit_engine.digits.model.CLASS_NAMES``): here so
+#: a config's prompts are checked before torch loads (``dit_engine.early_checks``)
+EMBEDDED_PROMPTS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: the embedded model's image side in pixels
+EMBEDDED_SIDE = 16
+
 
 
 @dataclass
@@ -98,6 +104,23 @@ class BlockCacheConfig:
     separate_cfg: Optional[bool] = None
     per_sample: bool = False
 
+    def value_problems(self) -> list[str]:
+        """The settings no model can accept (ranges), each a one-line fix: decided by the config
+        alone, so they are reported before torch loads (``dit_engine.early_checks``)."""
+        problems = []
+        if self.front_blocks < 0 or self.back_blocks < 0:
+            problems.append("cache.front_blocks and cache.back_blocks must be 0 or more")
+        if self.threshold is not None and not self.threshold >= 0:  # also catches NaN
+            problems.append(f"cache.threshold={self.threshold} must be >= 0 (0 disables caching); try cache.threshold=0.08")
+        if not self.threshold_scale > 0:
+            problems.append(f"cache.threshold_scale={self.threshold_scale} must be > 0")
+        if self.warmup_steps < 0:
+            problems.append(f"cache.warmup_steps={self.warmup_steps} is negative; use 0 or more")
+        for key in ("max_cached_steps", "max_continuous_cached_steps"):
+            if getattr(self, key) < -1:
+                problems.append(f"cache.{key}={getattr(self, key)}: use -1 (no limit) or a count >= 0")
+        return problems
+
 
 @dataclass
 class NoCacheConfig(BlockCacheConfig):
@@ -107,6 +130,9 @@ class NoCacheConfig(BlockCacheConfig):
     and ignored, so that one sweep can cross cache options with their settings
     (``-m cache=none,dbcache cache.threshold=0.05,0.2``).
     """
+
+    def value_problems(self) -> list[str]:
+        return []  # ignored settings: any value will do
 
     name: str = "none"
 

@@ -3,10 +3,10 @@
 Every YAML option extends a schema (``defaults: [schema_dbcache]`` in ``conf/cache/dbcache.yaml``),
 so Hydra looks up ``cache/schema_dbcache`` while composing. This source answers those lookups:
 
-* **lazily**: a technique's schema is its transform's ``config_class``, and importing a transform
-  imports torch; only the schemas a composition actually uses are imported, so ``--help`` and
-  shell completion (which compose the default config, whose schemas are the engine's own) start
-  without torch;
+* **lazily**: a technique's schema is its ``dit_engine.schemas`` entry point (a torch-free
+  module: every built-in technique has one) or else its transform's ``config_class`` (importing
+  the transform, and torch); only the schemas a composition actually uses are imported, so
+  composing, ``--help`` and shell completion start without torch;
 * **unlisted**: it never lists a schema as an option of a group, so ``--help``, shell completion
   and Hydra's "available options" leave them out. Choosing one directly (``cache=schema_dbcache``)
   is refused by :func:`schema_choice_problem` wherever a config is composed.
@@ -57,10 +57,10 @@ def transform_schema_names(registry: Registry | None = None) -> dict[str, dict[s
 
 
 def transform_schema(entry_point: str, registry: Registry | None = None) -> type | None:
-    """The ``config_class`` of a transform (imports its module); None when it has none.
-    Raises :class:`~dit_engine.errors.RegistryError` when the transform cannot be loaded."""
-    transform_class, _ = (registry or Registry()).transform_class(entry_point)
-    return transform_class.config_class
+    """The config dataclass of a transform (:meth:`Registry.config_class`: torch-free where the
+    transform registers its schema); None when it has none. Raises
+    :class:`~dit_engine.errors.RegistryError` when it cannot be loaded."""
+    return (registry or Registry()).config_class(entry_point)
 
 
 def group_schemas(registry: Registry | None = None) -> dict[str, dict[str, type]]:

@@ -29,10 +29,9 @@ def _group_schema(group_name: str, node: Any, registry: Registry) -> type | None
     if group.stage is None or name in (None, "none"):  # a settings group, or a technique's none option
         return group.schema
     try:
-        transform_class, _ = registry.transform_class(f"{group.prefix}.{name}")
+        return registry.config_class(f"{group.prefix}.{name}")
     except (RegistryError, KeyError):
         return None
-    return transform_class.config_class
 
 
 def unknown_key_problems(cfg: DictConfig, registry: Registry) -> list[str]:

@@ -22,6 +22,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from safetensors.torch import load_file
 
+from dit_engine.config.schema import EMBEDDED_PROMPTS
+
 from .conditioner import ClassConditioner
 from .pipeline import TinyDiTPipeline
 from .vae import PixelShuffleVAE
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 #: The prompts the model understands, in label order (label ``i`` = digit ``i``).
-CLASS_NAMES: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CLASS_NAMES: tuple[str, ...] = EMBEDDED_PROMPTS  # the config checks know them without torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "tiny_dit.safetensors"

@@ -16,8 +16,6 @@ not undone by ``remove()`` (reload the pipeline).
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,31 +23,11 @@ import torch
 from dit_engine.adapter import ModelInfo
 from dit_engine.config.groups import Stage
 from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Transform
+from dit_engine.offload.config import OffloadConfig, OffloadMode  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-class OffloadMode(enum.StrEnum):
-    """``offload.mode``: which diffusers offload strategy (see the module docstring)."""
-
-    model = "model"
-    sequential = "sequential"
-    group = "group"
 
 
-@dataclass
-class OffloadConfig:
-    """``offload=``: which diffusers offload strategy.
-
-    Attributes:
-        name: transform implementation (``diffusers_offload``).
-        mode: model, sequential or group (see the module docstring).
-        num_blocks_per_group: group mode: blocks moved to the GPU together.
-        use_stream: group mode: prefetch the next group on a CUDA stream while one computes.
-    """
-
-    name: str = "diffusers_offload"
-    mode: OffloadMode = OffloadMode.model
-    num_blocks_per_group: int = 1
-    use_stream: bool = True
 
 
 class OffloadTransform(Transform):
