@@ -31,8 +31,6 @@ DBCACHE_THRESHOLDS: dict[str, float] = {
 LARGE_DIT_DBCACHE_THRESHOLD = 0.08
 
 
-
-
 def threshold_hit(cache: BlockCache, state: BranchState, front_residual: torch.Tensor | None, threshold: float) -> bool:
     """Whether the Fn residual changed less than ``threshold`` since the last computed step."""
     previous = state.front_residual

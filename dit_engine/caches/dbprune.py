@@ -38,8 +38,6 @@ DBPRUNE_THRESHOLDS: dict[str, float] = {
 LARGE_DIT_DBPRUNE_THRESHOLD = 0.05
 
 
-
-
 @dataclass
 class PrunedBlock:
     """What one block saw and produced at the last step it computed.

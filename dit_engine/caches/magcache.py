@@ -41,8 +41,6 @@ MAGCACHE_THRESHOLDS: dict[str, float] = {
 LARGE_DIT_MAGCACHE_THRESHOLD = 0.06
 
 
-
-
 def resample_ratios(ratios: Sequence[float], num_steps: int) -> list[float]:
     """A per-step magnitude-ratio curve for ``num_steps`` steps from one measured at another count.
 

@@ -21,16 +21,6 @@ from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Tra
 from dit_engine.caches.configs import DiffusersFBCConfig, DiffusersTaylorSeerConfig, DiffusersMagCacheConfig, DiffusersSeaCacheConfig, CacheDiTDBCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
-
-
-
-
-
-
-
-
 class BlockCounter:
     """Counts block forwards that really run: a pre-hook on each block's first child module.
 

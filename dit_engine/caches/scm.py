@@ -29,15 +29,8 @@ from dit_engine.transforms.base import ApplyContext, PlanContext
 from dit_engine.caches.configs import SCMConfig, Preset, Policy, Layout, SkipLevel  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
 #: Preset -> share of steps computed.
 PRESET_FRACTIONS = {Preset.slow: 0.60, Preset.medium: 0.40, Preset.fast: 0.33, Preset.ultra: 0.25}
-
-
-
-
-
 
 
 #: ``cache.threshold`` defaults by adapter name, over :data:`LARGE_DIT_SCM_THRESHOLD` (a plain dict:
@@ -47,8 +40,6 @@ SCM_THRESHOLDS: dict[str, float] = {
 }
 #: DBCache's large-DiT threshold: the dynamic policy applies DBCache's rule on the masked steps.
 LARGE_DIT_SCM_THRESHOLD = 0.08
-
-
 
 
 def preset_flags(preset: str, num_steps: int) -> list[bool]:

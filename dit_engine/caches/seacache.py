@@ -39,8 +39,6 @@ NO_SIGMAS = (
 )
 
 
-
-
 def sea_filter(latent: torch.Tensor, sigma: float, power_exp: float) -> torch.Tensor:
     """The SEA indicator of one latent tensor at noise level ``sigma`` (float32, same shape).
 

@@ -40,8 +40,6 @@ FIT_SIGNALS_HINT = (
 ARTIFACT = "calibration.json"
 
 
-
-
 def read_signals(path: str, section: str, transformer: str | None = None) -> dict | None:
     """One section (``teacache`` / ``magcache``) of a calibration.json, for ``transformer`` or the
     first one. Assumes a file that :func:`signals_problem` accepted."""

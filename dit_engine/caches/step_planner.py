@@ -65,8 +65,6 @@ class ScheduleMismatchError(DitEngineError):
     """A request differs from what ``cache.schedule`` was planned for (one field named)."""
 
 
-
-
 # -- signatures ---------------------------------------------------------------------------------
 
 

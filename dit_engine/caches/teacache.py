@@ -62,8 +62,6 @@ SHIPPED_CALIBRATIONS: dict[str, Callable[[], Path]] = {
 }
 
 
-
-
 @dataclass
 class TeaBranch:
     probe: Any = None  # the modulated input of the previous call

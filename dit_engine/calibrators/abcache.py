@@ -11,8 +11,6 @@ from dit_engine.calibrators.base import CalibratorTransform
 from dit_engine.calibrators.configs import ABCacheConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
 @dataclass
 class ExtrapolationHistory:
     """The last computed values of one residual stream and the steps they were computed at."""

@@ -17,8 +17,6 @@ from dit_engine.calibrators.configs import FoCaConfig  # noqa: F401 - the schema
 SUPPORTED_ORDERS = (2,)
 
 
-
-
 @dataclass
 class FoCaHistory:
     """One residual stream at its last computed step."""

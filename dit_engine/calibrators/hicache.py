@@ -17,8 +17,6 @@ from dit_engine.calibrators.configs import HiCacheConfig  # noqa: F401 - the sch
 SUPPORTED_ORDERS = (2, 3)
 
 
-
-
 def hermite(n: int, x: float) -> float:
     """The probabilists' Hermite polynomial ``He_n(x)`` (``He_{n+1} = x He_n - n He_{n-1}``)."""
     previous, current = 1.0, x

@@ -17,10 +17,6 @@ from dit_engine.transforms.base import ApplyContext, PlanContext
 from dit_engine.calibrators.configs import SpectrumConfig, TimeAxis  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
-
-
 #: Chebyshev degrees the fit accepts: above 6 the few computed values of a cached request cannot
 #: pin the curve, and the polynomials oscillate between them.
 MAX_DEGREE = 6

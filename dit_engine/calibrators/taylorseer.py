@@ -12,8 +12,6 @@ from dit_engine.calibrators.base import CalibratorTransform
 from dit_engine.calibrators.configs import TaylorSeerConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
 @dataclass
 class TaylorHistory:
     """Finite-difference derivatives of one residual stream at its last computed step."""

@@ -29,14 +29,8 @@ from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Tra
 from dit_engine.compile.config import CompileConfig, Scope, Mode  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
-
-
 def known_backends() -> list[str]:
     return sorted(set(dynamo_backends()) | {"eager", "aot_eager", "inductor"})
-
-
 
 
 #: torch.compile backends that torch lists but that need another package installed.

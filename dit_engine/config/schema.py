@@ -24,7 +24,6 @@ EMBEDDED_PROMPTS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "fiv
 EMBEDDED_SIDE = 16
 
 
-
 @dataclass
 class ModelConfig:
     """Which model to load and where to run it.

@@ -26,10 +26,6 @@ from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Tra
 from dit_engine.offload.config import OffloadConfig, OffloadMode  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
-
-
 class OffloadTransform(Transform):
     """Installs diffusers' offload hooks on the whole pipeline (on a GPU run)."""
 

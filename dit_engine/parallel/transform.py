@@ -46,8 +46,6 @@ from dit_engine.transforms.base import ApplyContext, PlanContext, Transform
 from dit_engine.parallel.config import ParallelConfig  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
 #: ``parallel.comm_dtype`` values (null: the model's dtype)
 COMM_DTYPES = ("fp8",)
 #: head sub-groups of ``parallel.ulysses_overlap``: two keep one exchange in flight per attention

@@ -38,13 +38,7 @@ from dit_engine.transforms.base import ApplyContext, Lifecycle, PlanContext, Tra
 from dit_engine.quant.config import QuantConfig, Scheme, Granularity  # noqa: F401 - the schema, torch-free (re-exported)
 
 
-
-
-
-
 CPU_SCHEMES = ("int8_weight_only", "int8_dynamic", "fp8_weight_only", "intx_weight_only")
-
-
 
 
 def scheme_problem(config: QuantConfig, device: torch.device) -> str | None:

@@ -1,30 +1,16 @@
 """``cache=every_nth``: the block cache recomputes its middle blocks every ``interval`` steps and
 reuses them in between (a fixed schedule, no probe: FORA-style reuse).
 
-A whole cache technique in one module: its config dataclass (registered as the Hydra schema
-``schema_every_nth`` through the transform's entry point), its decision rule, and its transform.
-It plugs into dit_engine's block cache, so calibrators (``calibrator=taylorseer``) bind to it.
+A whole cache technique: its decision rule and its transform here, its config dataclass (the Hydra
+schema ``schema_every_nth``) in the torch-free ``every_nth_config`` (the ``dit_engine.schemas``
+entry point). It plugs into dit_engine's block cache, so calibrators (``calibrator=taylorseer``) bind to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from dit_engine.caches.block_cache import BlockCache, BlockCacheConfig, BranchState, ForecastableBlockCache
+from dit_engine.caches.block_cache import BlockCache, BranchState, ForecastableBlockCache
 from dit_engine.plan import Stage
-
-
-@dataclass
-class EveryNthConfig(BlockCacheConfig):
-    """``cache=every_nth``: compute every ``interval``-th step, reuse the middle blocks otherwise.
-
-    Attributes:
-        name: transform implementation (``every_nth``).
-        interval: steps between computes after the warm-up; 1 computes every step (exact).
-    """
-
-    name: str = "every_nth"
-    interval: int = 3
+from dit_engine_example.every_nth_config import EveryNthConfig
 
 
 class EveryNthRule:
@@ -50,10 +36,7 @@ class EveryNthTransform(ForecastableBlockCache):
 
     @classmethod
     def check(cls, config: EveryNthConfig, context) -> list[str]:
-        problems = cls.block_problems(config, context, needs_threshold=False)
-        if config.interval < 1:
-            problems.append(f"cache.interval={config.interval}: use 1 (every step) or more")
-        return problems
+        return cls.block_problems(config, context, needs_threshold=False)  # includes config.value_problems()
 
     @classmethod
     def describe(cls, config: EveryNthConfig, model_info) -> str:
