@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from dit_engine.config.compose import overrides_touch_group
-from dit_engine.errors import ConfigError
+from dit_engine.early_checks import early_problems
+from dit_engine.errors import ConfigError, PlanError
+from dit_engine.first_call import FirstCallHandle
 from dit_engine.handle import Handle
 from dit_engine.session import Session
+from dit_engine.transforms.protocols import TracedAdapter
 
 
 def apply(pipe: Any, *overrides: str, example_call: dict[str, Any] | None = None) -> Handle:
@@ -21,9 +24,11 @@ def apply(pipe: Any, *overrides: str, example_call: dict[str, Any] | None = None
         handle.remove()
 
     The adapter is found by the pipeline's class (``model=<name>`` forces one). A pipeline no
-    adapter claims gets the automatic adapter, which infers the block lists from one traced call
-    of two steps: ``example_call`` (the arguments of a working call, e.g. with ``prompt_embeds``)
-    or, without it, the workload's first prompt. Raises
+    adapter claims (or ``model=auto``) gets the automatic adapter, which infers the block lists
+    from one traced call of two steps: ``example_call`` (the arguments of a working call, e.g.
+    with ``prompt_embeds``) or, without it, the pipeline's first real call: the plan is then
+    completed and applied when the pipeline is first called, and that call runs with it (the
+    returned :class:`~dit_engine.first_call.FirstCallHandle` becomes the plan's handle). Raises
     :class:`ConfigError`, :class:`PlanError`, :class:`UnsupportedPipelineError` or
     :class:`AlreadyAppliedError` with a one-line message naming the fix.
     """
@@ -34,4 +39,9 @@ def apply(pipe: Any, *overrides: str, example_call: dict[str, Any] | None = None
         raise ConfigError(f"apply() takes override strings like 'cache=dbcache', got {type(bad).__name__} {bad!r}{hint}")
     session = Session.from_overrides(overrides)
     named = session.cfg.model.adapter if overrides_touch_group(overrides, "model") else None
+    if example_call is None and isinstance(session.registry.adapter_for_pipeline(pipe, named), TracedAdapter):
+        problems = early_problems(session.cfg, session.registry)  # config mistakes now, not at the first call
+        if problems:
+            raise PlanError(problems)
+        return FirstCallHandle(pipe, lambda call: session.prepare(pipe, named, call).apply(pipe))
     return session.prepare(pipe, named, example_call).apply(pipe)

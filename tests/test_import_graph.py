@@ -32,7 +32,7 @@ LAYERS = {
     "dit_engine.compile": 2, "dit_engine.offload": 2, "dit_engine.parallel": 2, "dit_engine.lora": 2,
     "dit_engine.relations": 3, "dit_engine.plan": 3, "dit_engine.handle": 3, "dit_engine.early_checks": 3,
     "dit_engine.session": 4, "dit_engine.run_loop": 4, "dit_engine.run_metrics": 4, "dit_engine.reference": 4,
-    "dit_engine.api": 4, "dit_engine.report": 4, "dit_engine.completion": 4,
+    "dit_engine.api": 4, "dit_engine.report": 4, "dit_engine.completion": 4, "dit_engine.first_call": 4,
     "dit_engine.launch": 5, "dit_engine.cli": 5, "dit_engine.serve": 5, "dit_engine.testing": 5, "dit_engine.__main__": 5,
 }
 

@@ -90,14 +90,56 @@ class NoDiTPipeline(DiffusionPipeline):
 
 def test_a_pipeline_nothing_can_serve_is_refused_in_one_line():
     pipe = OpaquePipeline(_OpaqueTransformer())
+    handle = dit_engine.apply(pipe, "cache=dbcache")  # traced on the first call, which refuses
     with pytest.raises(UnsupportedPipelineError) as err:
-        dit_engine.apply(pipe, "cache=dbcache")
+        pipe(prompt="a cat")
+    with pytest.raises(UnsupportedPipelineError):  # and the next one too: never run without the plan
+        pipe(prompt="a cat")
+    handle.remove()
+    assert type(pipe) is OpaquePipeline
     message = str(err.value)
     assert "\n" not in message
     assert "OpaquePipeline (transformer: _OpaqueTransformer)" in message
     assert "has no top-level ModuleList of attention blocks" in message and "docs/plugins.md" in message
     with pytest.raises(UnsupportedPipelineError, match=r"no installed adapter serves NoDiTPipeline \(no transformer component\)"):
         dit_engine.apply(NoDiTPipeline(), "cache=dbcache")
+
+
+@pytest.mark.parametrize("variant,family", [("wan", "wan"), ("cogvideox", "cogvideox")])
+def test_model_auto_traces_the_first_real_call(variant, family):
+    """apply(pipe, "model=auto", ...) without an example call: the pipeline's first call is traced
+    (its own arguments fit it, where the workload's default prompt did not) and runs with the
+    plan; it equals the hand-written adapter's output, and the trace left the user's generator
+    where the plain call leaves it."""
+    overrides = ("cache=dbcache", "cache.threshold=0.5", "cache.warmup_steps=1")
+    case = build_case(variant)
+    expected_call = case.call()
+    expected, by_hand = _run_with_call(case, overrides, expected_call)  # by_hand: its summary
+    pipeline_class = type(case.pipe)
+    auto = dit_engine.apply(case.pipe, "model=auto", *overrides)
+    assert type(case.pipe) is not pipeline_class  # the first call is intercepted
+    with pytest.raises(dit_engine.DitEngineError, match="completed on the pipeline's first call"):
+        auto.summary()
+    call = case.call()
+    try:
+        output = run(case.pipe, call)
+        assert auto.completed and auto.plan.adapter.name == "auto" and by_hand["adapter"] == family
+        assert torch.equal(output, expected)
+        assert auto.summary()["blocks_computed"] == by_hand["blocks_computed"] < auto.summary()["blocks_total"]
+        assert torch.equal(call["generator"].get_state(), expected_call["generator"].get_state())
+    finally:
+        auto.remove()
+    assert type(case.pipe) is pipeline_class  # the interception is gone
+
+
+def _run_with_call(case, overrides, call):
+    """The output of one call under ``overrides`` and the plan's summary, taken before it is removed."""
+    handle = dit_engine.apply(case.pipe, *overrides)
+    try:
+        output = run(case.pipe, call)
+        return output, {**handle.summary(), "adapter": handle.plan.adapter.name}
+    finally:
+        handle.remove()
 
 
 def test_a_failing_trace_names_the_fix():
