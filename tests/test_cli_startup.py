@@ -60,6 +60,19 @@ def test_completion_query_for_python_dash_m_imports_no_heavy_library(tmp_path):
     assert not imported(result.stderr) & set(HEAVY)
 
 
+@pytest.mark.parametrize("line,expected", [
+    ("python -m dit_engine cache=dbcache cache.thr", "cache.threshold="),
+    ("python -m dit_engine parallel=ulysses2 parallel.comm", "parallel.comm_dtype="),
+    ("python -m dit_engine cache=scm calibrator=taylorseer calibrator.ord", "calibrator.order="),
+])
+def test_key_completion_reads_the_techniques_schema_without_torch(tmp_path, line, expected):
+    """Completing a technique's key composes its schema: a torch-free module, so no torch import."""
+    result = run_module("-sc", "query=bash", cwd=tmp_path, COMP_LINE=line, COMP_POINT=str(len(line)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout.split()
+    assert not imported(result.stderr) & set(HEAVY)
+
+
 BASH = shutil.which("bash")
 
 
