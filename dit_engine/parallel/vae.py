@@ -206,6 +206,11 @@ class _Survey:
         if span == 0:  # a 1-row kernel needs no neighbour rows
             return
         rows = _round_up(span, stride)
+        if unit is conv and isinstance(conv.padding, tuple):
+            # the conv pads itself by p rows: output row i sees rows [s*i - p, s*i - p + span], so
+            # a chunk needs p rows from above and span + 1 - s - p from below (1 and 1 for a 3x3)
+            pad = conv.padding[-2]
+            rows = _round_up(max(pad, span + 1 - stride - pad, 0), stride)
         self.halo.append((unit, rows, stride))
         self.most_halo = max(self.most_halo, rows)
 
