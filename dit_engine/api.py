@@ -6,8 +6,8 @@ from typing import Any
 
 from dit_engine.config.compose import overrides_touch_group
 from dit_engine.early_checks import early_problems
-from dit_engine.errors import ConfigError, PlanError
-from dit_engine.first_call import FirstCallHandle
+from dit_engine.errors import AlreadyAppliedError, ConfigError, PlanError
+from dit_engine.first_call import FirstCallHandle, waiting_for_first_call
 from dit_engine.handle import Handle
 from dit_engine.session import Session
 from dit_engine.transforms.protocols import TracedAdapter
@@ -37,6 +37,9 @@ def apply(pipe: Any, *overrides: str, example_call: dict[str, Any] | None = None
         bad = not_strings[0]
         hint = "; unpack a list with apply(pipe, *overrides)" if isinstance(bad, (list, tuple)) else ""
         raise ConfigError(f"apply() takes override strings like 'cache=dbcache', got {type(bad).__name__} {bad!r}{hint}")
+    if waiting_for_first_call(pipe):
+        raise AlreadyAppliedError("this pipeline already has a dit_engine plan that its next call completes (model=auto); "
+                                  "call the pipeline once, or handle.remove(), before applying another")
     session = Session.from_overrides(overrides)
     named = session.cfg.model.adapter if overrides_touch_group(overrides, "model") else None
     if example_call is None and isinstance(session.registry.adapter_for_pipeline(pipe, named), TracedAdapter):

@@ -25,8 +25,15 @@ import torch
 from dit_engine.errors import DitEngineError
 from dit_engine.handle import Handle
 
+#: set on the intercepting class: a pipeline waiting for its first call already has a plan
+INTERCEPTED = "_dit_engine_first_call"
 #: pipeline-call arguments the traced call leaves out: user code that must run once per real call
 NOT_TRACED = ("callback", "callback_steps", "callback_on_step_end", "callback_on_step_end_tensor_inputs")
+
+
+def waiting_for_first_call(pipe: Any) -> bool:
+    """Whether ``pipe`` carries a ``model=auto`` plan that its next call completes."""
+    return bool(getattr(type(pipe), INTERCEPTED, False))
 
 
 class FirstCallHandle:
@@ -54,7 +61,7 @@ class FirstCallHandle:
             return original.__call__(pipe, *args, **kwargs)
 
         namespace = {"__call__": __call__, "__module__": original.__module__, "__qualname__": original.__qualname__,
-                     "__doc__": original.__doc__}
+                     "__doc__": original.__doc__, INTERCEPTED: True}
         self._pipe.__class__ = type(original.__name__, (original,), namespace)
 
     def _complete_from(self, args: tuple, kwargs: dict) -> None:

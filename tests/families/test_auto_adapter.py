@@ -118,6 +118,8 @@ def test_model_auto_traces_the_first_real_call(variant, family):
     pipeline_class = type(case.pipe)
     auto = dit_engine.apply(case.pipe, "model=auto", *overrides)
     assert type(case.pipe) is not pipeline_class  # the first call is intercepted
+    with pytest.raises(dit_engine.AlreadyAppliedError, match="its next call completes"):
+        dit_engine.apply(case.pipe, "cache=dbcache")
     with pytest.raises(dit_engine.DitEngineError, match="completed on the pipeline's first call"):
         auto.summary()
     call = case.call()
