@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dit_engine.errors import DitEngineError
+from dit_engine.workload import class_model_problems
 from dit_engine.adapter import DUAL_STREAM_ENCODER_FIRST, Adapter, BlockSpec, ModelInfo, WorkloadDefaults, flux_modulated_input
 
 
@@ -59,16 +60,8 @@ class TinyAdapter(Adapter):
         folder = _weights_dir(model_cfg)
         if folder is not None and not (folder / CONFIG_FILE.name).is_file():
             return [f"model.pretrained={model_cfg.pretrained} holds no {CONFIG_FILE.name}; point it at the --out folder of python -m dit_engine.digits.train, or drop it to use the embedded weights"]
-        size_problems = [f"workload.{key}={getattr(workload, key)}: the tiny model generates 16x16 images only; drop workload.{key} (or set 16)"
-                         for key in ("height", "width") if getattr(workload, key) not in (None, 16)]
-        if size_problems:
-            return size_problems
         class_names = self._config(model_cfg)[0]["class_names"]
-        known = {name.lower() for name in class_names} | {str(i) for i in range(len(class_names))}
-        unknown = [p for p in workload.prompts if p.strip().lower() not in known]
-        if unknown:
-            return [f"unknown prompt '{unknown[0]}' for the tiny model; known prompts: {', '.join(class_names)}"]
-        return []
+        return class_model_problems(workload.prompts, workload.height, workload.width, class_names)
 
     def pipeline_class(self, model_cfg: Any) -> type:
         from dit_engine.digits.pipeline import TinyDiTPipeline

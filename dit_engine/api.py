@@ -43,7 +43,7 @@ def apply(pipe: Any, *overrides: str, example_call: dict[str, Any] | None = None
     session = Session.from_overrides(overrides)
     named = session.cfg.model.adapter if overrides_touch_group(overrides, "model") else None
     if example_call is None and isinstance(session.registry.adapter_for_pipeline(pipe, named), TracedAdapter):
-        problems = early_problems(session.cfg, session.registry)  # config mistakes now, not at the first call
+        problems = early_problems(session.cfg, session.registry, loads_model=False)  # now, not at the first call
         if problems:
             raise PlanError(problems)
         return FirstCallHandle(pipe, lambda call: session.prepare(pipe, named, call).apply(pipe))

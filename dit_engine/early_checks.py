@@ -15,11 +15,11 @@ from typing import Any, Protocol, runtime_checkable
 from omegaconf import DictConfig, OmegaConf
 
 from dit_engine.config.groups import technique_groups
-from dit_engine.config.schema import EMBEDDED_PROMPTS, EMBEDDED_SIDE
+from dit_engine.config.schema import EMBEDDED_PROMPTS
 from dit_engine.config.validate import config_problems
 from dit_engine.errors import RegistryError
 from dit_engine.registry import Registry
-from dit_engine.workload import workload_config_problems
+from dit_engine.workload import class_model_problems, workload_config_problems
 
 
 @runtime_checkable
@@ -29,14 +29,18 @@ class ChecksValues(Protocol):
     def value_problems(self) -> list[str]: ...
 
 
-def early_problems(cfg: DictConfig, registry: Registry | None = None) -> list[str]:
-    """Every problem the composed ``cfg`` alone decides, each a one-line fix (see the module doc)."""
+def early_problems(cfg: DictConfig, registry: Registry | None = None, loads_model: bool = True) -> list[str]:
+    """Every problem the composed ``cfg`` alone decides, each a one-line fix (see the module doc).
+    ``loads_model=False``: the caller brings its own pipeline (:func:`dit_engine.apply`), so the
+    ``model`` group's choice, and the embedded model's limits, do not apply."""
     registry = registry or Registry(cfg.get("blocked") or ())
     problems = config_problems(cfg, registry)
     if problems:  # the rest would trip over the same keys
         return problems
     problems = workload_config_problems(cfg.workload)
-    return problems + technique_value_problems(cfg, registry) + embedded_model_problems(cfg)
+    if problems:  # the checks below would trip over them
+        return problems
+    return technique_value_problems(cfg, registry) + (embedded_model_problems(cfg) if loads_model else [])
 
 
 def technique_value_problems(cfg: DictConfig, registry: Registry) -> list[str]:
@@ -64,13 +68,5 @@ def embedded_model_problems(cfg: DictConfig) -> list[str]:
     if not isinstance(model, DictConfig) or model.get("adapter") != "tiny" or model.get("pretrained") is not None:
         return []
     workload = cfg.workload
-    sizes = [f"workload.{key}={workload[key]}: the tiny model generates {EMBEDDED_SIDE}x{EMBEDDED_SIDE} images only; "
-             f"drop workload.{key} (or set {EMBEDDED_SIDE})" for key in ("height", "width") if workload[key] not in (None, EMBEDDED_SIDE)]
-    if sizes:
-        return sizes
-    known = set(EMBEDDED_PROMPTS) | {str(i) for i in range(len(EMBEDDED_PROMPTS))}
     prompts = OmegaConf.to_container(workload.prompts, resolve=True) if workload.prompts is not None else []
-    unknown = [p for p in prompts if isinstance(p, str) and p.strip().lower() not in known]
-    if unknown:
-        return [f"unknown prompt '{unknown[0]}' for the tiny model; known prompts: {', '.join(EMBEDDED_PROMPTS)}"]
-    return []
+    return class_model_problems(prompts, workload.height, workload.width, EMBEDDED_PROMPTS)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from dit_engine.config.schema import EMBEDDED_SIDE
 
 if TYPE_CHECKING:  # the adapter module imports torch; the workload checks run before torch loads
     from dit_engine.adapter import Adapter
@@ -35,6 +38,21 @@ def _guidance_problem(key: str, value: Any) -> str | None:
         return (f"{key}={value:g} is far beyond any trained guidance (single digits; at most "
                 f"{MAX_GUIDANCE_SCALE:g}): the guided prediction would overflow to NaN and every image come out black")
     return None
+
+
+def class_model_problems(prompts: list[str], height: int | None, width: int | None, class_names: Sequence[str]) -> list[str]:
+    """What the tiny class-conditioned model cannot make: a size other than its 16 px, a prompt
+    that names none of its classes (by name or index). Its adapter and the early checks share it."""
+    sizes = [f"workload.{key}={value}: the tiny model generates {EMBEDDED_SIDE}x{EMBEDDED_SIDE} images only; "
+             f"drop workload.{key} (or set {EMBEDDED_SIDE})" for key, value in (("height", height), ("width", width))
+             if value not in (None, EMBEDDED_SIDE)]
+    if sizes:
+        return sizes
+    known = {name.lower() for name in class_names} | {str(i) for i in range(len(class_names))}
+    unknown = [p for p in prompts if isinstance(p, str) and p.strip().lower() not in known]
+    if unknown:
+        return [f"unknown prompt '{unknown[0]}' for the tiny model; known prompts: {', '.join(class_names)}"]
+    return []
 
 
 def workload_config_problems(node: DictConfig) -> list[str]:

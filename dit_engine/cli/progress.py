@@ -36,6 +36,7 @@ class SweepProgressCallback(Callback):
         self.total: int | None = None
         self.done = 0
         self.started: float | None = None
+        self.cell_started: float | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started, self.done = time.monotonic(), 0
@@ -55,7 +56,8 @@ class SweepProgressCallback(Callback):
         now = time.monotonic()
         elapsed = now - self.started
         of = f"/{self.total}" if self.total else ""
-        line = f"sweep: cell {self.done}{of} done in {duration(now - getattr(self, 'cell_started', now))}; {duration(elapsed)} elapsed"
+        cell = now - (self.cell_started if self.cell_started is not None else now)
+        line = f"sweep: cell {self.done}{of} done in {duration(cell)}; {duration(elapsed)} elapsed"
         if self.total and self.done < self.total:
             line += f", about {duration(elapsed / self.done * (self.total - self.done))} left"
         log.info(line)

@@ -24,8 +24,9 @@ keeps that branch's own state, as in the single-process run.
 The two-call pattern stays learned: the placeholder needs the output's shape, which the first
 call gives (or the adapter, from the first step). A first call no second one follows is computed
 at the end of the step (the kept-call rule above), so a wrong guess about the pattern costs that
-step's split, never a wrong result; a wrong output shape is an error, never a silent one. A batched pipeline whose pattern was learned computed its first step whole, so the
-caches below stored whole-batch residuals and histories; when the batch is split (at the end of
+step's split, never a wrong result; a wrong output shape is an error, never a silent one.
+
+A batched pipeline whose pattern was learned computed its first step whole, so the caches below stored whole-batch residuals and histories; when the batch is split (at the end of
 that step, or at the first call when the pattern is known), every applied transform takes its part
 of what it stored (nothing, at the first call) and reduces its decision statistics over the whole
 batch (:meth:`~dit_engine.transforms.base.dit_engine.transforms.protocols.SplitsBatch`), so the ranks decide and
@@ -97,7 +98,6 @@ class CfgParallelHook(ModelHook):
 
     def initialize_hook(self, module):
         self.argument_names = list(inspect.signature(type(module).forward).parameters)[1:]
-        self.module = module
         return module
 
     def new_request(self) -> None:

@@ -125,7 +125,8 @@ class ParallelTransform(Transform):
                                 "use a divisor, or context parallelism (parallel=ulysses2)")
         problems += cls._communication_problems(config, d, device)
         problems += cls._around_the_transformer_problems(config, d, info)
-        nodes = nodes_problem(config, d.world)
+        laid_out = not config.auto or config.auto_reason is not None  # parallel=auto said its own problem
+        nodes = nodes_problem(config, d.world) if laid_out else None
         if nodes:
             problems.append(nodes)
         if config.backend not in (None, "gloo", "nccl"):

@@ -97,6 +97,8 @@ def test_a_pipeline_nothing_can_serve_is_refused_in_one_line():
         pipe(prompt="a cat")
     handle.remove()
     assert type(pipe) is OpaquePipeline
+    # the caller's pipeline, not the embedded model: its 16 px limit is no problem of apply()
+    dit_engine.apply(pipe, "cache=dbcache", "workload.height=32").remove()
     message = str(err.value)
     assert "\n" not in message
     assert "OpaquePipeline (transformer: _OpaqueTransformer)" in message

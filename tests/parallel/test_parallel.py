@@ -295,7 +295,7 @@ def test_the_cli_starts_its_ranks_and_writes_the_single_process_images(tmp_path,
 def test_float8_communication_reports_its_psnr_against_the_exact_exchange(tmp_path):
     """metrics.json's parallel section holds the PSNR of the float8 run against the same plan with
     the exact all-to-all; with no cache that exact run is the single-process output, so the PSNR
-    against the reference is the same number."""
+    against the reference is about the same number."""
     out = tmp_path / "fp8"
     command = [sys.executable, "-m", "dit_engine", "parallel=ulysses2", "parallel.comm_dtype=fp8", "workload=smoke",
                "report.quality=true", "quiet=true", f"report.reference_dir={tmp_path / 'refs'}", f"hydra.run.dir={out}"]
@@ -305,7 +305,9 @@ def test_float8_communication_reports_its_psnr_against_the_exact_exchange(tmp_pa
     metrics = json.loads((out / "metrics.json").read_text())
     against_exact = metrics["parallel"]["psnr_vs_exact"]
     assert FP8_MIN_PSNR <= against_exact["psnr"] < math.inf, against_exact
-    assert against_exact["psnr"] == pytest.approx(metrics["quality"]["aggregate"]["psnr"], abs=1e-6)
+    # the exact exchange equals one process within 1e-4 in float (the worker's cases check that);
+    # after 8-bit rounding a pixel on a half level may still differ on another CPU: a fraction of a dB
+    assert against_exact["psnr"] == pytest.approx(metrics["quality"]["aggregate"]["psnr"], abs=0.5)
     assert "float8" in (out / "plan.txt").read_text()
 
 
@@ -328,7 +330,7 @@ def test_float8_and_overlap_need_a_ulysses_exchange(overrides, expected):
     (["parallel=auto", "parallel.world_size=4", "parallel.nodes=3"], "3 nodes do not divide the 4 ranks"),
 ])
 def test_vae_text_encoder_and_node_settings_are_checked_before_loading(overrides, expected):
-    assert expected in _plan_problems(*overrides)
+    assert _plan_problems(*overrides).count(expected) == 1  # said once (parallel=auto says it, not the check again)
 
 
 def test_a_vae_class_vae_parallel_does_not_know_is_refused_before_loading(tmp_path):

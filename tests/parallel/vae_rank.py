@@ -56,13 +56,9 @@ def build(kind: str) -> nn.Module:
     elif kind == "qwen_image":
         vae = AutoencoderKLQwenImage(**wan)
     elif kind == "ltx":  # LTX 0.9.1-like: noise injection, timestep conditioning, stride-2 conv downsampling
-        vae = AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8, 8, 16, 16),
-                                    decoder_block_out_channels=(16, 16, 16, 16), layers_per_block=(1, 1, 1, 1, 1),
-                                    decoder_layers_per_block=(1, 1, 1, 1, 1),
-                                    spatio_temporal_scaling=(True, True, False, False),
-                                    decoder_spatio_temporal_scaling=(True, True, False, False),
-                                    decoder_inject_noise=(True, True, False, False, False),
-                                    timestep_conditioning=True, patch_size=2)
+        from dit_engine.testing.zoo.ltx_pipeline import TINY_LTX_VIDEO_VAE
+
+        vae = AutoencoderKLLTXVideo(**TINY_LTX_VIDEO_VAE)
     elif kind == "ltx095":  # LTX 0.9.5-like: space-to-channel downsamplers, residual upsamplers
         vae = AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8, 8, 16, 16),
                                     down_block_types=("LTXVideo095DownBlock3D",) * 4,

@@ -13,10 +13,17 @@ from typing import Any
 from dit_engine.testing.zoo._build import TEXT_ENCODER, TINY_PROMPT, TRANSFORMER, VAE, generator, seeded
 from dit_engine.testing.zoo.tokenizers import tiny_t5_tokenizer
 
-__all__ = ["build_tiny_ltx_video_pipeline", "tiny_ltx_video_call_kwargs"]
+__all__ = ["TINY_LTX_VIDEO_VAE", "build_tiny_ltx_video_pipeline", "tiny_ltx_video_call_kwargs"]
 
 _TEXT_WIDTH = 32  # T5 d_model == the transformer's caption_channels
 _LATENT_CHANNELS = 8
+#: ``AutoencoderKLLTXVideo`` like LTX-Video 0.9.1 (timestep conditioning, noise injection,
+#: stride-2 downsampling), tiny: the pipeline's VAE and tests/parallel's VAE-parallel case
+TINY_LTX_VIDEO_VAE = dict(latent_channels=_LATENT_CHANNELS, block_out_channels=(8, 8, 16, 16),
+                          decoder_block_out_channels=(16, 16, 16, 16), layers_per_block=(1, 1, 1, 1, 1),
+                          decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+                          decoder_spatio_temporal_scaling=(True, True, False, False),
+                          decoder_inject_noise=(True, True, False, False, False), timestep_conditioning=True, patch_size=2)
 
 
 def build_tiny_ltx_video_pipeline(seed: int = 0) -> Any:
@@ -32,13 +39,7 @@ def build_tiny_ltx_video_pipeline(seed: int = 0) -> Any:
                                                  cross_attention_dim=16, num_layers=2, qk_norm="rms_norm_across_heads",
                                                  caption_channels=_TEXT_WIDTH)
     with seeded(seed, VAE):
-        vae = AutoencoderKLLTXVideo(latent_channels=_LATENT_CHANNELS, block_out_channels=(8, 8, 16, 16),
-                                    decoder_block_out_channels=(16, 16, 16, 16), layers_per_block=(1, 1, 1, 1, 1),
-                                    decoder_layers_per_block=(1, 1, 1, 1, 1),
-                                    spatio_temporal_scaling=(True, True, False, False),
-                                    decoder_spatio_temporal_scaling=(True, True, False, False),
-                                    decoder_inject_noise=(True, True, False, False, False),
-                                    timestep_conditioning=True, patch_size=2)
+        vae = AutoencoderKLLTXVideo(**TINY_LTX_VIDEO_VAE)
     with seeded(seed, TEXT_ENCODER):
         text_encoder = T5EncoderModel(T5Config(
             vocab_size=len(tokenizer), d_model=_TEXT_WIDTH, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
